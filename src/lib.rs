@@ -1,0 +1,22 @@
+//! ringcast — a real-time push edge node.
+//!
+//! One HTTP/1.1 port serves short polling, long polling, Server-Sent Events and WebSockets over
+//! topic pub/sub, one monoio shard per core.
+//!
+//! # Layout
+//! - [`config`]: command-line flags, validation and defaults (clap).
+//! - [`runtime`]: shard threads, core pinning, io_uring/epoll driver choice, signals and shutdown.
+//! - [`codec`]: pure protocol code — HTTP/1.1 heads and bodies, routes and topics, positions,
+//!   SSE events, WebSocket frames. No I/O, no clock, no shard state.
+//! - [`shard`]: one core's world (`!Send`): listener, connections in a slab, topics, history.
+//! - [`fanout`]: the only code that crosses threads: per-shard lock-free inboxes and wake-ups.
+//! - [`metrics`]: per-shard counters, rendered as Prometheus text on `GET /metrics`.
+//! - [`log`]: leveled one-line logging to stderr.
+
+pub mod codec;
+pub mod config;
+pub mod fanout;
+pub mod log;
+pub mod metrics;
+pub mod runtime;
+pub mod shard;
