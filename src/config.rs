@@ -1,1 +1,290 @@
-//! (placeholder — being written)
+//! Command-line flags, their defaults and validation (clap).
+//!
+//! Owns: every tunable bound of the node. Each bound has a safe default, a unit in its name and a
+//! flag of the same name (`DEFAULT_CLIENT_BUFFER_BYTES` ↔ `--client-buffer-bytes`).
+//! Must not: start anything; `main.rs` turns a [`Config`] into a running node via `runtime`.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, ValueEnum};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_MAX_REQUEST_LINE_BYTES: usize = 8 * 1024;
+pub const DEFAULT_MAX_HEAD_BYTES: usize = 16 * 1024;
+pub const DEFAULT_MAX_HEADERS: usize = 64;
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_MAX_TOPIC_BYTES: usize = 128;
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1_000_000;
+pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 10;
+pub const DEFAULT_MAX_TOPICS: usize = 1_000_000;
+pub const DEFAULT_TOPIC_IDLE_SECS: u64 = 300;
+pub const DEFAULT_HISTORY_MESSAGES: usize = 1000;
+pub const DEFAULT_HISTORY_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_HISTORY_SECS: u64 = 3600;
+pub const DEFAULT_CLIENT_BUFFER_BYTES: usize = 256 * 1024;
+pub const DEFAULT_INBOX_CAPACITY: usize = 65536;
+pub const DEFAULT_PUBLISH_TIMEOUT_MS: u64 = 2000;
+pub const DEFAULT_LONGPOLL_MAX_SECS: u64 = 60;
+pub const DEFAULT_POLL_LIMIT: usize = 100;
+pub const DEFAULT_SSE_RETRY_MS: u64 = 3000;
+pub const DEFAULT_HEARTBEAT_SECS: u64 = 15;
+pub const DEFAULT_PONG_TIMEOUT_SECS: u64 = 30;
+/// Connections past `--max-connections` still get a 503 up to this many more; beyond, they are
+/// closed at accept without a word (the hard cap), so a flood cannot make the node write.
+pub const OVERLOAD_ANSWER_SLACK: usize = 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Driver {
+    /// io_uring, falling back to epoll with one log line when io_uring cannot start.
+    Auto,
+    /// io_uring only: fail to start if it is unavailable.
+    Uring,
+    /// monoio's epoll driver.
+    Epoll,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SlowClient {
+    /// Close the client; it reconnects and resumes from history.
+    Disconnect,
+    /// Skip messages for it and tell it with a reset at its next read.
+    Drop,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+/// ringcast — a real-time push edge node: short/long polling, SSE and WebSocket over topic pub/sub.
+#[derive(Clone, Debug, Parser)]
+#[command(version, about, max_term_width = 100)]
+pub struct Config {
+    /// Address to listen on (one SO_REUSEPORT listener per shard).
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Number of shards (threads, one per core). 0 = the number of usable cores.
+    #[arg(long, default_value_t = 0)]
+    pub shards: usize,
+    /// Pin each shard thread to its own core.
+    #[arg(long, overrides_with = "no_pin", default_value_t = true)]
+    pub pin: bool,
+    /// Do not pin shard threads.
+    #[arg(long = "no-pin")]
+    pub no_pin: bool,
+    /// I/O driver.
+    #[arg(long, value_enum, default_value_t = Driver::Auto)]
+    pub driver: Driver,
+    /// Log level (one line per event on stderr).
+    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+
+    /// Longest request line, bytes (414 past it).
+    #[arg(long, default_value_t = DEFAULT_MAX_REQUEST_LINE_BYTES)]
+    pub max_request_line_bytes: usize,
+    /// Longest request head, bytes (431 past it).
+    #[arg(long, default_value_t = DEFAULT_MAX_HEAD_BYTES)]
+    pub max_head_bytes: usize,
+    /// Most header fields in a request (431 past it).
+    #[arg(long, default_value_t = DEFAULT_MAX_HEADERS)]
+    pub max_headers: usize,
+    /// Largest request body, bytes (413 past it); a single message is also bounded by --max-message-bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Largest message payload, bytes (413 on publish, 1009 on WebSocket).
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+    /// Longest topic name, bytes after percent-decoding (400 past it).
+    #[arg(long, default_value_t = DEFAULT_MAX_TOPIC_BYTES)]
+    pub max_topic_bytes: usize,
+    /// Time allowed to send a whole request head, seconds (408 then close: slowloris).
+    #[arg(long, alias = "header-timeout", default_value_t = DEFAULT_HEADER_TIMEOUT_SECS)]
+    pub header_timeout_secs: u64,
+    /// Idle keep-alive connection timeout, seconds.
+    #[arg(long, alias = "idle-timeout", default_value_t = DEFAULT_IDLE_TIMEOUT_SECS)]
+    pub idle_timeout_secs: u64,
+    /// Open connections served; past it new ones get 503 with Retry-After (and past it plus
+    /// 1024, they are closed at accept).
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// On SIGINT/SIGTERM: time to let requests finish and streams close, seconds.
+    #[arg(long, alias = "drain-timeout", default_value_t = DEFAULT_DRAIN_TIMEOUT_SECS)]
+    pub drain_timeout_secs: u64,
+
+    /// Most topics alive at once (503 past it).
+    #[arg(long, default_value_t = DEFAULT_MAX_TOPICS)]
+    pub max_topics: usize,
+    /// A topic with no subscriber and no message younger than this is freed, seconds.
+    #[arg(long, default_value_t = DEFAULT_TOPIC_IDLE_SECS)]
+    pub topic_idle_secs: u64,
+    /// History kept per topic: most messages.
+    #[arg(long, default_value_t = DEFAULT_HISTORY_MESSAGES)]
+    pub history_messages: usize,
+    /// History kept per topic: most payload bytes.
+    #[arg(long, default_value_t = DEFAULT_HISTORY_BYTES)]
+    pub history_bytes: usize,
+    /// History kept per topic: oldest message age, seconds.
+    #[arg(long, default_value_t = DEFAULT_HISTORY_SECS)]
+    pub history_secs: u64,
+    /// Bytes a streaming client may have waiting to be written before the --slow-client policy applies.
+    #[arg(long, default_value_t = DEFAULT_CLIENT_BUFFER_BYTES)]
+    pub client_buffer_bytes: usize,
+    /// What to do with a client whose send buffer is full.
+    #[arg(long, value_enum, default_value_t = SlowClient::Disconnect)]
+    pub slow_client: SlowClient,
+    /// Capacity of each shard's cross-core inbox, messages.
+    #[arg(long, default_value_t = DEFAULT_INBOX_CAPACITY)]
+    pub inbox_capacity: usize,
+    /// How long a publish waits for a full inbox before answering 503, milliseconds.
+    #[arg(long, default_value_t = DEFAULT_PUBLISH_TIMEOUT_MS)]
+    pub publish_timeout_ms: u64,
+    /// Require `Authorization: Bearer TOKEN` to publish (default: loopback peers only).
+    #[arg(long)]
+    pub publish_token: Option<String>,
+    /// Longest long-poll wait, seconds (`wait=` is capped to it).
+    #[arg(long, default_value_t = DEFAULT_LONGPOLL_MAX_SECS)]
+    pub longpoll_max_secs: u64,
+    /// Most messages in one poll answer (`limit=` is capped to it).
+    #[arg(long, default_value_t = DEFAULT_POLL_LIMIT)]
+    pub poll_limit: usize,
+
+    /// Reconnect delay announced to SSE clients, milliseconds (jittered ±20% per client).
+    #[arg(long, default_value_t = DEFAULT_SSE_RETRY_MS)]
+    pub sse_retry_ms: u64,
+    /// Heartbeat on quiet streams (SSE comment, WebSocket ping), seconds. 0 = off.
+    #[arg(long, default_value_t = DEFAULT_HEARTBEAT_SECS)]
+    pub heartbeat_secs: u64,
+    /// Close a WebSocket that has not answered a ping within this, seconds.
+    #[arg(long, default_value_t = DEFAULT_PONG_TIMEOUT_SECS)]
+    pub pong_timeout_secs: u64,
+    /// Origins allowed cross-origin (repeatable, or `*`). Default: same-origin only.
+    #[arg(long)]
+    pub allow_origin: Vec<String>,
+    /// Messages sent by WebSocket clients are published to the connection's topic.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub ws_client_publish: OnOff,
+}
+
+impl Config {
+    /// Checks relations between flags; the error says how to fix it.
+    pub fn validate(&mut self) -> Result<(), String> {
+        if self.no_pin {
+            self.pin = false;
+        }
+        if self.shards == 0 {
+            self.shards = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+        }
+        if self.shards > crate::fanout::MAX_SHARDS {
+            return Err(format!(
+                "--shards {} is more than the {} this build supports; use fewer shards",
+                self.shards,
+                crate::fanout::MAX_SHARDS
+            ));
+        }
+        let nonzero = [
+            ("--max-request-line-bytes", self.max_request_line_bytes),
+            ("--max-head-bytes", self.max_head_bytes),
+            ("--max-headers", self.max_headers),
+            ("--max-message-bytes", self.max_message_bytes),
+            ("--max-topic-bytes", self.max_topic_bytes),
+            ("--max-topics", self.max_topics),
+            ("--history-messages", self.history_messages),
+            ("--history-bytes", self.history_bytes),
+            ("--client-buffer-bytes", self.client_buffer_bytes),
+            ("--inbox-capacity", self.inbox_capacity),
+            ("--poll-limit", self.poll_limit),
+            ("--max-connections", self.max_connections),
+        ];
+        for (name, v) in nonzero {
+            if v == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if self.max_request_line_bytes > self.max_head_bytes {
+            return Err("--max-request-line-bytes must not exceed --max-head-bytes".into());
+        }
+        if self.header_timeout_secs == 0 {
+            return Err("--header-timeout-secs must be at least 1".into());
+        }
+        if let Some(t) = &self.publish_token {
+            if t.is_empty() || t.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
+                return Err(
+                    "--publish-token must be non-empty printable ASCII without spaces".into(),
+                );
+            }
+        }
+        for o in &self.allow_origin {
+            if o.is_empty() || o.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+                return Err(format!("--allow-origin {o:?} is not an origin or '*'"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses and validates, for tests and embedders.
+    pub fn from_args<I, T>(args: I) -> Result<Config, String>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut c = Config::try_parse_from(args).map_err(|e| e.to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn client_publish(&self) -> bool {
+        self.ws_client_publish == OnOff::On
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::from_args(["ringcast"]).unwrap();
+        assert_eq!(c.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert!(c.shards >= 1);
+        assert!(c.pin);
+        assert_eq!(c.slow_client, SlowClient::Disconnect);
+    }
+
+    #[test]
+    fn no_pin_and_aliases() {
+        let c = Config::from_args([
+            "ringcast",
+            "--no-pin",
+            "--header-timeout",
+            "3",
+            "--shards",
+            "2",
+        ])
+        .unwrap();
+        assert!(!c.pin);
+        assert_eq!(c.header_timeout_secs, 3);
+        assert_eq!(c.shards, 2);
+    }
+
+    #[test]
+    fn rejects_zero_bounds_and_bad_tokens() {
+        assert!(Config::from_args(["ringcast", "--client-buffer-bytes", "0"]).is_err());
+        assert!(Config::from_args(["ringcast", "--publish-token", "a b"]).is_err());
+        assert!(Config::from_args(["ringcast", "--max-head-bytes", "10"]).is_err());
+        assert!(Config::from_args(["ringcast", "--shards", "1000"]).is_err());
+    }
+}

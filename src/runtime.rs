@@ -1,1 +1,269 @@
-//! (placeholder — being written)
+//! Threads, core pinning, the I/O driver, signals and shutdown.
+//!
+//! Owns: binding one SO_REUSEPORT listener per shard (all on the same port, so `:0` works),
+//! starting one monoio runtime per shard on its own thread (pinned with core_affinity), choosing
+//! io_uring or epoll, and turning SIGINT/SIGTERM into a `Shutdown` command on every inbox.
+//! Must not: serve requests or hold shard state.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, Driver};
+use crate::fanout::{Cmd, Node};
+use crate::{error, info, warn};
+
+/// io_uring submission queue size per shard. Readiness polls for idle connections stay in the
+/// kernel once submitted, so this bounds one submit batch, not the connections a shard holds.
+const URING_ENTRIES: u32 = 16384;
+
+/// Which driver the shards actually run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActiveDriver {
+    Uring,
+    Epoll,
+}
+
+impl ActiveDriver {
+    pub fn name(self) -> &'static str {
+        match self {
+            ActiveDriver::Uring => "io_uring",
+            ActiveDriver::Epoll => "epoll",
+        }
+    }
+}
+
+/// Picks the driver: `auto` tries to build an io_uring runtime once and falls back with one
+/// log line saying why.
+pub fn choose_driver(d: Driver) -> io::Result<ActiveDriver> {
+    match d {
+        Driver::Epoll => Ok(ActiveDriver::Epoll),
+        Driver::Uring => probe_uring().map(|_| ActiveDriver::Uring).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "io_uring is unavailable ({e}); run with --driver epoll or --driver auto \
+                     (check seccomp, kernel >= 5.6 and RLIMIT_MEMLOCK)"
+                ),
+            )
+        }),
+        Driver::Auto => match probe_uring() {
+            Ok(()) => Ok(ActiveDriver::Uring),
+            Err(e) => {
+                warn!(
+                    "io_uring unavailable ({e}); running on the epoll driver \
+                     (check seccomp, kernel >= 5.6 and RLIMIT_MEMLOCK)"
+                );
+                Ok(ActiveDriver::Epoll)
+            }
+        },
+    }
+}
+
+fn probe_uring() -> io::Result<()> {
+    if std::env::var_os("RINGCAST_TEST_DISABLE_URING").is_some() {
+        // Lets the test suite exercise the `auto` fallback on a machine that has io_uring.
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "disabled by RINGCAST_TEST_DISABLE_URING",
+        ));
+    }
+    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .with_entries(8)
+        .build()
+        .map(drop)
+}
+
+/// Binds `n` listeners on the same address with SO_REUSEPORT: the first bind chooses the port
+/// when it is 0, the others reuse it; the kernel spreads new connections among them.
+pub fn bind_listeners(addr: SocketAddr, n: usize) -> io::Result<Vec<TcpListener>> {
+    let mut out = Vec::with_capacity(n);
+    let mut addr = addr;
+    for _ in 0..n {
+        let l = bind_reuseport(addr)?;
+        addr = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+    use std::os::fd::FromRawFd;
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket(2); the fd is owned by the TcpListener below or closed on error.
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket we own; the listener closes it on drop.
+    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+        // SAFETY: setsockopt with a valid fd and a pointer to a live c_int of the given size.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let (sa, len) = crate::shard::io::sockaddr_of(addr);
+    // SAFETY: sa is a properly initialised sockaddr of `len` bytes.
+    if unsafe { libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len) } < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("cannot bind {addr}: {e} (is another process on that port? try --listen)"),
+        ));
+    }
+    // SAFETY: listen(2) on a bound socket we own.
+    if unsafe { libc::listen(fd, 65535) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(listener)
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local, then pthread_sigmask for this thread (inherited by
+    // the shard threads spawned after it), so only the waiting thread receives SIGINT/SIGTERM.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        // A peer that vanishes must never kill the process through a write.
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        set
+    }
+}
+
+/// Runs the node until a signal drains it. Returns when every shard has stopped.
+pub fn run(cfg: Config) -> io::Result<()> {
+    crate::log::set_level(cfg.log_level);
+    let sigset = block_signals();
+    let driver = choose_driver(cfg.driver)?;
+    let listeners = bind_listeners(cfg.listen, cfg.shards)?;
+    let local = listeners[0].local_addr()?;
+    let cores = if cfg.pin {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    info!(
+        "ringcast {} listening on {local} shards={} driver={} pin={} max_connections={} \
+         max_head_bytes={} max_message_bytes={} client_buffer_bytes={} slow_client={:?} \
+         history={}msgs/{}B/{}s",
+        env!("CARGO_PKG_VERSION"),
+        cfg.shards,
+        driver.name(),
+        cfg.pin && !cores.is_empty(),
+        cfg.max_connections,
+        cfg.max_head_bytes,
+        cfg.max_message_bytes,
+        cfg.client_buffer_bytes,
+        cfg.slow_client,
+        cfg.history_messages,
+        cfg.history_bytes,
+        cfg.history_secs,
+    );
+    let node = Arc::new(Node::new(cfg));
+    let mut threads = Vec::new();
+    for (id, listener) in listeners.into_iter().enumerate() {
+        let node = node.clone();
+        let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
+        let t = std::thread::Builder::new()
+            .name(format!("shard-{id}"))
+            .spawn(move || {
+                if let Some(c) = core {
+                    core_affinity::set_for_current(c);
+                }
+                if let Err(e) = run_shard(node, id, listener, driver) {
+                    error!("shard {id} failed: {e}");
+                }
+            })?;
+        threads.push(t);
+    }
+    wait_for_signal(&sigset, &node, &threads);
+    for t in threads {
+        let _ = t.join();
+    }
+    info!("stopped");
+    Ok(())
+}
+
+fn run_shard(
+    node: Arc<Node>,
+    id: usize,
+    listener: TcpListener,
+    driver: ActiveDriver,
+) -> io::Result<()> {
+    let fut = crate::shard::run(node, id, listener);
+    match driver {
+        ActiveDriver::Uring => {
+            monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .with_entries(URING_ENTRIES)
+                .enable_timer()
+                .build()?
+                .block_on(fut);
+        }
+        ActiveDriver::Epoll => {
+            monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .enable_timer()
+                .build()?
+                .block_on(fut);
+        }
+    }
+    Ok(())
+}
+
+/// Waits for SIGINT/SIGTERM (or for every shard to have stopped on its own), then tells every
+/// shard to drain.
+fn wait_for_signal(set: &libc::sigset_t, node: &Node, threads: &[std::thread::JoinHandle<()>]) {
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 200_000_000,
+    };
+    loop {
+        // SAFETY: sigtimedwait with a valid set and timeout; no siginfo wanted.
+        let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+        if sig == libc::SIGINT || sig == libc::SIGTERM {
+            info!(
+                "signal {sig}: draining (up to {}s)",
+                node.cfg.drain_timeout_secs
+            );
+            break;
+        }
+        if threads.iter().all(|t| t.is_finished()) {
+            return;
+        }
+    }
+    node.shutting_down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    for s in 0..node.bus.shards() {
+        // The inbox may be full under load: retry briefly, the shard also polls the flag.
+        for _ in 0..100 {
+            if node.bus.send(s, Cmd::Shutdown).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}

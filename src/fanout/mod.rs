@@ -1,0 +1,266 @@
+//! The only code that crosses threads: shard inboxes, the commands they carry, and wake-ups.
+//!
+//! Owns: one bounded `crossbeam_queue::ArrayQueue` inbox per shard plus a waker slot
+//! (`atomic_waker::AtomicWaker`). Waking a parked shard goes through monoio's cross-thread
+//! unpark (an eventfd write), and only when the shard is actually parked: a shard that is busy
+//! draining has taken its waker out of the slot, so a burst of pushes costs one wake at most.
+//! What crosses is immutable: `Arc<Msg>` payloads and plain-data commands — never shard objects.
+//! A full inbox hands the command back (`Err(cmd)`): backpressure, never a silent drop.
+//! Must not: hold shard state, block, or allocate per message beyond the `Arc<Msg>` itself.
+
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::Instant;
+
+use atomic_waker::AtomicWaker;
+use crossbeam_queue::ArrayQueue;
+
+use crate::codec::position::Position;
+
+/// Shard count limit: a topic's set of interested shards is a `u64` bit mask.
+pub const MAX_SHARDS: usize = 64;
+
+/// One published message, immutable once its home gave it a position.
+#[derive(Debug)]
+pub struct Msg {
+    pub topic: Arc<str>,
+    pub pos: Position,
+    pub event: Option<Box<str>>,
+    pub data: Box<[u8]>,
+    /// Binary payload (not valid UTF-8, or published as application/octet-stream).
+    pub binary: bool,
+    /// When the home accepted it (history age bound, latency metrics).
+    pub at: Instant,
+}
+
+pub type MsgRef = Arc<Msg>;
+
+/// A payload not yet given a position.
+#[derive(Debug)]
+pub struct NewMsg {
+    pub event: Option<Box<str>>,
+    pub data: Box<[u8]>,
+    pub binary: bool,
+}
+
+/// Where a reply goes: a pending slot on a shard, with a generation so a reply for a slot that
+/// was freed (client gone) and reused misses instead of hitting the new owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplyTo {
+    pub shard: u16,
+    pub slot: u32,
+    pub gen: u32,
+}
+
+/// A client's resume point as given: absent, unreadable, or a position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Since {
+    /// No cursor: start from now.
+    None,
+    /// Could not be parsed: answered with a reset.
+    Bad,
+    At(Position),
+}
+
+/// What a home answers to a window request (poll, subscribe).
+#[derive(Debug)]
+pub struct Window {
+    /// The resume point was outside history: the client must refetch its state.
+    pub reset: bool,
+    /// Messages after the resume point, oldest first (empty on reset).
+    pub msgs: Vec<MsgRef>,
+    /// The topic's newest position (what `next` is when `msgs` is empty).
+    pub current: Position,
+}
+
+#[derive(Debug)]
+pub enum PublishError {
+    /// `--max-topics` reached.
+    TooManyTopics,
+    /// The home's outgoing queues are full: fanout is not keeping up (503, retry later).
+    Overloaded,
+}
+
+#[derive(Debug)]
+pub enum Reply {
+    Published(Result<Vec<Position>, PublishError>),
+    Window(Result<Window, PublishError>),
+}
+
+#[derive(Debug)]
+pub enum Cmd {
+    /// To a topic's home: give these messages positions, in order, and fan them out.
+    Publish {
+        topic: Arc<str>,
+        msgs: Vec<NewMsg>,
+        reply: ReplyTo,
+    },
+    /// To a topic's home: answer the window after `since`; if `subscribe`, also start sending
+    /// this shard every new message of the topic (in the same queue, so after the window).
+    Window {
+        topic: Arc<str>,
+        since: Since,
+        limit: usize,
+        subscribe: bool,
+        reply: ReplyTo,
+    },
+    /// To a topic's home: shard `from` has no subscriber left for `topic`.
+    Unsubscribe { topic: Arc<str>, from: u16 },
+    /// From a topic's home to a shard with subscribers: new messages, in order.
+    Deliver(MsgRef),
+    /// An answer for a pending slot.
+    Reply { to: ReplyTo, reply: Reply },
+    /// Stop accepting and drain (sent by the signal thread).
+    Shutdown,
+}
+
+struct Inbox {
+    queue: ArrayQueue<Cmd>,
+    waker: AtomicWaker,
+}
+
+/// All shards' inboxes.
+pub struct Bus {
+    inboxes: Box<[Inbox]>,
+}
+
+impl Bus {
+    pub fn new(shards: usize, capacity: usize) -> Bus {
+        assert!((1..=MAX_SHARDS).contains(&shards));
+        Bus {
+            inboxes: (0..shards)
+                .map(|_| Inbox {
+                    queue: ArrayQueue::new(capacity.max(1)),
+                    waker: AtomicWaker::new(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn shards(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    /// Pushes without waking; `Err(cmd)` gives the command back when the inbox is full.
+    #[inline]
+    pub fn try_push(&self, to: usize, cmd: Cmd) -> Result<(), Cmd> {
+        self.inboxes[to].queue.push(cmd)
+    }
+
+    /// Wakes shard `to` if it is parked on its inbox.
+    #[inline]
+    pub fn wake(&self, to: usize) {
+        self.inboxes[to].waker.wake();
+    }
+
+    /// Pushes and wakes; for callers outside any shard (signal thread).
+    pub fn send(&self, to: usize, cmd: Cmd) -> Result<(), Cmd> {
+        self.try_push(to, cmd)?;
+        self.wake(to);
+        Ok(())
+    }
+
+    #[inline]
+    pub fn pop(&self, me: usize) -> Option<Cmd> {
+        self.inboxes[me].queue.pop()
+    }
+
+    /// Registers the shard's waker; the caller must check the queue again afterwards.
+    pub fn register(&self, me: usize, waker: &Waker) {
+        self.inboxes[me].waker.register(waker);
+    }
+
+    pub fn is_empty(&self, me: usize) -> bool {
+        self.inboxes[me].queue.is_empty()
+    }
+
+    pub fn len(&self, me: usize) -> usize {
+        self.inboxes[me].queue.len()
+    }
+}
+
+/// FNV-1a 64 of the topic name: stable across processes and builds, so every node (and a
+/// future backplane) agrees on a topic's home for a given shard count.
+pub fn topic_hash(topic: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in topic {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The shard that orders and keeps the history of `topic`.
+pub fn home_of(topic: &[u8], shards: usize) -> usize {
+    (topic_hash(topic) % shards as u64) as usize
+}
+
+/// What all shards share: read-only configuration, the bus, metrics and two approximate totals
+/// used as caps. Everything here is `Sync`; nothing here is a shard object.
+pub struct Node {
+    pub cfg: crate::config::Config,
+    pub bus: Bus,
+    pub metrics: crate::metrics::Metrics,
+    /// Open connections on all shards (the `--max-connections` cap).
+    pub connections: std::sync::atomic::AtomicUsize,
+    /// Topics alive on all shards (the `--max-topics` cap).
+    pub topics: std::sync::atomic::AtomicUsize,
+    /// Set once by the signal thread.
+    pub shutting_down: std::sync::atomic::AtomicBool,
+    /// Random per process: mixed into topic epochs so a restarted node never reuses one.
+    pub seed: u64,
+}
+
+impl Node {
+    pub fn new(cfg: crate::config::Config) -> Node {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        let shards = cfg.shards;
+        Node {
+            bus: Bus::new(shards, cfg.inbox_capacity),
+            metrics: crate::metrics::Metrics::new(shards),
+            connections: Default::default(),
+            topics: Default::default(),
+            shutting_down: Default::default(),
+            seed: h.finish(),
+            cfg,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_inbox_gives_the_command_back() {
+        let bus = Bus::new(2, 2);
+        for _ in 0..2 {
+            assert!(bus.try_push(1, Cmd::Shutdown).is_ok());
+        }
+        match bus.try_push(1, Cmd::Shutdown) {
+            Err(Cmd::Shutdown) => {}
+            other => panic!("expected the command back, got {other:?}"),
+        }
+        assert_eq!(bus.len(1), 2);
+        assert!(bus.is_empty(0));
+        assert!(matches!(bus.pop(1), Some(Cmd::Shutdown)));
+    }
+
+    #[test]
+    fn homes_spread_and_are_stable() {
+        assert_eq!(topic_hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(topic_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        let mut counts = [0usize; 4];
+        for i in 0..4000 {
+            counts[home_of(format!("topic-{i}").as_bytes(), 4)] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
+    }
+}

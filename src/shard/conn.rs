@@ -1,0 +1,688 @@
+//! One HTTP/1.1 connection: read heads and bodies, route, answer in order, or hand the socket
+//! to a stream (SSE, WebSocket).
+//!
+//! Owns: the connection loop — keep-alive, pipelining (responses leave in request order, one
+//! write per batch), HTTP/1.0, `Connection: close`, `Expect: 100-continue`, Content-Length and
+//! chunked bodies, HEAD, every limit and timeout of a request, CORS and the accept-time
+//! connection cap. The read buffer comes from the shard's pool while a request is being read
+//! and goes back before the connection waits for the next one, so an idle keep-alive
+//! connection holds no buffer.
+//! Must not: parse bytes itself (the codecs do), or hold a `RefCell` borrow across an await.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use monoio::net::{TcpListener, TcpStream};
+
+use crate::codec::http1::{self, BodyKind, ChunkedDecoder, Head, Limits, Method, Status};
+use crate::codec::route::{self, Route};
+use crate::config::OVERLOAD_ANSWER_SLACK;
+use crate::metrics::M;
+use crate::shard::io::{self, ReadOutcome};
+use crate::shard::{poll, publish, sse, Shard};
+use crate::{debug, warn};
+
+/// Bytes asked of the kernel per read.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// A pooled read buffer larger than this is freed instead of kept.
+const MAX_POOLED_BUFFER_BYTES: usize = 64 * 1024;
+/// Buffers kept in a shard's pool.
+const MAX_POOLED_BUFFERS: usize = 256;
+
+pub async fn accept_loop(sh: &Rc<Shard>, listener: &TcpListener) {
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = sh.draining.wait() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => admit(sh, stream, peer),
+            Err(e) => {
+                // EMFILE/ENFILE and friends: say so and back off instead of spinning.
+                warn!("shard {}: accept failed: {e} (raise `ulimit -n`?)", sh.id);
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+fn admit(sh: &Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+    let m = sh.metrics();
+    m.inc(M::ConnectionsAccepted);
+    let n = sh.node.connections.fetch_add(1, Ordering::Relaxed) + 1;
+    let max = sh.node.cfg.max_connections;
+    if n > max {
+        m.inc(M::ConnectionsRejected);
+        if n > max + OVERLOAD_ANSWER_SLACK {
+            sh.node.connections.fetch_sub(1, Ordering::Relaxed);
+            debug!("connection from {peer} closed at accept: over the hard cap");
+            return;
+        }
+        let sh = sh.clone();
+        monoio::spawn(async move {
+            let fd = stream.as_raw_fd();
+            let mut out = Vec::new();
+            let date = sh.date.get();
+            http1::write_response(
+                &mut out,
+                503,
+                &[("Retry-After", b"1"), ("Content-Type", b"text/plain")],
+                b"over --max-connections\n",
+                false,
+                false,
+                &date,
+            );
+            let _ = io::set_nonblocking(fd);
+            let _ = io::write_some(fd, &out);
+            drop(stream);
+            sh.node.connections.fetch_sub(1, Ordering::Relaxed);
+        });
+        return;
+    }
+    m.inc(M::ConnectionsOpen);
+    monoio::spawn(serve(sh.clone(), stream, peer));
+}
+
+/// Undoes the connection counts however the connection task ends.
+struct Counted<'a>(&'a Shard);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.metrics().dec(M::ConnectionsOpen);
+        self.0.node.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What the connection does after a request.
+pub enum Next {
+    KeepAlive,
+    Close,
+    /// The socket was handed to a stream that has finished with it.
+    Done,
+}
+
+/// One request, as handlers see it.
+pub struct Req<'a> {
+    pub buf: &'a [u8],
+    pub head: &'a Head,
+    pub body: &'a [u8],
+    pub peer: SocketAddr,
+}
+
+impl Req<'_> {
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.head.header(self.buf, name)
+    }
+    pub fn query(&self) -> &[u8] {
+        self.head.query(self.buf)
+    }
+}
+
+/// Where handlers write their answer.
+pub struct Answer<'a> {
+    pub out: &'a mut Vec<u8>,
+    pub keep_alive: bool,
+    pub head_only: bool,
+    pub date: [u8; 29],
+    /// `Access-Control-Allow-Origin` value when the request was cross-origin and allowed.
+    pub cors: Option<Vec<u8>>,
+}
+
+impl Answer<'_> {
+    pub fn send(&mut self, status: u16, headers: &[(&str, &[u8])], body: &[u8]) {
+        if let Some(origin) = self.cors.take() {
+            let mut h: Vec<(&str, &[u8])> = headers.to_vec();
+            h.push(("Access-Control-Allow-Origin", &origin));
+            h.push(("Vary", b"Origin"));
+            if origin != b"*" {
+                h.push(("Access-Control-Expose-Headers", b"ETag, X-Ringcast-Next"));
+            }
+            http1::write_response(
+                self.out,
+                status,
+                &h,
+                body,
+                self.keep_alive,
+                self.head_only,
+                &self.date,
+            );
+            self.cors = Some(origin);
+        } else {
+            http1::write_response(
+                self.out,
+                status,
+                headers,
+                body,
+                self.keep_alive,
+                self.head_only,
+                &self.date,
+            );
+        }
+    }
+
+    /// A plain-text error with a one-line reason.
+    pub fn error(&mut self, status: u16, reason: &str) {
+        let mut body = Vec::with_capacity(reason.len() + 1);
+        body.extend_from_slice(reason.as_bytes());
+        body.push(b'\n');
+        self.send(
+            status,
+            &[("Content-Type", b"text/plain; charset=utf-8")],
+            &body,
+        );
+    }
+}
+
+/// The connection's I/O state.
+pub struct Conn {
+    pub sh: Rc<Shard>,
+    pub stream: TcpStream,
+    pub fd: RawFd,
+    pub peer: SocketAddr,
+    pub rbuf: Vec<u8>,
+    pub wbuf: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub enum ReadErr {
+    /// Peer closed or the socket failed: nothing to answer.
+    Gone,
+    /// The deadline passed.
+    Timeout,
+    /// The node is draining and nothing of a request has arrived.
+    Draining,
+}
+
+impl Conn {
+    fn take_buf(&mut self) {
+        if self.rbuf.capacity() == 0 {
+            if let Some(b) = self.sh.st.borrow_mut().bufpool.pop() {
+                self.rbuf = b;
+            }
+        }
+    }
+
+    /// Gives an empty read buffer back to the pool so an idle connection holds none.
+    fn release_buf(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            let b = std::mem::take(&mut self.rbuf);
+            let mut st = self.sh.st.borrow_mut();
+            if b.capacity() <= MAX_POOLED_BUFFER_BYTES && st.bufpool.len() < MAX_POOLED_BUFFERS {
+                st.bufpool.push(b);
+            }
+        }
+    }
+
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let r = io::write_all(&self.stream, self.fd, &self.wbuf).await;
+        self.wbuf.clear();
+        if self.wbuf.capacity() > MAX_POOLED_BUFFER_BYTES {
+            self.wbuf = Vec::new();
+        }
+        r
+    }
+
+    /// Reads more bytes, waiting until `deadline`. With `idle`, the wait also ends when the
+    /// node starts draining.
+    pub async fn fill(&mut self, deadline: Instant, idle: bool) -> Result<usize, ReadErr> {
+        self.take_buf();
+        // Try at once: a new connection's request is usually already here.
+        loop {
+            match io::read_some(self.fd, &mut self.rbuf, READ_CHUNK_BYTES) {
+                Ok(ReadOutcome::Data(n)) => return Ok(n),
+                Ok(ReadOutcome::Eof) | Err(_) => return Err(ReadErr::Gone),
+                Ok(ReadOutcome::WouldBlock) => {}
+            }
+            self.release_buf();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ReadErr::Timeout);
+            }
+            let ready = if idle {
+                monoio::select! {
+                    r = monoio::time::timeout(left, self.stream.readable(false)) => Some(r),
+                    _ = self.sh.draining.wait() => None,
+                }
+            } else {
+                Some(monoio::time::timeout(left, self.stream.readable(false)).await)
+            };
+            match ready {
+                None => return Err(ReadErr::Draining),
+                Some(Err(_)) => return Err(ReadErr::Timeout),
+                Some(Ok(Err(_))) => return Err(ReadErr::Gone),
+                Some(Ok(Ok(()))) => self.take_buf(),
+            }
+        }
+    }
+}
+
+fn limits(sh: &Shard) -> Limits {
+    let c = &sh.node.cfg;
+    Limits {
+        max_request_line_bytes: c.max_request_line_bytes,
+        max_head_bytes: c.max_head_bytes,
+        max_headers: c.max_headers,
+    }
+}
+
+pub async fn serve(sh: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+    let _counted = Counted(&sh);
+    let fd = stream.as_raw_fd();
+    if io::set_nonblocking(fd).is_err() {
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    let mut c = Conn {
+        sh: sh.clone(),
+        stream,
+        fd,
+        peer,
+        rbuf: Vec::new(),
+        wbuf: Vec::new(),
+    };
+    let mut head = Head::default();
+    let lim = limits(&sh);
+    let header_timeout = Duration::from_secs(sh.node.cfg.header_timeout_secs);
+    let idle_timeout = Duration::from_secs(sh.node.cfg.idle_timeout_secs);
+    let mut first = true;
+    loop {
+        // ---- a head ----------------------------------------------------------------------
+        let mut started: Option<Instant> = if first { Some(Instant::now()) } else { None };
+        loop {
+            if !c.rbuf.is_empty() {
+                started.get_or_insert_with(Instant::now);
+                match http1::parse_head(&c.rbuf, &lim, &mut head) {
+                    Ok(Status::Complete) => break,
+                    Ok(Status::Partial) => {}
+                    Err(e) => {
+                        sh.metrics().inc(M::BadRequests);
+                        debug!("{peer}: bad request head: {e}");
+                        reject(&mut c, e.status(), e.reason()).await;
+                        return;
+                    }
+                }
+            }
+            if c.rbuf.is_empty() && c.flush().await.is_err() {
+                return;
+            }
+            if !c.wbuf.is_empty() && c.flush().await.is_err() {
+                return;
+            }
+            let (deadline, idle) = match started {
+                Some(t) => (t + header_timeout, false),
+                None => (Instant::now() + idle_timeout, true),
+            };
+            match c.fill(deadline, idle).await {
+                Ok(_) => {}
+                Err(ReadErr::Timeout) if started.is_some() => {
+                    sh.metrics().inc(M::Timeouts);
+                    debug!("{peer}: request head not complete within --header-timeout-secs");
+                    reject(&mut c, 408, "request head not received in time").await;
+                    return;
+                }
+                Err(ReadErr::Timeout) => {
+                    sh.metrics().inc(M::Timeouts);
+                    return;
+                }
+                Err(ReadErr::Gone) | Err(ReadErr::Draining) => return,
+            }
+        }
+        first = false;
+        sh.metrics().inc(M::Requests);
+        // ---- its body and its answer -------------------------------------------------------
+        match request(&mut c, &head).await {
+            Next::KeepAlive if !sh.is_draining() => {}
+            Next::KeepAlive | Next::Close => {
+                let _ = c.flush().await;
+                io::shutdown_write(c.fd);
+                return;
+            }
+            Next::Done => return,
+        }
+    }
+}
+
+/// Answers an unreadable request and closes.
+async fn reject(c: &mut Conn, status: u16, reason: &str) {
+    let mut a = Answer {
+        out: &mut c.wbuf,
+        keep_alive: false,
+        head_only: false,
+        date: c.sh.date.get(),
+        cors: None,
+    };
+    a.error(status, reason);
+    let _ = c.flush().await;
+    io::shutdown_write(c.fd);
+}
+
+/// Which body a route accepts, in bytes.
+fn body_limit(sh: &Shard, r: &Route) -> Option<usize> {
+    let c = &sh.node.cfg;
+    match r {
+        Route::Publish(_) => Some(c.max_message_bytes),
+        Route::PublishBatch => Some(c.max_body_bytes),
+        _ => None,
+    }
+}
+
+/// Reads the body of the current request into `body`, answering 100 Continue when asked.
+/// Returns the total bytes of head + framed body consumed from `rbuf` is left to the caller
+/// through `consumed`.
+async fn read_body(
+    c: &mut Conn,
+    head: &Head,
+    limit: usize,
+    body: &mut Vec<u8>,
+) -> Result<usize, (u16, &'static str)> {
+    let start = head.head_len;
+    let idle = Duration::from_secs(c.sh.node.cfg.idle_timeout_secs);
+    let deadline = move || Instant::now() + idle;
+    match head.body {
+        BodyKind::None => Ok(start),
+        BodyKind::Length(n) => {
+            if n > limit as u64 {
+                return Err((413, "request body larger than the limit"));
+            }
+            let n = n as usize;
+            if head.expect_continue && c.rbuf.len() < start + n {
+                c.wbuf.extend_from_slice(http1::CONTINUE_100);
+                c.flush().await.map_err(|_| (400, "gone"))?;
+            }
+            while c.rbuf.len() < start + n {
+                let d = deadline();
+                c.fill(d, false)
+                    .await
+                    .map_err(|_| (408, "request body not received in time"))?;
+            }
+            body.extend_from_slice(&c.rbuf[start..start + n]);
+            Ok(start + n)
+        }
+        BodyKind::Chunked => {
+            let mut dec = ChunkedDecoder::new(limit);
+            let mut pos = start;
+            if head.expect_continue && c.rbuf.len() == start {
+                c.wbuf.extend_from_slice(http1::CONTINUE_100);
+                c.flush().await.map_err(|_| (400, "gone"))?;
+            }
+            loop {
+                let (used, done) = dec
+                    .decode(&c.rbuf[pos..], body)
+                    .map_err(|e| (e.status(), e.reason()))?;
+                pos += used;
+                if done {
+                    return Ok(pos);
+                }
+                let d = deadline();
+                c.fill(d, false)
+                    .await
+                    .map_err(|_| (408, "request body not received in time"))?;
+            }
+        }
+    }
+}
+
+/// A browser request from an origin `--allow-origin` does not list (403).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OriginDenied;
+
+/// Cross-origin check for browser routes (`--allow-origin`). `Ok(None)`: no CORS headers
+/// (no Origin, or same origin); `Ok(Some(v))`: answer `Access-Control-Allow-Origin: v`.
+pub fn cors(sh: &Shard, buf: &[u8], head: &Head) -> Result<Option<Vec<u8>>, OriginDenied> {
+    let Some(origin) = head.header(buf, "origin") else {
+        return Ok(None);
+    };
+    let allow = &sh.node.cfg.allow_origin;
+    if allow.iter().any(|a| a == "*") {
+        return Ok(Some(b"*".to_vec()));
+    }
+    if allow.iter().any(|a| a.as_bytes() == origin) {
+        return Ok(Some(origin.to_vec()));
+    }
+    // Same origin: the Origin's authority is this request's Host.
+    let host = head.header(buf, "host").unwrap_or(b"");
+    let authority = origin
+        .strip_prefix(b"http://")
+        .or_else(|| origin.strip_prefix(b"https://"))
+        .unwrap_or(b"");
+    if !host.is_empty() && authority.eq_ignore_ascii_case(host) {
+        return Ok(None);
+    }
+    Err(OriginDenied)
+}
+
+async fn request(c: &mut Conn, head: &Head) -> Next {
+    let sh = c.sh.clone();
+    let r = match route::route(head.path(&c.rbuf), sh.node.cfg.max_topic_bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            sh.metrics().inc(M::BadRequests);
+            debug!("{}: {e}", c.peer);
+            return answer_without_body(c, head, e.status(), e.reason(), &[]);
+        }
+    };
+    let method = head.method;
+    let head_only = method == Method::Head;
+    if method == Method::Other {
+        return answer_without_body(c, head, 501, "method not implemented", &[]);
+    }
+    // Method checks per route.
+    let allow: &[u8] = match &r {
+        Route::Healthz | Route::Metrics => b"GET, HEAD",
+        Route::Publish(_) | Route::PublishBatch => b"POST",
+        Route::Poll(_) | Route::Sse(_) => b"GET, HEAD, OPTIONS",
+        Route::Ws(_) => b"GET",
+        Route::NotFound => b"",
+    };
+    if matches!(r, Route::NotFound) {
+        return answer_without_body(c, head, 404, "no such route", &[]);
+    }
+    let method_name: &[u8] = match method {
+        Method::Get => b"GET",
+        Method::Head => b"HEAD",
+        Method::Post => b"POST",
+        Method::Put => b"PUT",
+        Method::Delete => b"DELETE",
+        Method::Options => b"OPTIONS",
+        Method::Patch => b"PATCH",
+        Method::Other => b"",
+    };
+    let allowed = allow
+        .split(|&b| b == b',')
+        .any(|m| m.trim_ascii() == method_name);
+    if !allowed {
+        sh.metrics().inc(M::BadRequests);
+        return answer_without_body(
+            c,
+            head,
+            405,
+            "method not allowed on this route",
+            &[("Allow", allow)],
+        );
+    }
+    if method == Method::Options {
+        return preflight(c, head);
+    }
+    // The body, for the routes that take one.
+    let mut body = Vec::new();
+    let consumed = match body_limit(&sh, &r) {
+        Some(limit) => match read_body(c, head, limit, &mut body).await {
+            Ok(n) => n,
+            Err((status, reason)) => {
+                sh.metrics().inc(M::BadRequests);
+                debug!("{}: {reason}", c.peer);
+                // The rest of the body is unread: close after answering.
+                let mut a = Answer {
+                    out: &mut c.wbuf,
+                    keep_alive: false,
+                    head_only,
+                    date: sh.date.get(),
+                    cors: None,
+                };
+                a.error(status, reason);
+                return Next::Close;
+            }
+        },
+        None => {
+            if head.body != BodyKind::None && head.body != BodyKind::Length(0) {
+                return answer_without_body(c, head, 413, "this route takes no request body", &[]);
+            }
+            head.head_len
+        }
+    };
+    let keep_alive = head.keep_alive && !sh.is_draining();
+    // Streams take the socket: flush what earlier pipelined requests produced first.
+    let next = match r {
+        Route::Sse(topic) => {
+            let buf = std::mem::take(&mut c.rbuf);
+            let req = Req {
+                buf: &buf,
+                head,
+                body: &[],
+                peer: c.peer,
+            };
+            let n = sse::serve(c, &req, topic).await;
+            c.rbuf = buf;
+            n
+        }
+        Route::Ws(_topic) => {
+            answer_without_body(c, head, 501, "websocket is not available yet", &[])
+        }
+        other => {
+            if matches!(other, Route::Poll(_)) && c.flush().await.is_err() {
+                // A long poll may wait: answers to earlier pipelined requests go first.
+                return Next::Done;
+            }
+            let buf = std::mem::take(&mut c.rbuf);
+            let req = Req {
+                buf: &buf[..consumed],
+                head,
+                body: &body,
+                peer: c.peer,
+            };
+            let mut a = Answer {
+                out: &mut c.wbuf,
+                keep_alive,
+                head_only,
+                date: sh.date.get(),
+                cors: None,
+            };
+            let n = match other {
+                Route::Healthz => {
+                    a.send(200, &[("Content-Type", b"text/plain")], b"ok\n");
+                    Next::KeepAlive
+                }
+                Route::Metrics => {
+                    let mut s = String::with_capacity(8192);
+                    sh.node.metrics.render(&mut s);
+                    a.send(
+                        200,
+                        &[("Content-Type", b"text/plain; version=0.0.4")],
+                        s.as_bytes(),
+                    );
+                    Next::KeepAlive
+                }
+                Route::Publish(topic) => publish::single(&sh, &req, &mut a, topic).await,
+                Route::PublishBatch => publish::batch(&sh, &req, &mut a).await,
+                Route::Poll(topic) => poll::handle(&sh, &req, &mut a, topic, c.fd, &c.stream).await,
+                _ => unreachable!("streams handled above"),
+            };
+            c.rbuf = buf;
+            n
+        }
+    };
+    if matches!(next, Next::Done) {
+        return next;
+    }
+    if c.rbuf.len() >= consumed {
+        c.rbuf.drain(..consumed);
+    }
+    if !keep_alive {
+        return Next::Close;
+    }
+    next
+}
+
+/// Answers a request whose body (if any) is not read: keep the connection only when there is
+/// no body to skip.
+fn answer_without_body(
+    c: &mut Conn,
+    head: &Head,
+    status: u16,
+    reason: &str,
+    extra: &[(&str, &[u8])],
+) -> Next {
+    let no_body = matches!(head.body, BodyKind::None | BodyKind::Length(0));
+    let keep_alive = head.keep_alive && no_body && !c.sh.is_draining();
+    let mut a = Answer {
+        out: &mut c.wbuf,
+        keep_alive,
+        head_only: head.method == Method::Head,
+        date: c.sh.date.get(),
+        cors: None,
+    };
+    let mut body = Vec::with_capacity(reason.len() + 1);
+    body.extend_from_slice(reason.as_bytes());
+    body.push(b'\n');
+    let mut h: Vec<(&str, &[u8])> = vec![("Content-Type", b"text/plain; charset=utf-8")];
+    h.extend_from_slice(extra);
+    a.send(status, &h, &body);
+    if !keep_alive {
+        return Next::Close;
+    }
+    c.rbuf.drain(..head.head_len.min(c.rbuf.len()));
+    Next::KeepAlive
+}
+
+/// CORS preflight for the browser routes.
+fn preflight(c: &mut Conn, head: &Head) -> Next {
+    let sh = c.sh.clone();
+    let keep_alive = head.keep_alive && !sh.is_draining();
+    let verdict = cors(&sh, &c.rbuf, head);
+    let mut a = Answer {
+        out: &mut c.wbuf,
+        keep_alive,
+        head_only: false,
+        date: sh.date.get(),
+        cors: None,
+    };
+    match verdict {
+        Ok(Some(origin)) => {
+            a.send(
+                204,
+                &[
+                    ("Access-Control-Allow-Origin", &origin),
+                    ("Access-Control-Allow-Methods", b"GET, HEAD, OPTIONS"),
+                    (
+                        "Access-Control-Allow-Headers",
+                        b"Last-Event-ID, If-None-Match, Cache-Control",
+                    ),
+                    ("Access-Control-Max-Age", b"600"),
+                    ("Vary", b"Origin"),
+                ],
+                b"",
+            );
+        }
+        Ok(None) => a.send(204, &[("Allow", b"GET, HEAD, OPTIONS")], b""),
+        Err(OriginDenied) => {
+            sh.metrics().inc(M::BadRequests);
+            a.error(403, "origin not allowed");
+        }
+    }
+    if head.body != BodyKind::None && head.body != BodyKind::Length(0) {
+        return Next::Close;
+    }
+    c.rbuf.drain(..head.head_len.min(c.rbuf.len()));
+    if keep_alive {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    }
+}

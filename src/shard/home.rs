@@ -1,0 +1,269 @@
+//! The home side of a topic: positions, history and who to fan out to.
+//!
+//! Owns: for each topic whose home (`hash(topic) % shards`) is this shard, its epoch, last
+//! offset, bounded history ring and the bit mask of other shards that have subscribers. A topic
+//! has exactly one home, so positions are one total order even with publishers on every core.
+//! Must not: touch connections (delivery to local subscribers is `subs.rs`), or do I/O.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::codec::position::Position;
+use crate::config::Config;
+use crate::fanout::{Msg, MsgRef, NewMsg, Since, Window};
+
+pub struct HomeTopic {
+    pub epoch: u64,
+    /// Offset of the newest message (0 before the first).
+    pub last: u64,
+    pub ring: VecDeque<MsgRef>,
+    /// Payload bytes in `ring`.
+    pub bytes: usize,
+    /// Other shards with subscribers (bit per shard).
+    pub mask: u64,
+    /// Last publish, or creation.
+    pub touched: Instant,
+}
+
+/// Bounds of one topic's history.
+#[derive(Clone, Copy, Debug)]
+pub struct HistoryBounds {
+    pub messages: usize,
+    pub bytes: usize,
+    pub age: Duration,
+}
+
+impl HistoryBounds {
+    pub fn from_config(c: &Config) -> Self {
+        HistoryBounds {
+            messages: c.history_messages,
+            bytes: c.history_bytes,
+            age: Duration::from_secs(c.history_secs),
+        }
+    }
+}
+
+/// A fresh epoch for a topic incarnation: 48 bits of a hash of the process seed, the topic
+/// and a shard-local counter, never 0.
+pub fn new_epoch(seed: u64, topic: &str, counter: u64) -> u64 {
+    let mut h = seed ^ 0x9e37_79b9_7f4a_7c15;
+    for chunk in [crate::fanout::topic_hash(topic.as_bytes()), counter] {
+        h ^= chunk;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+    }
+    (h & 0xffff_ffff_ffff).max(1)
+}
+
+impl HomeTopic {
+    pub fn new(epoch: u64, now: Instant) -> Self {
+        HomeTopic {
+            epoch,
+            last: 0,
+            ring: VecDeque::new(),
+            bytes: 0,
+            mask: 0,
+            touched: now,
+        }
+    }
+
+    pub fn current(&self) -> Position {
+        Position::new(self.epoch, self.last)
+    }
+
+    /// Gives `m` the next position and keeps it in history within `b`.
+    pub fn append(
+        &mut self,
+        topic: &Arc<str>,
+        m: NewMsg,
+        now: Instant,
+        b: &HistoryBounds,
+    ) -> MsgRef {
+        self.last += 1;
+        self.touched = now;
+        let msg = Arc::new(Msg {
+            topic: topic.clone(),
+            pos: Position::new(self.epoch, self.last),
+            event: m.event,
+            data: m.data,
+            binary: m.binary,
+            at: now,
+        });
+        self.bytes += msg.data.len();
+        self.ring.push_back(msg.clone());
+        self.evict(now, b);
+        msg
+    }
+
+    /// Drops what is past any bound: count, bytes, age. The newest message is kept even if it
+    /// alone exceeds the byte bound, so a client one message behind can still catch up.
+    pub fn evict(&mut self, now: Instant, b: &HistoryBounds) {
+        while let Some(front) = self.ring.front() {
+            let over = self.ring.len() > b.messages
+                || (self.bytes > b.bytes && self.ring.len() > 1)
+                || now.saturating_duration_since(front.at) > b.age;
+            if !over {
+                break;
+            }
+            self.bytes -= front.data.len();
+            self.ring.pop_front();
+        }
+    }
+
+    /// The messages after `since`, or a reset when `since` is outside retained history.
+    pub fn window(
+        &mut self,
+        since: Since,
+        limit: usize,
+        now: Instant,
+        b: &HistoryBounds,
+    ) -> Window {
+        self.evict(now, b);
+        let current = self.current();
+        let reset = |current| Window {
+            reset: true,
+            msgs: Vec::new(),
+            current,
+        };
+        let p = match since {
+            Since::None => {
+                return Window {
+                    reset: false,
+                    msgs: Vec::new(),
+                    current,
+                }
+            }
+            Since::Bad => return reset(current),
+            Since::At(p) => p,
+        };
+        // Oldest offset a client may stand at and still miss nothing: just before the first
+        // retained message, or the current offset when history is empty.
+        let first_kept = self.ring.front().map_or(self.last + 1, |m| m.pos.offset);
+        if p.epoch != self.epoch || p.offset > self.last || p.offset + 1 < first_kept {
+            return reset(current);
+        }
+        let skip = (p.offset + 1 - first_kept) as usize;
+        let msgs: Vec<MsgRef> = self.ring.iter().skip(skip).take(limit).cloned().collect();
+        Window {
+            reset: false,
+            msgs,
+            current,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bounds(messages: usize, bytes: usize, secs: u64) -> HistoryBounds {
+        HistoryBounds {
+            messages,
+            bytes,
+            age: Duration::from_secs(secs),
+        }
+    }
+
+    fn new_msg(s: &str) -> NewMsg {
+        NewMsg {
+            event: None,
+            data: s.as_bytes().into(),
+            binary: false,
+        }
+    }
+
+    fn offsets(w: &Window) -> Vec<u64> {
+        w.msgs.iter().map(|m| m.pos.offset).collect()
+    }
+
+    #[test]
+    fn window_inside_and_outside_history() {
+        let t0 = Instant::now();
+        let b = bounds(3, 1 << 20, 3600);
+        let topic: Arc<str> = "t".into();
+        let mut h = HomeTopic::new(7, t0);
+        assert_eq!(
+            h.window(Since::None, 10, t0, &b).current,
+            Position::new(7, 0)
+        );
+        // Empty topic, client at 0: nothing missed.
+        let w = h.window(Since::At(Position::new(7, 0)), 10, t0, &b);
+        assert!(!w.reset && w.msgs.is_empty());
+        for i in 1..=5 {
+            let m = h.append(&topic, new_msg(&format!("m{i}")), t0, &b);
+            assert_eq!(m.pos, Position::new(7, i));
+        }
+        // Ring keeps 3, 4, 5.
+        assert_eq!(
+            offsets(&h.window(Since::At(Position::new(7, 2)), 10, t0, &b)),
+            [3, 4, 5]
+        );
+        assert_eq!(
+            offsets(&h.window(Since::At(Position::new(7, 3)), 10, t0, &b)),
+            [4, 5]
+        );
+        assert_eq!(
+            offsets(&h.window(Since::At(Position::new(7, 3)), 1, t0, &b)),
+            [4]
+        );
+        let w = h.window(Since::At(Position::new(7, 5)), 10, t0, &b);
+        assert!(!w.reset && w.msgs.is_empty());
+        // Too old, future, other epoch, malformed: reset with the current position.
+        for since in [
+            Since::At(Position::new(7, 1)),
+            Since::At(Position::new(7, 6)),
+            Since::At(Position::new(8, 4)),
+            Since::Bad,
+        ] {
+            let w = h.window(since, 10, t0, &b);
+            assert!(w.reset, "{since:?}");
+            assert!(w.msgs.is_empty());
+            assert_eq!(w.current, Position::new(7, 5));
+        }
+    }
+
+    #[test]
+    fn history_bounded_by_bytes_and_age() {
+        let t0 = Instant::now();
+        let topic: Arc<str> = "t".into();
+        let b = bounds(100, 10, 3600);
+        let mut h = HomeTopic::new(1, t0);
+        for _ in 0..5 {
+            h.append(&topic, new_msg("abcd"), t0, &b);
+        }
+        assert_eq!(h.ring.len(), 2);
+        assert_eq!(h.bytes, 8);
+        // One message bigger than the byte bound is still kept alone.
+        h.append(&topic, new_msg("0123456789abcdef"), t0, &b);
+        assert_eq!(h.ring.len(), 1);
+
+        let b = bounds(100, 1 << 20, 10);
+        let mut h = HomeTopic::new(1, t0);
+        h.append(&topic, new_msg("old"), t0, &b);
+        h.append(&topic, new_msg("new"), t0 + Duration::from_secs(8), &b);
+        let w = h.window(
+            Since::At(Position::new(1, 0)),
+            10,
+            t0 + Duration::from_secs(11),
+            &b,
+        );
+        assert!(w.reset, "message 1 aged out, so resuming from 0 is a gap");
+        let w = h.window(
+            Since::At(Position::new(1, 1)),
+            10,
+            t0 + Duration::from_secs(11),
+            &b,
+        );
+        assert_eq!(offsets(&w), [2]);
+    }
+
+    #[test]
+    fn epochs_differ_per_incarnation_and_seed() {
+        let a = new_epoch(1, "t", 0);
+        assert_ne!(a, new_epoch(1, "t", 1));
+        assert_ne!(a, new_epoch(2, "t", 0));
+        assert_ne!(a, new_epoch(1, "u", 0));
+        assert!(a > 0 && a < 1 << 48);
+    }
+}

@@ -1,0 +1,621 @@
+//! One core's world: listener, connections, subscribers, the topics it is home of.
+//!
+//! Owns: everything a shard thread touches — a `RefCell<State>` behind an `Rc<Shard>`, never
+//! `Send`. Three kinds of task run on it: the accept loop, one task per connection
+//! (`conn.rs`), and the inbox task that executes commands from other shards (and from this
+//! one's connections when a topic is homed elsewhere) and flushes subscribers once per pass.
+//! Invariants: no `RefCell` borrow is held across an `.await`; commands to one other shard
+//! leave in program order (the overflow queue `outq` keeps FIFO when an inbox is full), which is
+//! what makes a subscription's window arrive before the live messages that follow it.
+//! Must not: share any of its objects with another thread — only `fanout` types cross.
+
+pub mod conn;
+pub mod home;
+pub mod io;
+pub mod poll;
+pub mod publish;
+pub mod signal;
+pub mod sse;
+pub mod subs;
+pub mod wire;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use crate::codec::position::Position;
+use crate::fanout::{
+    home_of, Cmd, MsgRef, NewMsg, Node, PublishError, Reply, ReplyTo, Since, Window,
+};
+use crate::metrics::{ShardMetrics, M};
+use crate::{debug, info};
+use home::{HistoryBounds, HomeTopic};
+use signal::Signal;
+use subs::{Policy, Subscribers};
+
+/// Commands executed per inbox pass before other tasks get a turn.
+const MAX_CMDS_PER_PASS: usize = 4096;
+/// Retry period for commands parked because another shard's inbox was full.
+const OUTQ_RETRY: Duration = Duration::from_millis(1);
+
+pub struct Pending {
+    gen: u32,
+    waker: Option<Waker>,
+    reply: Option<Reply>,
+}
+
+#[derive(Default)]
+pub struct State {
+    pub homes: HashMap<Arc<str>, HomeTopic>,
+    pub subs: Subscribers,
+    pending: Slab<Pending>,
+    next_gen: u32,
+    /// Commands waiting for room in another shard's inbox, FIFO per shard.
+    outq: Vec<VecDeque<Cmd>>,
+    outq_len: usize,
+    epoch_counter: u64,
+    /// Read buffers lent to connections while they parse a request.
+    pub bufpool: Vec<Vec<u8>>,
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub node: Arc<Node>,
+    pub st: RefCell<State>,
+    pub bounds: HistoryBounds,
+    /// IMF-fixdate refreshed once a second by the ticker.
+    pub date: Cell<[u8; 29]>,
+    /// Fired when the node starts draining.
+    pub draining: Signal,
+    /// Fired whenever the inbox task has work (its waker lives in the bus).
+    pub outq_nonempty: Cell<bool>,
+}
+
+/// Why a publish or window request could not be served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fail {
+    TooManyTopics,
+    Overloaded,
+}
+
+impl From<PublishError> for Fail {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::TooManyTopics => Fail::TooManyTopics,
+            PublishError::Overloaded => Fail::Overloaded,
+        }
+    }
+}
+
+impl Shard {
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.node.metrics.shards[self.id]
+    }
+
+    pub fn policy(&self) -> Policy<'_> {
+        Policy {
+            limit: self.node.cfg.client_buffer_bytes,
+            slow: self.node.cfg.slow_client,
+            metrics: self.metrics(),
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.fired()
+    }
+
+    /// Sends a command to another shard, in order; parks it if that inbox is full.
+    fn send(&self, st: &mut State, to: usize, cmd: Cmd) {
+        debug_assert_ne!(to, self.id);
+        let q = &mut st.outq[to];
+        if q.is_empty() {
+            match self.node.bus.try_push(to, cmd) {
+                Ok(()) => {
+                    self.node.bus.wake(to);
+                    return;
+                }
+                Err(cmd) => {
+                    self.metrics().inc(M::InboxFull);
+                    q.push_back(cmd);
+                }
+            }
+        } else {
+            q.push_back(cmd);
+        }
+        st.outq_len += 1;
+        self.outq_nonempty.set(true);
+        // The inbox task retries; make sure it is awake to arm its retry timer.
+        self.node.bus.wake(self.id);
+    }
+
+    fn retry_outq(&self, st: &mut State) {
+        for to in 0..st.outq.len() {
+            let mut pushed = false;
+            while let Some(cmd) = st.outq[to].pop_front() {
+                match self.node.bus.try_push(to, cmd) {
+                    Ok(()) => {
+                        st.outq_len -= 1;
+                        pushed = true;
+                    }
+                    Err(cmd) => {
+                        st.outq[to].push_front(cmd);
+                        break;
+                    }
+                }
+            }
+            if pushed {
+                self.node.bus.wake(to);
+            }
+        }
+        self.outq_nonempty.set(st.outq_len > 0);
+    }
+
+    fn reply(&self, st: &mut State, to: ReplyTo, reply: Reply) {
+        if to.shard as usize == self.id {
+            complete(st, to, reply);
+        } else {
+            self.send(st, to.shard as usize, Cmd::Reply { to, reply });
+        }
+    }
+
+    // ---- home side ------------------------------------------------------------------------
+
+    fn home_topic<'a>(
+        &self,
+        st: &'a mut State,
+        topic: &Arc<str>,
+    ) -> Result<&'a mut HomeTopic, PublishError> {
+        if !st.homes.contains_key(topic) {
+            let n = self.node.topics.fetch_add(1, Ordering::Relaxed);
+            if n >= self.node.cfg.max_topics {
+                self.node.topics.fetch_sub(1, Ordering::Relaxed);
+                return Err(PublishError::TooManyTopics);
+            }
+            st.epoch_counter += 1;
+            let epoch = home::new_epoch(self.node.seed, topic, st.epoch_counter);
+            st.homes
+                .insert(topic.clone(), HomeTopic::new(epoch, Instant::now()));
+            self.metrics().inc(M::Topics);
+        }
+        Ok(st.homes.get_mut(topic).expect("inserted above"))
+    }
+
+    fn home_publish(
+        &self,
+        st: &mut State,
+        topic: &Arc<str>,
+        msgs: Vec<NewMsg>,
+    ) -> Result<Vec<Position>, PublishError> {
+        // Fanout that cannot leave is backpressure for new publishes, not unbounded memory.
+        if st.outq_len > self.node.cfg.inbox_capacity {
+            return Err(PublishError::Overloaded);
+        }
+        let now = Instant::now();
+        let b = self.bounds;
+        let t = self.home_topic(st, topic)?;
+        let mask = t.mask;
+        let appended: Vec<MsgRef> = msgs
+            .into_iter()
+            .map(|m| t.append(topic, m, now, &b))
+            .collect();
+        self.metrics().add(M::Published, appended.len() as i64);
+        let positions = appended.iter().map(|m| m.pos).collect();
+        for msg in &appended {
+            let mut rest = mask;
+            while rest != 0 {
+                let to = rest.trailing_zeros() as usize;
+                rest &= rest - 1;
+                self.send(st, to, Cmd::Deliver(msg.clone()));
+            }
+            let policy = self.policy();
+            st.subs.deliver(msg, &policy);
+        }
+        Ok(positions)
+    }
+
+    fn home_window(
+        &self,
+        st: &mut State,
+        topic: &Arc<str>,
+        since: Since,
+        limit: usize,
+        subscriber: Option<usize>,
+    ) -> Result<Window, PublishError> {
+        let now = Instant::now();
+        let b = self.bounds;
+        let me = self.id;
+        let t = self.home_topic(st, topic)?;
+        if let Some(s) = subscriber.filter(|&s| s != me) {
+            t.mask |= 1 << s;
+        }
+        Ok(t.window(since, limit, now, &b))
+    }
+
+    fn handle(&self, st: &mut State, cmd: Cmd) {
+        match cmd {
+            Cmd::Publish { topic, msgs, reply } => {
+                let r = self.home_publish(st, &topic, msgs);
+                self.reply(st, reply, Reply::Published(r));
+            }
+            Cmd::Window {
+                topic,
+                since,
+                limit,
+                subscribe,
+                reply,
+            } => {
+                let from = subscribe.then_some(reply.shard as usize);
+                let r = self.home_window(st, &topic, since, limit, from);
+                self.reply(st, reply, Reply::Window(r));
+            }
+            Cmd::Unsubscribe { topic, from } => {
+                if let Some(t) = st.homes.get_mut(&topic) {
+                    t.mask &= !(1u64 << from);
+                }
+            }
+            Cmd::Deliver(msg) => {
+                let policy = self.policy();
+                st.subs.deliver(&msg, &policy);
+            }
+            Cmd::Reply { to, reply } => complete(st, to, reply),
+            Cmd::Shutdown => self.draining.fire(),
+        }
+    }
+
+    // ---- client side ----------------------------------------------------------------------
+
+    /// Waits (bounded by `--publish-timeout-ms`) while the way to `home` is congested.
+    async fn backpressure(&self, home: usize) -> Result<(), Fail> {
+        let deadline = Instant::now() + Duration::from_millis(self.node.cfg.publish_timeout_ms);
+        loop {
+            let congested = {
+                let st = self.st.borrow();
+                if home == self.id {
+                    st.outq_len > self.node.cfg.inbox_capacity
+                } else {
+                    !st.outq[home].is_empty()
+                }
+            };
+            if !congested {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.metrics().inc(M::PublishOverload);
+                return Err(Fail::Overloaded);
+            }
+            monoio::time::sleep(OUTQ_RETRY).await;
+        }
+    }
+
+    /// Gives `msgs` positions on the topic's home (here or on another shard).
+    pub async fn publish(
+        self: &Rc<Self>,
+        topic: Arc<str>,
+        msgs: Vec<NewMsg>,
+    ) -> Result<Vec<Position>, Fail> {
+        let home = home_of(topic.as_bytes(), self.node.bus.shards());
+        self.backpressure(home).await?;
+        if home == self.id {
+            let mut st = self.st.borrow_mut();
+            let r = self.home_publish(&mut st, &topic, msgs);
+            let policy = self.policy();
+            st.subs.flush(&policy);
+            return r.map_err(Fail::from);
+        }
+        match self
+            .request(home, |reply| Cmd::Publish { topic, msgs, reply })
+            .await
+        {
+            Reply::Published(r) => r.map_err(Fail::from),
+            Reply::Window(_) => unreachable!("a publish is answered with positions"),
+        }
+    }
+
+    /// The messages after `since` on `topic` (a poll), without subscribing.
+    pub async fn window(
+        self: &Rc<Self>,
+        topic: Arc<str>,
+        since: Since,
+        limit: usize,
+    ) -> Result<Window, Fail> {
+        let home = home_of(topic.as_bytes(), self.node.bus.shards());
+        if home == self.id {
+            let mut st = self.st.borrow_mut();
+            return self
+                .home_window(&mut st, &topic, since, limit, None)
+                .map_err(Fail::from);
+        }
+        match self
+            .request(home, |reply| Cmd::Window {
+                topic,
+                since,
+                limit,
+                subscribe: false,
+                reply,
+            })
+            .await
+        {
+            Reply::Window(r) => r.map_err(Fail::from),
+            Reply::Published(_) => unreachable!("a window request is answered with a window"),
+        }
+    }
+
+    /// Subscribes connection `out` to `topic` from `since`: the replay (or reset) is queued for
+    /// it ahead of every live message. Returns the subscription key and the window.
+    pub async fn subscribe(
+        self: &Rc<Self>,
+        out: usize,
+        topic: Arc<str>,
+        since: Since,
+        limit: usize,
+    ) -> Result<(usize, Window), Fail> {
+        let home = home_of(topic.as_bytes(), self.node.bus.shards());
+        let sk = self.st.borrow_mut().subs.subscribe(out, topic.clone()).0;
+        let w = if home == self.id {
+            let mut st = self.st.borrow_mut();
+            self.home_window(&mut st, &topic, since, limit, Some(self.id))
+                .map_err(Fail::from)
+        } else {
+            let t = topic.clone();
+            let r = self
+                .request(home, |reply| Cmd::Window {
+                    topic: t,
+                    since,
+                    limit,
+                    subscribe: true,
+                    reply,
+                })
+                .await;
+            match r {
+                Reply::Window(r) => r.map_err(Fail::from),
+                Reply::Published(_) => unreachable!("a window request is answered with a window"),
+            }
+        };
+        match w {
+            Ok(w) => {
+                let mut st = self.st.borrow_mut();
+                st.subs.apply_window(sk, &w, self.metrics());
+                let policy = self.policy();
+                st.subs.flush(&policy);
+                Ok((sk, w))
+            }
+            Err(e) => {
+                self.unsubscribe(sk);
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends a subscription; the last one of a topic here tells the topic's home.
+    pub fn unsubscribe(&self, sk: usize) {
+        let mut st = self.st.borrow_mut();
+        if let Some(topic) = st.subs.unsubscribe(sk) {
+            let home = home_of(topic.as_bytes(), self.node.bus.shards());
+            if home != self.id {
+                self.send(
+                    &mut st,
+                    home,
+                    Cmd::Unsubscribe {
+                        topic,
+                        from: self.id as u16,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Sends a request to another shard and waits for its reply. Dropping the future (the
+    /// client left) frees the slot; a late reply then misses on the generation.
+    async fn request(self: &Rc<Self>, to: usize, make: impl FnOnce(ReplyTo) -> Cmd) -> Reply {
+        let reply_to = {
+            let mut st = self.st.borrow_mut();
+            st.next_gen = st.next_gen.wrapping_add(1);
+            let gen = st.next_gen;
+            let slot = st.pending.insert(Pending {
+                gen,
+                waker: None,
+                reply: None,
+            });
+            let r = ReplyTo {
+                shard: self.id as u16,
+                slot: slot as u32,
+                gen,
+            };
+            self.send(&mut st, to, make(r));
+            r
+        };
+        let guard = SlotGuard {
+            shard: self,
+            slot: reply_to.slot as usize,
+        };
+        let reply = std::future::poll_fn(|cx| {
+            let mut st = self.st.borrow_mut();
+            let p = &mut st.pending[guard.slot];
+            match p.reply.take() {
+                Some(r) => Poll::Ready(r),
+                None => {
+                    p.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await;
+        reply
+    }
+}
+
+struct SlotGuard<'a> {
+    shard: &'a Shard,
+    slot: usize,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        self.shard.st.borrow_mut().pending.try_remove(self.slot);
+    }
+}
+
+fn complete(st: &mut State, to: ReplyTo, reply: Reply) {
+    if let Some(p) = st.pending.get_mut(to.slot as usize) {
+        if p.gen == to.gen {
+            p.reply = Some(reply);
+            if let Some(w) = p.waker.take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// The inbox task: executes commands, then flushes subscribers, once per pass.
+async fn inbox_task(sh: Rc<Shard>) {
+    let bus = &sh.node.bus;
+    loop {
+        let wait = std::future::poll_fn(|cx| {
+            bus.register(sh.id, cx.waker());
+            if !bus.is_empty(sh.id) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        if sh.outq_nonempty.get() {
+            monoio::select! {
+                _ = wait => {},
+                _ = monoio::time::sleep(OUTQ_RETRY) => {},
+            }
+        } else {
+            wait.await;
+        }
+        {
+            let mut st = sh.st.borrow_mut();
+            for _ in 0..MAX_CMDS_PER_PASS {
+                match bus.pop(sh.id) {
+                    Some(cmd) => sh.handle(&mut st, cmd),
+                    None => break,
+                }
+            }
+            let policy = sh.policy();
+            st.subs.flush(&policy);
+            if st.outq_len > 0 {
+                sh.retry_outq(&mut st);
+            }
+        }
+        if !bus.is_empty(sh.id) {
+            // Let connection tasks run between big passes.
+            yield_now().await;
+        }
+    }
+}
+
+/// Returns Pending once, so other ready tasks run before this one continues.
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Once a second: refresh the Date, free idle topics, send heartbeats on quiet streams.
+async fn ticker_task(sh: Rc<Shard>) {
+    let mut tick: u64 = 0;
+    loop {
+        refresh_date(&sh);
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        tick += 1;
+        free_idle_topics(&sh);
+        let hb = sh.node.cfg.heartbeat_secs;
+        if hb > 0 && tick % hb == 0 {
+            sse::heartbeat(&sh);
+        }
+    }
+}
+
+fn refresh_date(sh: &Shard) {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut d = [0u8; 29];
+    crate::codec::http1::http_date(secs, &mut d);
+    sh.date.set(d);
+}
+
+fn free_idle_topics(sh: &Shard) {
+    let idle = Duration::from_secs(sh.node.cfg.topic_idle_secs);
+    let now = Instant::now();
+    let mut st = sh.st.borrow_mut();
+    let State { homes, subs, .. } = &mut *st;
+    let before = homes.len();
+    homes.retain(|name, t| {
+        t.mask != 0
+            || subs.topics.contains_key(name)
+            || now.saturating_duration_since(t.touched) < idle
+    });
+    let freed = before - homes.len();
+    if freed > 0 {
+        sh.node.topics.fetch_sub(freed, Ordering::Relaxed);
+        sh.metrics().add(M::Topics, -(freed as i64));
+        sh.metrics().add(M::TopicsFreed, freed as i64);
+        debug!("shard {} freed {freed} idle topics", sh.id);
+    }
+}
+
+/// Runs one shard until the node has drained.
+pub async fn run(node: Arc<Node>, id: usize, listener: std::net::TcpListener) {
+    let shards = node.bus.shards();
+    let sh = Rc::new(Shard {
+        id,
+        bounds: HistoryBounds::from_config(&node.cfg),
+        node,
+        st: RefCell::new(State {
+            outq: (0..shards).map(|_| VecDeque::new()).collect(),
+            ..State::default()
+        }),
+        date: Cell::new([b' '; 29]),
+        draining: Signal::default(),
+        outq_nonempty: Cell::new(false),
+    });
+    refresh_date(&sh);
+    monoio::spawn(inbox_task(sh.clone()));
+    monoio::spawn(ticker_task(sh.clone()));
+    let listener = match monoio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            crate::error!("shard {id}: cannot adopt listener: {e}");
+            return;
+        }
+    };
+    conn::accept_loop(&sh, &listener).await;
+    drop(listener);
+    drain(&sh).await;
+    info!("shard {id} stopped");
+}
+
+/// Closes streams in stages over most of `--drain-timeout`, waits for requests in flight, and
+/// returns when no connection is left or the timeout is over.
+async fn drain(sh: &Rc<Shard>) {
+    let total = Duration::from_secs(sh.node.cfg.drain_timeout_secs);
+    let start = Instant::now();
+    sse::drain_streams(sh, total.mul_f32(0.8)).await;
+    while sh.metrics().get(M::ConnectionsOpen) > 0 && start.elapsed() < total {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A query parameter, percent-decoded.
+pub fn route_since<'q>(q: &'q [u8], name: &str) -> Option<std::borrow::Cow<'q, [u8]>> {
+    crate::codec::route::query_param(q, name)
+}

@@ -1,0 +1,270 @@
+//! `POST /pub/{topic}` and `POST /pub` (batch): authorisation, payload kind, positions.
+//!
+//! Owns: who may publish (`--publish-token`, else loopback peers only), the text/binary rule
+//! (text = valid UTF-8 and not `Content-Type: application/octet-stream`), event-name checks and
+//! the all-or-nothing validation of a batch before anything is published.
+//! Must not: order messages (the topic's home does).
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use crate::codec::position::Position;
+use crate::codec::route;
+use crate::fanout::NewMsg;
+use crate::metrics::M;
+use crate::shard::conn::{Answer, Next, Req};
+use crate::shard::{Fail, Shard};
+
+/// Longest event name, bytes.
+pub const MAX_EVENT_NAME_BYTES: usize = 64;
+
+/// Checks the publisher. Err: (status, reason, needs WWW-Authenticate).
+fn authorize(sh: &Shard, req: &Req<'_>) -> Result<(), (u16, &'static str)> {
+    match &sh.node.cfg.publish_token {
+        Some(tok) => {
+            let Some(v) = req.header("authorization") else {
+                return Err((401, "publishing needs Authorization: Bearer <token>"));
+            };
+            let given = v.strip_prefix(b"Bearer ").unwrap_or(b"");
+            if constant_time_eq(given, tok.as_bytes()) {
+                Ok(())
+            } else {
+                Err((403, "wrong publish token"))
+            }
+        }
+        None if req.peer.ip().is_loopback() => Ok(()),
+        None => Err((
+            403,
+            "publishing is allowed from loopback only; set --publish-token",
+        )),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// An event name: 1..=64 bytes of printable ASCII without spaces or ':' at the start.
+pub fn valid_event(e: &[u8]) -> bool {
+    !e.is_empty() && e.len() <= MAX_EVENT_NAME_BYTES && e.iter().all(|&b| (0x21..0x7f).contains(&b))
+}
+
+fn deny(sh: &Shard, a: &mut Answer<'_>, status: u16, reason: &str) -> Next {
+    sh.metrics().inc(M::BadRequests);
+    crate::debug!("publish refused: {status} {reason}");
+    if status == 401 {
+        let mut body = reason.as_bytes().to_vec();
+        body.push(b'\n');
+        a.send(
+            401,
+            &[
+                ("WWW-Authenticate", b"Bearer"),
+                ("Content-Type", b"text/plain; charset=utf-8"),
+            ],
+            &body,
+        );
+    } else {
+        a.error(status, reason);
+    }
+    Next::KeepAlive
+}
+
+fn fail(a: &mut Answer<'_>, f: Fail) -> Next {
+    match f {
+        Fail::TooManyTopics => a.error(503, "too many topics (--max-topics)"),
+        Fail::Overloaded => {
+            let body = b"fanout is behind; retry shortly\n";
+            a.send(
+                503,
+                &[
+                    ("Retry-After", b"1"),
+                    ("Content-Type", b"text/plain; charset=utf-8"),
+                ],
+                body,
+            );
+        }
+    }
+    Next::KeepAlive
+}
+
+fn ids_json(ps: &[Position], batch: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + ps.len() * 24);
+    if batch {
+        out.extend_from_slice(b"{\"ids\":[");
+        for (i, p) in ps.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            p.write(&mut out);
+            out.push(b'"');
+        }
+        out.extend_from_slice(b"]}");
+    } else {
+        out.extend_from_slice(b"{\"id\":\"");
+        ps[0].write(&mut out);
+        out.extend_from_slice(b"\"}");
+    }
+    out
+}
+
+pub async fn single(sh: &Rc<Shard>, req: &Req<'_>, a: &mut Answer<'_>, topic: String) -> Next {
+    if let Err((s, r)) = authorize(sh, req) {
+        return deny(sh, a, s, r);
+    }
+    let event = match route::query_param(req.query(), "event") {
+        None => None,
+        Some(e) if valid_event(&e) => Some(String::from_utf8_lossy(&e).into()),
+        Some(_) => {
+            return deny(
+                sh,
+                a,
+                400,
+                "bad event name (1-64 printable ASCII bytes, no spaces)",
+            )
+        }
+    };
+    let octet = req
+        .header("content-type")
+        .map(|v| {
+            let mime = v.split(|&b| b == b';').next().unwrap_or(b"").trim_ascii();
+            mime.eq_ignore_ascii_case(b"application/octet-stream")
+        })
+        .unwrap_or(false);
+    let binary = octet || std::str::from_utf8(req.body).is_err();
+    let msg = NewMsg {
+        event,
+        data: req.body.into(),
+        binary,
+    };
+    match sh.publish(Arc::from(topic), vec![msg]).await {
+        Ok(ps) => {
+            a.send(
+                200,
+                &[("Content-Type", b"application/json")],
+                &ids_json(&ps, false),
+            );
+            Next::KeepAlive
+        }
+        Err(f) => fail(a, f),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchItem {
+    topic: String,
+    data: String,
+    #[serde(default)]
+    event: Option<String>,
+    /// "base64": `data` is base64 of a binary payload.
+    #[serde(default)]
+    encoding: Option<String>,
+}
+
+pub async fn batch(sh: &Rc<Shard>, req: &Req<'_>, a: &mut Answer<'_>) -> Next {
+    if let Err((s, r)) = authorize(sh, req) {
+        return deny(sh, a, s, r);
+    }
+    let items: Vec<BatchItem> = match serde_json::from_slice(req.body) {
+        Ok(v) => v,
+        Err(_) => {
+            return deny(
+                sh,
+                a,
+                400,
+                "body must be a JSON array of {\"topic\",\"data\",\"event\"?}",
+            )
+        }
+    };
+    if items.is_empty() {
+        return deny(sh, a, 400, "empty batch");
+    }
+    // Validate everything before publishing anything.
+    let cfg = &sh.node.cfg;
+    let mut groups: Vec<(Arc<str>, Vec<NewMsg>, Vec<usize>)> = Vec::new();
+    for (i, it) in items.into_iter().enumerate() {
+        if route::validate_topic(it.topic.as_bytes(), cfg.max_topic_bytes).is_err() {
+            return deny(sh, a, 400, "bad topic in batch");
+        }
+        if let Some(e) = &it.event {
+            if !valid_event(e.as_bytes()) {
+                return deny(sh, a, 400, "bad event name in batch");
+            }
+        }
+        let (data, binary): (Box<[u8]>, bool) = match it.encoding.as_deref() {
+            None => (it.data.into_bytes().into(), false),
+            Some("base64") => match base64::engine::general_purpose::STANDARD.decode(&it.data) {
+                Ok(d) => (d.into(), true),
+                Err(_) => return deny(sh, a, 400, "bad base64 data in batch"),
+            },
+            Some(_) => return deny(sh, a, 400, "unknown encoding in batch (only \"base64\")"),
+        };
+        if data.len() > cfg.max_message_bytes {
+            return deny(
+                sh,
+                a,
+                413,
+                "message in batch larger than --max-message-bytes",
+            );
+        }
+        let msg = NewMsg {
+            event: it.event.map(Into::into),
+            data,
+            binary,
+        };
+        match groups.iter_mut().find(|g| *g.0 == *it.topic) {
+            Some(g) => {
+                g.1.push(msg);
+                g.2.push(i);
+            }
+            None => groups.push((Arc::from(it.topic), vec![msg], vec![i])),
+        }
+    }
+    let n = groups.iter().map(|g| g.2.len()).sum();
+    let mut ids = vec![Position::new(0, 0); n];
+    for (topic, msgs, idx) in groups {
+        match sh.publish(topic, msgs).await {
+            Ok(ps) => {
+                for (p, i) in ps.into_iter().zip(idx) {
+                    ids[i] = p;
+                }
+            }
+            Err(f) => return fail(a, f),
+        }
+    }
+    a.send(
+        200,
+        &[("Content-Type", b"application/json")],
+        &ids_json(&ids, true),
+    );
+    Next::KeepAlive
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names() {
+        assert!(valid_event(b"price"));
+        assert!(valid_event(b"a.b-c_d:e"));
+        assert!(!valid_event(b""));
+        assert!(!valid_event(b"two words"));
+        assert!(!valid_event(b"line\nbreak"));
+        assert!(!valid_event(&[b'x'; 65]));
+    }
+
+    #[test]
+    fn token_compare() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

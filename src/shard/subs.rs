@@ -1,0 +1,410 @@
+//! Local subscribers: who on this shard listens to which topic, and their bounded send buffers.
+//!
+//! Owns: the `Out` of every streaming connection (SSE, WebSocket, a waiting long poll) in a
+//! slab, the `Sub`scriptions (connection × topic, with a cursor) in another, and the per-topic
+//! lists of subscription keys. Delivery encodes a message once per wire format per shard and
+//! queues the shared bytes (`Rc<[u8]>`) for each subscriber; one flush per inbox pass writes
+//! them — one `send` (or `writev`) per connection, whatever number of messages the pass held.
+//! Invariants: a connection's queued bytes never exceed `--client-buffer-bytes`; a cursor only
+//! moves forward, so a message is never written twice to a subscription (the seam between a
+//! replayed window and live messages is deduplicated by offset).
+//! Must not: block or await; the connection task does the waiting.
+
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Waker;
+
+use slab::Slab;
+
+use crate::codec::position::Position;
+use crate::config::SlowClient;
+use crate::fanout::{MsgRef, Window};
+use crate::metrics::{ShardMetrics, M};
+use crate::shard::wire;
+
+/// How a connection wants messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Collects messages for one long-poll answer.
+    LongPoll,
+    Sse,
+    /// WebSocket without a subprotocol: the raw payload in a text or binary frame.
+    WsRaw,
+    /// WebSocket `ringcast.v1`: JSON envelopes.
+    WsV1,
+}
+
+const FORMATS: usize = 4;
+
+/// Why the shard wants a connection closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kill {
+    /// Its send buffer hit `--client-buffer-bytes` under `--slow-client disconnect`.
+    Slow,
+    /// The node is draining.
+    Shutdown,
+}
+
+/// One streaming connection's shard-side state.
+pub struct Out {
+    pub fd: RawFd,
+    pub format: Format,
+    /// Bytes not yet written, in order (a backlog; empty in the common case).
+    pub backlog: Vec<u8>,
+    /// Bytes queued in the current pass plus the backlog: what the bound applies to.
+    pub queued: usize,
+    pub waker: Option<Waker>,
+    pub kill: Option<Kill>,
+    /// `--slow-client drop` skipped messages: the next thing written is a reset notice.
+    pub gap: Option<Position>,
+    /// Messages for a long poll (Format::LongPoll only).
+    pub polled: Vec<MsgRef>,
+    /// Something was written (or queued) since the last heartbeat sweep.
+    pub active: bool,
+    /// In `State::dirty` already.
+    pub dirty: bool,
+}
+
+impl Out {
+    pub fn new(fd: RawFd, format: Format) -> Out {
+        Out {
+            fd,
+            format,
+            backlog: Vec::new(),
+            queued: 0,
+            waker: None,
+            kill: None,
+            gap: None,
+            polled: Vec::new(),
+            active: false,
+            dirty: false,
+        }
+    }
+
+    pub fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// One connection's interest in one topic.
+pub struct Sub {
+    pub out: usize,
+    pub topic: Arc<str>,
+    pub epoch: u64,
+    /// Offset of the last message given to this subscription.
+    pub cursor: u64,
+    /// The window (replay) has been applied; live messages may flow.
+    pub ready: bool,
+}
+
+/// Wire encodings of one message on this shard, made at most once each.
+#[derive(Default)]
+pub struct Encoded {
+    bytes: [Option<Rc<[u8]>>; FORMATS],
+}
+
+impl Encoded {
+    fn get(&mut self, f: Format, msg: &MsgRef) -> Rc<[u8]> {
+        let slot = &mut self.bytes[f as usize];
+        slot.get_or_insert_with(|| {
+            let mut v = Vec::with_capacity(msg.data.len() + 64);
+            wire::encode(f, msg, &mut v);
+            v.into()
+        })
+        .clone()
+    }
+}
+
+#[derive(Default)]
+pub struct Subscribers {
+    pub outs: Slab<Out>,
+    pub subs: Slab<Sub>,
+    /// topic → subscription keys on this shard.
+    pub topics: HashMap<Arc<str>, Vec<usize>>,
+    /// Connections with bytes queued in this pass: (out key, bytes).
+    pub pass: Vec<(usize, Rc<[u8]>)>,
+    pub dirty: Vec<usize>,
+}
+
+/// The connection and the policy that a delivery needs.
+pub struct Policy<'a> {
+    pub limit: usize,
+    pub slow: SlowClient,
+    pub metrics: &'a ShardMetrics,
+}
+
+impl Subscribers {
+    /// Adds a subscription; returns its key and whether it is the first one here for `topic`.
+    pub fn subscribe(&mut self, out: usize, topic: Arc<str>) -> (usize, bool) {
+        let key = self.subs.insert(Sub {
+            out,
+            topic: topic.clone(),
+            epoch: 0,
+            cursor: 0,
+            ready: false,
+        });
+        let list = self.topics.entry(topic).or_default();
+        list.push(key);
+        (key, list.len() == 1)
+    }
+
+    /// Removes a subscription; returns its topic if it was the last one here.
+    pub fn unsubscribe(&mut self, key: usize) -> Option<Arc<str>> {
+        let sub = self.subs.try_remove(key)?;
+        let list = self.topics.get_mut(&sub.topic)?;
+        if let Some(i) = list.iter().position(|&k| k == key) {
+            list.swap_remove(i);
+        }
+        if list.is_empty() {
+            self.topics.remove(&sub.topic);
+            return Some(sub.topic);
+        }
+        None
+    }
+
+    /// Delivers one live message to every ready subscription of its topic on this shard.
+    pub fn deliver(&mut self, msg: &MsgRef, p: &Policy<'_>) {
+        let Some(list) = self.topics.get(&msg.topic) else {
+            return;
+        };
+        let mut encoded = Encoded::default();
+        for &sk in list {
+            let Some(sub) = self.subs.get_mut(sk) else {
+                continue;
+            };
+            if !sub.ready || msg.pos.epoch != sub.epoch || msg.pos.offset <= sub.cursor {
+                continue;
+            }
+            sub.cursor = msg.pos.offset;
+            let ok = sub.out;
+            let Some(out) = self.outs.get_mut(ok) else {
+                continue;
+            };
+            if out.kill.is_some() {
+                continue;
+            }
+            if out.format == Format::LongPoll {
+                out.polled.push(msg.clone());
+                out.wake();
+                continue;
+            }
+            let bytes = encoded.get(out.format, msg);
+            queue(&mut self.pass, &mut self.dirty, ok, out, bytes, msg, p);
+        }
+    }
+
+    /// Applies a home's window to a new subscription: queues the missed messages (or a reset
+    /// notice) ahead of any live message, then lets live messages flow. The replay is bounded
+    /// by the history bounds rather than by `--client-buffer-bytes`, so a client that is far
+    /// behind catches up instead of being disconnected again and again.
+    pub fn apply_window(&mut self, sk: usize, w: &Window, m: &ShardMetrics) {
+        let Some(sub) = self.subs.get_mut(sk) else {
+            return;
+        };
+        sub.epoch = w.current.epoch;
+        sub.cursor = w.msgs.last().map_or(w.current.offset, |m| m.pos.offset);
+        sub.ready = true;
+        let ok = sub.out;
+        let topic = sub.topic.clone();
+        let Some(out) = self.outs.get_mut(ok) else {
+            return;
+        };
+        if w.reset {
+            m.inc(M::Resets);
+        }
+        if out.format == Format::LongPoll {
+            out.polled.extend(w.msgs.iter().cloned());
+            return;
+        }
+        let mut v = Vec::new();
+        if w.reset {
+            wire::reset(out.format, &topic, w.current, &mut v);
+        }
+        for msg in &w.msgs {
+            wire::encode(out.format, msg, &mut v);
+        }
+        m.add(M::Delivered, w.msgs.len() as i64);
+        if !v.is_empty() {
+            out.queued += v.len();
+            out.active = true;
+            self.pass.push((ok, v.into()));
+            if !out.dirty {
+                out.dirty = true;
+                self.dirty.push(ok);
+            }
+        }
+    }
+
+    /// Queues bytes that are not a message (a notice, a heartbeat) for one connection.
+    pub fn queue_raw(&mut self, ok: usize, bytes: Rc<[u8]>, p: &Policy<'_>) -> bool {
+        let Some(out) = self.outs.get_mut(ok) else {
+            return false;
+        };
+        let n = bytes.len();
+        if out.queued + n > p.limit {
+            return false;
+        }
+        out.queued += n;
+        out.active = true;
+        self.pass.push((ok, bytes));
+        if !out.dirty {
+            out.dirty = true;
+            self.dirty.push(ok);
+        }
+        true
+    }
+
+    /// Writes every connection's bytes queued in this pass: one syscall per connection.
+    /// What the socket does not take goes to the connection's backlog and its task is woken to
+    /// wait for writability.
+    pub fn flush(&mut self, p: &Policy<'_>) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        // Group by connection, keeping each connection's order (the sort is stable).
+        self.pass.sort_by_key(|(k, _)| *k);
+        let mut i = 0;
+        let pass = std::mem::take(&mut self.pass);
+        let mut iov: Vec<libc::iovec> = Vec::new();
+        while i < pass.len() {
+            let k = pass[i].0;
+            let mut j = i;
+            while j < pass.len() && pass[j].0 == k {
+                j += 1;
+            }
+            if let Some(out) = self.outs.get_mut(k) {
+                out.dirty = false;
+                write_group(out, &pass[i..j], &mut iov, p);
+            }
+            i = j;
+        }
+        let mut pass = pass;
+        pass.clear();
+        self.pass = pass;
+        self.dirty.clear();
+    }
+}
+
+fn queue(
+    pass: &mut Vec<(usize, Rc<[u8]>)>,
+    dirty: &mut Vec<usize>,
+    ok: usize,
+    out: &mut Out,
+    bytes: Rc<[u8]>,
+    msg: &MsgRef,
+    p: &Policy<'_>,
+) {
+    let mut need = bytes.len();
+    let notice = out.gap.map(|g| {
+        let mut v = Vec::new();
+        wire::reset(out.format, &msg.topic, g, &mut v);
+        v
+    });
+    if let Some(n) = &notice {
+        need += n.len();
+    }
+    if out.queued + need > p.limit {
+        match p.slow {
+            SlowClient::Disconnect => {
+                out.kill = Some(Kill::Slow);
+                p.metrics.inc(M::SlowDisconnects);
+                out.wake();
+            }
+            SlowClient::Drop => {
+                // The client will be told where it stands when it catches up.
+                out.gap = Some(msg.pos);
+                p.metrics.inc(M::SlowDrops);
+            }
+        }
+        return;
+    }
+    if let Some(n) = notice {
+        out.gap = None;
+        pass.push((ok, n.into()));
+    }
+    out.queued += need;
+    out.active = true;
+    pass.push((ok, bytes));
+    p.metrics.inc(M::Delivered);
+    if !out.dirty {
+        out.dirty = true;
+        dirty.push(ok);
+    }
+}
+
+fn write_group(
+    out: &mut Out,
+    group: &[(usize, Rc<[u8]>)],
+    iov: &mut Vec<libc::iovec>,
+    p: &Policy<'_>,
+) {
+    let total: usize = group.iter().map(|(_, b)| b.len()).sum();
+    if !out.backlog.is_empty() {
+        // Already waiting for writability: keep order by appending.
+        for (_, b) in group {
+            out.backlog.extend_from_slice(b);
+        }
+        p.metrics.add(M::BufferedBytes, total as i64);
+        out.wake();
+        return;
+    }
+    let written = if group.len() == 1 {
+        crate::shard::io::write_some(out.fd, &group[0].1)
+    } else {
+        iov.clear();
+        iov.extend(group.iter().map(|(_, b)| libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        }));
+        writev_some(out.fd, iov)
+    };
+    match written {
+        Ok(n) if n == total => {
+            out.queued -= total;
+        }
+        Ok(n) => {
+            // Keep the unwritten tail, in order.
+            let mut skip = n;
+            for (_, b) in group {
+                if skip >= b.len() {
+                    skip -= b.len();
+                    continue;
+                }
+                out.backlog.extend_from_slice(&b[skip..]);
+                skip = 0;
+            }
+            out.queued -= n;
+            p.metrics.add(M::BufferedBytes, (total - n) as i64);
+            out.wake();
+        }
+        Err(_) => {
+            // The peer is gone; its task notices on its next poll.
+            out.queued -= total;
+            out.kill.get_or_insert(Kill::Shutdown);
+            out.wake();
+        }
+    }
+}
+
+/// One `writev`: a short write leaves the tail to the caller's backlog, so no loop here.
+/// At most IOV_MAX (1024) slices go in one call; the rest count as not written.
+fn writev_some(fd: RawFd, iov: &[libc::iovec]) -> std::io::Result<usize> {
+    let cnt = iov.len().min(1024) as libc::c_int;
+    loop {
+        // SAFETY: every iovec points into a live Rc<[u8]> held by the caller's pass vector.
+        let n = unsafe { libc::writev(fd, iov.as_ptr(), cnt) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.kind() {
+            std::io::ErrorKind::WouldBlock => return Ok(0),
+            std::io::ErrorKind::Interrupted => continue,
+            _ => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! What a message looks like on each transport, encoded once per shard.
+//!
+//! Owns: the mapping from a message (or a reset notice) to bytes for SSE, raw WebSocket
+//! frames, `ringcast.v1` JSON envelopes in WebSocket frames, and poll JSON.
+//! Must not: do I/O. The codecs do the framing; this file chooses fields.
+
+use std::io::Write;
+
+use base64::Engine as _;
+
+use crate::codec::position::Position;
+use crate::codec::{sse, ws};
+use crate::fanout::Msg;
+use crate::shard::subs::Format;
+
+/// Close code sent to a raw (no subprotocol) WebSocket whose resume point is outside history
+/// or that missed messages under `--slow-client drop`: raw frames carry no envelope to say
+/// "reset" in band, so the connection is closed with this code and the current position as the
+/// reason; the client reconnects with `?since=` that position after refetching its state.
+pub const WS_CLOSE_RESET: u16 = 4000;
+
+pub fn encode(f: Format, m: &Msg, out: &mut Vec<u8>) {
+    match f {
+        Format::Sse => {
+            let mut id = [0u8; crate::codec::position::MAX_POSITION_BYTES];
+            let id = pos_bytes(m.pos, &mut id);
+            let ev = m.event.as_deref().map(str::as_bytes);
+            if m.binary {
+                sse::encode_binary_event(out, id, ev, &m.data);
+            } else {
+                sse::encode_event(out, id, ev, &m.data);
+            }
+        }
+        Format::WsRaw => {
+            let op = if m.binary {
+                ws::OpCode::Binary
+            } else {
+                ws::OpCode::Text
+            };
+            ws::encode_frame(out, op, &m.data);
+        }
+        Format::WsV1 => {
+            let mut json = Vec::with_capacity(m.data.len() + 96);
+            envelope(m, &mut json);
+            ws::encode_frame(out, ws::OpCode::Text, &json);
+        }
+        Format::LongPoll => poll_message(m, out),
+    }
+}
+
+/// The reset notice for a subscription of `topic` now at `current`.
+pub fn reset(f: Format, topic: &str, current: Position, out: &mut Vec<u8>) {
+    match f {
+        Format::Sse => sse::encode_reset(out, &current.to_bytes()),
+        Format::WsRaw => {
+            let reason = format!("reset {current}");
+            ws::encode_close(out, WS_CLOSE_RESET, &reason);
+        }
+        Format::WsV1 => {
+            let mut json = Vec::with_capacity(64 + topic.len());
+            json.extend_from_slice(b"{\"type\":\"reset\",\"topic\":");
+            json_str(topic, &mut json);
+            let _ = write!(json, ",\"id\":\"{current}\"}}");
+            ws::encode_frame(out, ws::OpCode::Text, &json);
+        }
+        Format::LongPoll => {}
+    }
+}
+
+/// Writes `p` into `buf` and returns the written prefix (no allocation).
+pub fn pos_bytes(p: Position, buf: &mut [u8; crate::codec::position::MAX_POSITION_BYTES]) -> &[u8] {
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cur, "{p}");
+    let n = cur.position() as usize;
+    &buf[..n]
+}
+
+/// A JSON string literal (serde_json does the escaping).
+pub fn json_str(s: &str, out: &mut Vec<u8>) {
+    // Serialising a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// `"data":...` (and `"encoding":"base64"` for binary) of a message.
+fn data_fields(m: &Msg, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"\"data\":");
+    if m.binary {
+        out.push(b'"');
+        base64_into(&m.data, out);
+        out.extend_from_slice(b"\",\"encoding\":\"base64\"");
+    } else {
+        // Text messages are valid UTF-8 by construction (publish decides text vs binary).
+        json_str(std::str::from_utf8(&m.data).unwrap_or(""), out);
+    }
+}
+
+/// A poll answer's message object: `{"id":..,"event":..,"data":..}`.
+pub fn poll_message(m: &Msg, out: &mut Vec<u8>) {
+    let _ = write!(out, "{{\"id\":\"{}\"", m.pos);
+    if let Some(e) = &m.event {
+        out.extend_from_slice(b",\"event\":");
+        json_str(e, out);
+    }
+    out.push(b',');
+    data_fields(m, out);
+    out.push(b'}');
+}
+
+/// A `ringcast.v1` message envelope.
+pub fn envelope(m: &Msg, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"type\":\"message\",\"topic\":");
+    json_str(&m.topic, out);
+    let _ = write!(out, ",\"id\":\"{}\"", m.pos);
+    if let Some(e) = &m.event {
+        out.extend_from_slice(b",\"event\":");
+        json_str(e, out);
+    }
+    out.push(b',');
+    data_fields(m, out);
+    out.push(b'}');
+}
+
+/// Appends standard base64 (with padding) of `data` to `out`.
+pub fn base64_into(data: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.resize(start + data.len().div_ceil(3) * 4, 0);
+    let n = base64::engine::general_purpose::STANDARD
+        .encode_slice(data, &mut out[start..])
+        .unwrap_or(0);
+    out.truncate(start + n);
+}
