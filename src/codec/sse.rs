@@ -223,7 +223,7 @@ fn write_data_lines(out: &mut Vec<u8>, data: &[u8]) {
 fn for_each_line(text: &[u8], mut f: impl FnMut(&[u8])) {
     let mut rest = text;
     loop {
-        match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+        match find_line_break(rest) {
             None => {
                 f(rest);
                 return;
@@ -239,6 +239,35 @@ fn for_each_line(text: &[u8], mut f: impl FnMut(&[u8])) {
             }
         }
     }
+}
+
+/// The index of the first `\n` or `\r` in `text`.
+///
+/// Eight bytes at a time (SWAR, no unsafe): a JSON payload usually has no line break at all, and
+/// this scan is the whole cost of encoding it besides the copy. `benches/sse.rs`
+/// `sse_encode_event/events/4KiB_flat`: 6.8 µs with the byte loop, 1.4 µs with this (128B_flat
+/// 418 → 134 ns; a shared, loaded 2-core VM, so read the ratio, not the numbers). The plain
+/// `position` loop is kept as the test oracle (`find_line_break_matches_naive_scan`).
+fn find_line_break(text: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const LF: u64 = LO * b'\n' as u64;
+    const CR: u64 = LO * b'\r' as u64;
+    // Non-zero iff some byte of `v` is zero (exact for "any", which is all this asks).
+    let has_zero = |v: u64| v.wrapping_sub(LO) & !v & HI;
+    let mut chunks = text.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_ne_bytes(chunk.try_into().expect("chunks_exact(8)"));
+        if has_zero(word ^ LF) | has_zero(word ^ CR) != 0 {
+            break;
+        }
+        base += 8;
+    }
+    text[base..]
+        .iter()
+        .position(|&b| b == b'\n' || b == b'\r')
+        .map(|i| base + i)
 }
 
 /// The independent WHATWG parser the integration tests use; here it checks the round trip.
@@ -295,6 +324,36 @@ mod tests {
                 "payload {:?}",
                 String::from_utf8_lossy(payload)
             );
+        }
+    }
+
+    #[test]
+    fn find_line_break_matches_naive_scan() {
+        let naive = |t: &[u8]| t.iter().position(|&b| b == b'\n' || b == b'\r');
+        // The word loads copy bytes (no pointer casts), so alignment cannot matter; the length
+        // and the break's place relative to the 8-byte words do.
+        for phase in 0..8 {
+            for len in 0..64 {
+                let text = vec![b'x'; len];
+                assert_eq!(find_line_break(&text), None);
+                for at in 0..len {
+                    for (first, second) in [(b'\n', None), (b'\r', None), (b'\r', Some(b'\n'))] {
+                        let mut t = text.to_vec();
+                        t[at] = first;
+                        if let (Some(b), true) = (second, at + 1 < len) {
+                            t[at + 1] = b;
+                        }
+                        // Bytes that trip a sloppy zero-byte test (0x0A/0x0D ± 1, high bit,
+                        // NUL) fill everything before the break.
+                        const NOISE: [u8; 8] = [0x09, 0x0B, 0x0C, 0x0E, 0x80, 0x8A, 0x8D, 0x00];
+                        for (i, b) in t[..at].iter_mut().enumerate() {
+                            *b = NOISE[(i + phase) % NOISE.len()];
+                        }
+                        assert_eq!(find_line_break(&t), naive(&t), "{t:?}");
+                        assert_eq!(find_line_break(&t), Some(at), "{t:?}");
+                    }
+                }
+            }
         }
     }
 
