@@ -23,7 +23,7 @@ use crate::codec::route::{self, Route};
 use crate::config::OVERLOAD_ANSWER_SLACK;
 use crate::metrics::M;
 use crate::shard::io::{self, ReadOutcome};
-use crate::shard::{poll, publish, sse, Shard};
+use crate::shard::{poll, publish, sse, ws, Shard};
 use crate::{debug, warn};
 
 /// Bytes asked of the kernel per read.
@@ -552,8 +552,17 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
             c.rbuf = buf;
             n
         }
-        Route::Ws(_topic) => {
-            answer_without_body(c, head, 501, "websocket is not available yet", &[])
+        Route::Ws(topic) => {
+            let buf = std::mem::take(&mut c.rbuf);
+            let req = Req {
+                buf: &buf,
+                head,
+                body: &[],
+                peer: c.peer,
+            };
+            let n = ws::serve(c, &req, topic).await;
+            c.rbuf = buf;
+            n
         }
         other => {
             if matches!(other, Route::Poll(_)) && c.flush().await.is_err() {

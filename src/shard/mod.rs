@@ -18,6 +18,7 @@ pub mod signal;
 pub mod sse;
 pub mod subs;
 pub mod wire;
+pub mod ws;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -538,7 +539,9 @@ async fn ticker_task(sh: Rc<Shard>) {
         free_idle_topics(&sh);
         let hb = sh.node.cfg.heartbeat_secs;
         if hb > 0 && tick % hb == 0 {
-            sse::heartbeat(&sh);
+            sse::heartbeat(&sh, tick);
+        } else {
+            sse::check_pongs(&sh, tick);
         }
     }
 }

@@ -122,24 +122,8 @@ pub async fn serve(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
 /// Waits on a stream until it ends; returns why the shard ended it (None: the client left).
 pub async fn run_stream(sh: &Rc<Shard>, c: &mut Conn, ok: usize) -> Option<Kill> {
     loop {
-        // Write any backlog now; find out whether we must wait for writability.
-        let (kill, backlog) = {
-            let mut st = sh.st.borrow_mut();
-            let out = &mut st.subs.outs[ok];
-            if !out.backlog.is_empty() {
-                match io::write_some(out.fd, &out.backlog) {
-                    Ok(n) => {
-                        out.backlog.drain(..n);
-                        out.queued -= n;
-                        sh.metrics().add(M::BufferedBytes, -(n as i64));
-                        if out.backlog.capacity() > 64 * 1024 && out.backlog.len() < 4096 {
-                            out.backlog.shrink_to_fit();
-                        }
-                    }
-                    Err(_) => return None,
-                }
-            }
-            (out.kill, !out.backlog.is_empty())
+        let Ok((kill, backlog)) = write_backlog(sh, ok) else {
+            return None;
         };
         if let Some(k) = kill {
             return Some(k);
@@ -169,6 +153,29 @@ pub async fn run_stream(sh: &Rc<Shard>, c: &mut Conn, ok: usize) -> Option<Kill>
             }
         }
     }
+}
+
+/// Writes what the socket takes of a stream's backlog. Returns the kill reason (if the shard
+/// wants the stream closed) and whether a backlog remains; Err when the socket failed.
+pub fn write_backlog(sh: &Shard, ok: usize) -> std::io::Result<(Option<Kill>, bool)> {
+    let mut st = sh.st.borrow_mut();
+    let out = &mut st.subs.outs[ok];
+    if !out.backlog.is_empty() {
+        let n = io::write_some(out.fd, &out.backlog)?;
+        out.backlog.drain(..n);
+        out.queued -= n;
+        sh.metrics().add(M::BufferedBytes, -(n as i64));
+        if out.backlog.is_empty() {
+            out.backlog = Vec::new();
+        } else if out.backlog.capacity() > 64 * 1024 && out.backlog.len() < 4096 {
+            out.backlog.shrink_to_fit();
+        }
+    }
+    // A queued reset close frame must go out before the stream ends.
+    if out.kill == Some(Kill::Reset) && !out.backlog.is_empty() {
+        return Ok((None, true));
+    }
+    Ok((out.kill, !out.backlog.is_empty()))
 }
 
 /// The client sent bytes or closed: read them into a small stack buffer and discard (an SSE
@@ -222,28 +229,57 @@ impl Drop for StreamGuard<'_> {
     }
 }
 
-/// Queues a heartbeat on every stream that had nothing written since the last sweep.
-pub fn heartbeat(sh: &Shard) {
+/// Queues a heartbeat: a comment on every SSE stream that had nothing written since the last
+/// sweep, a ping on every WebSocket (closing those whose last ping went unanswered past
+/// `--pong-timeout-secs`).
+pub fn heartbeat(sh: &Shard, tick: u64) {
     let mut st = sh.st.borrow_mut();
     let policy = sh.policy();
-    let hb: Rc<[u8]> = Rc::from(HEARTBEAT);
-    let keys: Vec<usize> = st
-        .subs
-        .outs
-        .iter_mut()
-        .filter_map(|(k, o)| {
-            let quiet = !o.active && o.format == Format::Sse && o.kill.is_none();
-            o.active = false;
-            quiet.then_some(k)
-        })
-        .collect();
-    for k in keys {
-        st.subs.queue_raw(k, hb.clone(), &policy);
+    let comment: Rc<[u8]> = Rc::from(HEARTBEAT);
+    let mut ping = Vec::new();
+    crate::codec::ws::encode_frame(&mut ping, crate::codec::ws::OpCode::Ping, b"");
+    let ping: Rc<[u8]> = ping.into();
+    let pong_timeout = sh.node.cfg.pong_timeout_secs.max(1);
+    let mut beats: Vec<(usize, Rc<[u8]>)> = Vec::new();
+    for (k, o) in st.subs.outs.iter_mut() {
+        let active = std::mem::replace(&mut o.active, false);
+        if o.kill.is_some() {
+            continue;
+        }
+        match o.format {
+            Format::Sse if !active => beats.push((k, comment.clone())),
+            Format::WsRaw | Format::WsV1 => {
+                if o.pong_due != 0 && tick >= o.pong_due {
+                    o.kill = Some(Kill::PongTimeout);
+                    o.wake();
+                    continue;
+                }
+                if o.pong_due == 0 {
+                    o.pong_due = tick + pong_timeout;
+                }
+                beats.push((k, ping.clone()));
+            }
+            _ => {}
+        }
+    }
+    for (k, b) in beats {
+        st.subs.queue_raw(k, b, &policy);
         if let Some(o) = st.subs.outs.get_mut(k) {
             o.active = false;
         }
     }
     st.subs.flush(&policy);
+}
+
+/// Closes WebSockets whose pong is overdue (checked every second, between heartbeats).
+pub fn check_pongs(sh: &Shard, tick: u64) {
+    let mut st = sh.st.borrow_mut();
+    for (_, o) in st.subs.outs.iter_mut() {
+        if o.pong_due != 0 && tick >= o.pong_due && o.kill.is_none() {
+            o.kill = Some(Kill::PongTimeout);
+            o.wake();
+        }
+    }
 }
 
 /// Closes every stream in ten stages spread over `span`, so clients do not all reconnect in

@@ -45,6 +45,10 @@ pub enum Kill {
     Slow,
     /// The node is draining.
     Shutdown,
+    /// Raw WebSocket only: a reset close frame (4000) is queued; close once it is written.
+    Reset,
+    /// WebSocket: no pong within `--pong-timeout-secs` of a ping.
+    PongTimeout,
 }
 
 /// One streaming connection's shard-side state.
@@ -65,6 +69,8 @@ pub struct Out {
     pub active: bool,
     /// In `State::dirty` already.
     pub dirty: bool,
+    /// WebSocket: shard tick by which a pong must have come (0: no ping outstanding).
+    pub pong_due: u64,
 }
 
 impl Out {
@@ -80,6 +86,7 @@ impl Out {
             polled: Vec::new(),
             active: false,
             dirty: false,
+            pong_due: 0,
         }
     }
 
@@ -223,6 +230,10 @@ impl Subscribers {
         let mut v = Vec::new();
         if w.reset {
             wire::reset(out.format, &topic, w.current, &mut v);
+            if out.format == Format::WsRaw {
+                // Raw frames cannot say "reset" in band: the close frame says it.
+                out.kill = Some(Kill::Reset);
+            }
         }
         for msg in &w.msgs {
             wire::encode(out.format, msg, &mut v);
@@ -325,6 +336,17 @@ fn queue(
     if let Some(n) = notice {
         out.gap = None;
         pass.push((ok, n.into()));
+        if out.format == Format::WsRaw {
+            // The reset is a close frame: nothing may follow it.
+            out.queued += need - bytes.len();
+            out.kill = Some(Kill::Reset);
+            out.wake();
+            if !out.dirty {
+                out.dirty = true;
+                dirty.push(ok);
+            }
+            return;
+        }
     }
     out.queued += need;
     out.active = true;

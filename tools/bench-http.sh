@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# wrk against GET /healthz: ringcast beside nginx `return 200`, in the same run.
+# One core: each server on core 0 (ringcast --shards 1, nginx 1 worker), wrk on core 1.
+# All cores: ringcast --shards N, nginx N workers, wrk unpinned (it competes for the cores).
+# Prints one line per run: name, req/s, latency p50/p99 and the server's CPU seconds.
+# Usage: tools/bench-http.sh [duration-seconds] [connections]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${1:-10}
+CONNS=${2:-256}
+PORT_RC=18480
+PORT_NG=18481
+N=$(nproc)
+BIN=target/release/ringcast
+[ -x "$BIN" ] || cargo build --release -q
+
+cpu_secs() { # utime+stime of a process and its threads/children, in seconds
+  local pid=$1 t=0
+  for p in $pid $(pgrep -P "$pid" || true); do
+    t=$(awk -v t="$t" '{print t + $14 + $15}' "/proc/$p/stat")
+  done
+  echo "scale=2; $t / $(getconf CLK_TCK)" | bc
+}
+
+run_wrk() { # name url wrk-cpu-list server-pid
+  local name=$1 url=$2 cpus=$3 pid=$4 before after out
+  before=$(cpu_secs "$pid")
+  if [ -n "$cpus" ]; then
+    out=$(taskset -c "$cpus" wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "$url")
+  else
+    out=$(wrk -t"$N" -c"$CONNS" -d"${DUR}s" --latency "$url")
+  fi
+  after=$(cpu_secs "$pid")
+  local rps p50 p99
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  printf '%-28s %12s req/s  p50 %8s  p99 %8s  server cpu %6ss\n' "$name" "$rps" "$p50" "$p99" "$(echo "$after - $before" | bc)"
+}
+
+start_ringcast() { # shards
+  taskset -c 0-$((N - 1)) "$BIN" --listen 127.0.0.1:$PORT_RC --shards "$1" --log-level warn &
+  RC_PID=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT_RC/healthz" >/dev/null && return; sleep 0.05; done
+  echo "ringcast did not start" >&2; exit 1
+}
+
+stop_ringcast() { kill -TERM "$RC_PID"; wait "$RC_PID" || true; }
+
+echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r), $(rustc --version)"
+echo "# wrk ${DUR}s, $CONNS connections, keep-alive, GET /healthz (ringcast) vs return 200 (nginx)"
+
+# One core.
+start_ringcast 1
+run_wrk "ringcast --shards 1" "http://127.0.0.1:$PORT_RC/healthz" 1 "$RC_PID"
+stop_ringcast
+NG_PID=$(PORT=$PORT_NG WORKERS=1 tools/peers/nginx/run.sh start)
+taskset -a -p -c 0 "$NG_PID" >/dev/null; for w in $(pgrep -P "$NG_PID"); do taskset -p -c 0 "$w" >/dev/null; done
+run_wrk "nginx 1 worker" "http://127.0.0.1:$PORT_NG/healthz" 1 "$NG_PID"
+PORT=$PORT_NG tools/peers/nginx/run.sh stop >/dev/null
+
+# All cores.
+start_ringcast "$N"
+run_wrk "ringcast --shards $N" "http://127.0.0.1:$PORT_RC/healthz" "" "$RC_PID"
+stop_ringcast
+NG_PID=$(PORT=$PORT_NG WORKERS=$N tools/peers/nginx/run.sh start)
+run_wrk "nginx $N workers" "http://127.0.0.1:$PORT_NG/healthz" "" "$NG_PID"
+PORT=$PORT_NG tools/peers/nginx/run.sh stop >/dev/null
