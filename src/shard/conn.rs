@@ -230,16 +230,21 @@ impl Conn {
     }
 
     /// Reads more bytes, waiting until `deadline`. With `idle`, the wait also ends when the
-    /// node starts draining.
-    pub async fn fill(&mut self, deadline: Instant, idle: bool) -> Result<usize, ReadErr> {
-        self.take_buf();
-        // Try at once: a new connection's request is usually already here.
+    /// node starts draining. With `eager`, a read is tried before waiting: worth it when bytes
+    /// are likely there already (a new connection, the rest of a body), a wasted syscall when
+    /// the peer is waiting for our answer first (keep-alive ping-pong).
+    pub async fn fill(&mut self, deadline: Instant, idle: bool, eager: bool) -> Result<usize, ReadErr> {
+        let mut try_read = eager;
         loop {
-            match io::read_some(self.fd, &mut self.rbuf, READ_CHUNK_BYTES) {
-                Ok(ReadOutcome::Data(n)) => return Ok(n),
-                Ok(ReadOutcome::Eof) | Err(_) => return Err(ReadErr::Gone),
-                Ok(ReadOutcome::WouldBlock) => {}
+            if try_read {
+                self.take_buf();
+                match io::read_some(self.fd, &mut self.rbuf, READ_CHUNK_BYTES) {
+                    Ok(ReadOutcome::Data(n)) => return Ok(n),
+                    Ok(ReadOutcome::Eof) | Err(_) => return Err(ReadErr::Gone),
+                    Ok(ReadOutcome::WouldBlock) => {}
+                }
             }
+            try_read = true;
             self.release_buf();
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -257,7 +262,7 @@ impl Conn {
                 None => return Err(ReadErr::Draining),
                 Some(Err(_)) => return Err(ReadErr::Timeout),
                 Some(Ok(Err(_))) => return Err(ReadErr::Gone),
-                Some(Ok(Ok(()))) => self.take_buf(),
+                Some(Ok(Ok(()))) => {}
             }
         }
     }
@@ -319,7 +324,7 @@ pub async fn serve(sh: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                 Some(t) => (t + header_timeout, false),
                 None => (Instant::now() + idle_timeout, true),
             };
-            match c.fill(deadline, idle).await {
+            match c.fill(deadline, idle, first || !c.rbuf.is_empty()).await {
                 Ok(_) => {}
                 Err(ReadErr::Timeout) if started.is_some() => {
                     sh.metrics().inc(M::Timeouts);
@@ -398,7 +403,7 @@ async fn read_body(
             }
             while c.rbuf.len() < start + n {
                 let d = deadline();
-                c.fill(d, false)
+                c.fill(d, false, true)
                     .await
                     .map_err(|_| (408, "request body not received in time"))?;
             }
@@ -421,7 +426,7 @@ async fn read_body(
                     return Ok(pos);
                 }
                 let d = deadline();
-                c.fill(d, false)
+                c.fill(d, false, true)
                     .await
                     .map_err(|_| (408, "request body not received in time"))?;
             }
