@@ -1,6 +1,7 @@
 //! Integration tests of the HTTP/1.1 layer and the runtime, against the real binary: framing,
-//! keep-alive, pipelining, bodies, every request limit, timeouts and the connection cap. Each
-//! test starts its own server on 127.0.0.1:0 and speaks raw bytes.
+//! keep-alive, pipelining, bodies, every request limit, timeouts, the connection cap, drivers,
+//! shutdown, sharding and the startup log. Each test starts its own server on 127.0.0.1:0 and
+//! speaks raw bytes.
 
 #[path = "support/server.rs"]
 mod server;
@@ -10,7 +11,7 @@ use std::net::TcpStream;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use server::{read_response, Response, Server};
+use server::{read_response, run_to_exit, Response, Server};
 
 const BAD: &str = "ringcast_http_bad_requests_total";
 const OPEN: &str = "ringcast_connections_open";
@@ -80,6 +81,19 @@ fn assert_healthy(server: &Server) {
     let r = server.get("/healthz");
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"ok\n");
+}
+
+/// Every `{shard="N"}` series of `name`, as (N, value).
+fn series(server: &Server, name: &str) -> Vec<(usize, i64)> {
+    let text = server.get("/metrics").text();
+    let prefix = format!("{name}{{shard=\"");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|rest| {
+            let (shard, value) = rest.split_once("\"} ").expect("series line");
+            (shard.parse().unwrap(), value.parse().unwrap())
+        })
+        .collect()
 }
 
 // ---- 1. /healthz and HEAD ------------------------------------------------------------------
@@ -686,4 +700,180 @@ fn thousand_concurrent_connections() {
     drop(held);
     let left = server.wait_metric(OPEN, 1, Duration::from_secs(10));
     assert!(left <= 1, "{left} connections still open");
+}
+
+// ---- 9. drivers ----------------------------------------------------------------------------
+
+#[test]
+fn epoll_driver_serves() {
+    let server = Server::start(&["--shards", "1", "--driver", "epoll"]);
+    assert_healthy(&server);
+    assert!(server.log().contains("driver=epoll"), "{}", server.log());
+}
+
+#[test]
+fn auto_driver_falls_back_with_one_warning() {
+    let server = Server::start_env(
+        &["--shards", "2", "--driver", "auto"],
+        &[("RINGCAST_TEST_DISABLE_URING", "1")],
+    );
+    assert_healthy(&server);
+    let r = server.post("/pub/fallback", b"x");
+    assert_eq!(r.status, 200);
+    let log = server.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("io_uring unavailable"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].starts_with("WARN"), "{}", warnings[0]);
+    assert!(log.contains("driver=epoll"), "{log}");
+}
+
+#[test]
+fn uring_driver_refuses_to_start_without_io_uring() {
+    let (status, stderr) = run_to_exit(
+        &["--driver", "uring"],
+        &[("RINGCAST_TEST_DISABLE_URING", "1")],
+        Duration::from_secs(10),
+    );
+    let status = status.expect("exits by itself");
+    assert!(!status.success(), "{status:?}");
+    assert!(status.code().is_some_and(|c| c != 0), "{status:?}");
+    assert!(!stderr.contains("listening on"), "{stderr}");
+    // The message says how to fix it.
+    assert!(stderr.contains("--driver epoll"), "{stderr}");
+}
+
+// ---- 10. shutdown --------------------------------------------------------------------------
+
+const DRAIN_SECS: u64 = 2;
+const EXIT_MARGIN: Duration = Duration::from_secs(3);
+
+fn drain_server() -> Server {
+    Server::start(&[
+        "--shards",
+        "2",
+        "--drain-timeout-secs",
+        &DRAIN_SECS.to_string(),
+    ])
+}
+
+#[test]
+fn sigterm_with_idle_keep_alive_exits_zero() {
+    let mut server = drain_server();
+    let mut idle = server.connect();
+    assert_eq!(exchange(&mut idle, &get_raw("/healthz")).status, 200);
+    let t = Instant::now();
+    server.signal(libc::SIGTERM);
+    let status = server
+        .wait_exit(Duration::from_secs(DRAIN_SECS) + EXIT_MARGIN)
+        .expect("exits within the drain timeout");
+    assert_eq!(status.code(), Some(0), "{}", server.log());
+    assert!(t.elapsed() < Duration::from_secs(DRAIN_SECS) + EXIT_MARGIN);
+    assert_closed_or_reset(&mut idle, "idle connection at shutdown");
+}
+
+#[test]
+fn sigterm_with_long_poll_in_flight_exits_zero() {
+    let mut server = drain_server();
+    let mut poll = server.connect();
+    send(&mut poll, &get_raw("/poll/drain?wait=30"));
+    assert_eq!(
+        server.wait_metric("ringcast_longpoll_waiting", 1, Duration::from_secs(5)),
+        1
+    );
+    let t = Instant::now();
+    server.signal(libc::SIGTERM);
+    let status = server
+        .wait_exit(Duration::from_secs(DRAIN_SECS) + EXIT_MARGIN)
+        .expect("exits within the drain timeout");
+    assert_eq!(status.code(), Some(0), "{}", server.log());
+    assert!(t.elapsed() < Duration::from_secs(DRAIN_SECS) + EXIT_MARGIN);
+    // The poll was answered, or its connection closed; it is not left hanging.
+    poll.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    if let Some(r) = read_response(&mut poll, false) {
+        assert!(r.status == 200 || r.status == 204, "{}", r.status);
+        assert_closed_or_reset(&mut poll, "long poll after shutdown");
+    }
+}
+
+#[test]
+fn sigint_exits_zero() {
+    let mut server = drain_server();
+    assert_healthy(&server);
+    server.signal(libc::SIGINT);
+    let status = server
+        .wait_exit(Duration::from_secs(DRAIN_SECS) + EXIT_MARGIN)
+        .expect("exits within the drain timeout");
+    assert_eq!(status.code(), Some(0), "{}", server.log());
+}
+
+// ---- 11. two shards ------------------------------------------------------------------------
+
+#[test]
+fn two_shards_share_connections_and_topics() {
+    const CONNS: usize = 200;
+    let server = Server::start(&["--shards", "2"]);
+    let mut conns: Vec<TcpStream> = (0..CONNS)
+        .map(|_| {
+            let mut s = server.connect();
+            assert_eq!(exchange(&mut s, &get_raw("/healthz")).status, 200);
+            s
+        })
+        .collect();
+    let accepted = series(&server, "ringcast_connections_accepted_total");
+    assert_eq!(accepted.len(), 2, "{accepted:?}");
+    assert!(
+        accepted.iter().all(|&(_, n)| n > 0),
+        "both shards accept: {accepted:?}"
+    );
+    assert!(accepted.iter().map(|&(_, n)| n).sum::<i64>() >= CONNS as i64);
+
+    // A publish on one connection is visible by poll from every connection.
+    let r = exchange(&mut conns[0], &post_raw("/pub/everywhere", b"seen by all"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let poll = get_raw(&format!("/poll/everywhere?since={}", before(&id)));
+    for (i, s) in conns.iter_mut().enumerate() {
+        let r = exchange(s, &poll);
+        assert_eq!(r.status, 200, "conn {i}: {}", r.text());
+        let v = r.json();
+        let msgs = v["messages"].as_array().unwrap();
+        assert_eq!(msgs.len(), 1, "conn {i}: {v}");
+        assert_eq!(msgs[0]["id"].as_str(), Some(id.as_str()), "conn {i}");
+        assert_eq!(msgs[0]["data"].as_str(), Some("seen by all"), "conn {i}");
+    }
+}
+
+// ---- 12. startup log -----------------------------------------------------------------------
+
+#[test]
+fn startup_log_line() {
+    let server = Server::start(&[
+        "--shards",
+        "2",
+        "--max-connections",
+        "777",
+        "--max-head-bytes",
+        "9000",
+        "--max-message-bytes",
+        "5000",
+    ]);
+    let log = server.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("listening on")).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    let line = lines[0];
+    assert!(line.starts_with("INFO"), "{line}");
+    for want in [
+        format!("ringcast {}", env!("CARGO_PKG_VERSION")),
+        format!("listening on {}", server.addr),
+        "shards=2".to_string(),
+        "driver=".to_string(),
+        "max_connections=777".to_string(),
+        "max_head_bytes=9000".to_string(),
+        "max_message_bytes=5000".to_string(),
+    ] {
+        assert!(line.contains(&want), "{want:?} missing from {line}");
+    }
 }
