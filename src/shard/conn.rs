@@ -476,6 +476,7 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
     let method = head.method;
     let head_only = method == Method::Head;
     if method == Method::Other {
+        sh.metrics().inc(M::BadRequests);
         return answer_without_body(c, head, 501, "method not implemented", &[]);
     }
     // Method checks per route.
@@ -487,6 +488,7 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
         Route::NotFound => b"",
     };
     if matches!(r, Route::NotFound) {
+        sh.metrics().inc(M::BadRequests);
         return answer_without_body(c, head, 404, "no such route", &[]);
     }
     let method_name: &[u8] = match method {
@@ -537,6 +539,7 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
         },
         None => {
             if head.body != BodyKind::None && head.body != BodyKind::Length(0) {
+                sh.metrics().inc(M::BadRequests);
                 return answer_without_body(c, head, 413, "this route takes no request body", &[]);
             }
             head.head_len

@@ -40,15 +40,22 @@ impl Server {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                // Into the log first, so `log()` holds the startup line once `start` returns.
+                {
+                    let mut l = log2.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
                 if let Some(i) = line.find("listening on ") {
-                    let a = line[i + 13..].split_whitespace().next().unwrap().to_string();
+                    let a = line[i + 13..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap()
+                        .to_string();
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(a);
                     }
                 }
-                let mut l = log2.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
             }
         });
         let addr = rx
@@ -96,7 +103,9 @@ impl Server {
     }
 
     pub fn get(&self, path: &str) -> Response {
-        self.request(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        self.request(
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
     }
 
     pub fn post(&self, path: &str, body: &[u8]) -> Response {
@@ -159,6 +168,45 @@ impl Server {
     }
 }
 
+/// Runs the binary with `args` (after `--listen 127.0.0.1:0`) and `env` until it exits on its
+/// own, for flags that must fail at startup. Returns the exit status (None if it was still
+/// running after `within` and had to be killed) and everything it wrote to stderr.
+pub fn run_to_exit(
+    args: &[&str],
+    env: &[(&str, &str)],
+    within: Duration,
+) -> (Option<ExitStatus>, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringcast"));
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn ringcast");
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if t.elapsed() > within {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, reader.join().unwrap())
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -208,7 +256,11 @@ pub fn read_response(s: &mut TcpStream, head_only: bool) -> Option<Response> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
-    let mut r = Response { status, headers, body: Vec::new() };
+    let mut r = Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
     if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
         return Some(r);
     }
