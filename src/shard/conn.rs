@@ -31,7 +31,7 @@ const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// A pooled read buffer larger than this is freed instead of kept.
 const MAX_POOLED_BUFFER_BYTES: usize = 64 * 1024;
 /// Buffers kept in a shard's pool.
-const MAX_POOLED_BUFFERS: usize = 256;
+const MAX_POOLED_BUFFERS: usize = 32;
 
 pub async fn accept_loop(sh: &Rc<Shard>, listener: &TcpListener) {
     loop {
@@ -87,10 +87,10 @@ fn admit(sh: &Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     monoio::spawn(serve(sh.clone(), stream, peer));
 }
 
-/// Undoes the connection counts however the connection task ends.
-struct Counted<'a>(&'a Shard);
+/// Undoes the connection counts however the connection ends.
+pub struct Counted(Rc<Shard>);
 
-impl Drop for Counted<'_> {
+impl Drop for Counted {
     fn drop(&mut self) {
         self.0.metrics().dec(M::ConnectionsOpen);
         self.0.node.connections.fetch_sub(1, Ordering::Relaxed);
@@ -103,6 +103,10 @@ pub enum Next {
     Close,
     /// The socket was handed to a stream that has finished with it.
     Done,
+    /// Become an SSE stream: the head is in `wbuf`, the request is no longer needed.
+    Sse(sse::Plan),
+    /// Become a WebSocket: the 101 is in `wbuf`.
+    Ws(ws::Plan),
 }
 
 /// One request, as handlers see it.
@@ -229,11 +233,29 @@ impl Conn {
         r
     }
 
+    /// Sends what is written (a stream's head) and frees everything a request needed, so a
+    /// long-lived stream keeps no request buffers. Bytes a client sent after its stream request
+    /// are dropped: a stream's client has nothing more to say in HTTP.
+    async fn begin_stream(&mut self, head: &mut Head) -> std::io::Result<()> {
+        *head = Head::default();
+        self.flush().await?;
+        self.wbuf = Vec::new();
+        self.rbuf.clear();
+        self.release_buf();
+        self.rbuf = Vec::new();
+        Ok(())
+    }
+
     /// Reads more bytes, waiting until `deadline`. With `idle`, the wait also ends when the
     /// node starts draining. With `eager`, a read is tried before waiting: worth it when bytes
     /// are likely there already (a new connection, the rest of a body), a wasted syscall when
     /// the peer is waiting for our answer first (keep-alive ping-pong).
-    pub async fn fill(&mut self, deadline: Instant, idle: bool, eager: bool) -> Result<usize, ReadErr> {
+    pub async fn fill(
+        &mut self,
+        deadline: Instant,
+        idle: bool,
+        eager: bool,
+    ) -> Result<usize, ReadErr> {
         let mut try_read = eager;
         loop {
             if try_read {
@@ -278,7 +300,7 @@ fn limits(sh: &Shard) -> Limits {
 }
 
 pub async fn serve(sh: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
-    let _counted = Counted(&sh);
+    let counted = Counted(sh.clone());
     let fd = stream.as_raw_fd();
     if io::set_nonblocking(fd).is_err() {
         return;
@@ -350,6 +372,27 @@ pub async fn serve(sh: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                 return;
             }
             Next::Done => return,
+            // A stream continues in a task of its own, sized for the stream alone: a task is
+            // as large as its future's largest state, and the request states (long polls,
+            // cross-shard publishes) would otherwise be paid by every idle stream.
+            Next::Sse(plan) => {
+                if c.begin_stream(&mut head).await.is_ok() {
+                    monoio::spawn(async move {
+                        let _counted = counted;
+                        sse::stream(&mut c, plan).await;
+                    });
+                }
+                return;
+            }
+            Next::Ws(plan) => {
+                if c.begin_stream(&mut head).await.is_ok() {
+                    monoio::spawn(async move {
+                        let _counted = counted;
+                        ws::stream(&mut c, plan).await;
+                    });
+                }
+                return;
+            }
         }
     }
 }
@@ -556,7 +599,7 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
                 body: &[],
                 peer: c.peer,
             };
-            let n = sse::serve(c, &req, topic).await;
+            let n = sse::prepare(c, &req, topic);
             c.rbuf = buf;
             n
         }
@@ -568,7 +611,7 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
                 body: &[],
                 peer: c.peer,
             };
-            let n = ws::serve(c, &req, topic).await;
+            let n = ws::prepare(c, &req, topic);
             c.rbuf = buf;
             n
         }
@@ -615,7 +658,7 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
             n
         }
     };
-    if matches!(next, Next::Done) {
+    if matches!(next, Next::Done | Next::Sse(_) | Next::Ws(_)) {
         return next;
     }
     if c.rbuf.len() >= consumed {

@@ -622,3 +622,81 @@ async fn drain(sh: &Rc<Shard>) {
 pub fn route_since<'q>(q: &'q [u8], name: &str) -> Option<std::borrow::Cow<'q, [u8]>> {
     crate::codec::route::query_param(q, name)
 }
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// Reports what an idle stream holds: its task's future and its slab entries. The idle-cost
+    /// target (PERF.md) depends on these staying small.
+    #[test]
+    fn stream_state_sizes() {
+        let cfg = crate::config::Config::from_args(["ringcast", "--shards", "1"]).unwrap();
+        let node = Arc::new(Node::new(cfg));
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            let _client = std::net::TcpStream::connect(addr).unwrap();
+            let (s, peer) = l.accept().unwrap();
+            let stream = monoio::net::TcpStream::from_std(s).unwrap();
+            let sh = Rc::new(Shard {
+                id: 0,
+                bounds: HistoryBounds::from_config(&node.cfg),
+                node: node.clone(),
+                st: RefCell::new(State::default()),
+                date: Cell::new([b' '; 29]),
+                draining: Signal::default(),
+                outq_nonempty: Cell::new(false),
+            });
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+            let mut c = conn::Conn {
+                sh: sh.clone(),
+                stream,
+                fd,
+                peer,
+                rbuf: Vec::new(),
+                wbuf: Vec::new(),
+            };
+            let topic: Arc<str> = Arc::from("t");
+            let sse_size = std::mem::size_of_val(&sse::stream(
+                &mut c,
+                sse::Plan {
+                    topic: topic.clone(),
+                    since: Since::None,
+                    seed: 0,
+                },
+            ));
+            let ws_size = std::mem::size_of_val(&ws::stream(
+                &mut c,
+                ws::Plan {
+                    topic,
+                    since: Since::None,
+                    v1: false,
+                },
+            ));
+            let serve = conn::serve(sh.clone(), c.stream, peer);
+            let serve_size = std::mem::size_of_val(&serve);
+            drop(serve);
+            let sizes = [
+                ("conn::serve future", serve_size),
+                ("sse::stream future", sse_size),
+                ("ws::stream future", ws_size),
+                ("conn::Conn", std::mem::size_of::<conn::Conn>()),
+                ("subs::Out", std::mem::size_of::<subs::Out>()),
+                ("subs::Sub", std::mem::size_of::<subs::Sub>()),
+                (
+                    "codec::ws::Decoder",
+                    std::mem::size_of::<crate::codec::ws::Decoder>(),
+                ),
+            ];
+            for (n, s) in sizes {
+                eprintln!("{n}: {s} bytes");
+            }
+            assert!(std::mem::size_of::<subs::Out>() <= 256);
+        });
+    }
+}

@@ -12,10 +12,12 @@
 //! Must not: hold a read buffer while idle (readiness only), or borrow shard state across an await.
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use crate::codec::{http1, sse as codec};
+use crate::fanout::Since;
 use crate::metrics::M;
 use crate::shard::conn::{cors, Answer, Conn, Next, Req};
 use crate::shard::poll::since_of;
@@ -25,7 +27,16 @@ use crate::shard::{io, route_since, Shard};
 /// Heartbeat comment bytes.
 const HEARTBEAT: &[u8] = b":\n\n";
 
-pub async fn serve(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
+/// What a stream needs once its request is gone.
+pub struct Plan {
+    pub(crate) topic: Arc<str>,
+    pub(crate) since: Since,
+    pub(crate) seed: u64,
+}
+
+/// Checks an SSE request and writes the stream's first bytes into `c.wbuf`: the head, a
+/// jittered `retry:` and an opening comment. Errors are answered as plain HTTP.
+pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
     let sh = c.sh.clone();
     let origin = match cors(&sh, req.buf, req.head) {
         Ok(o) => o,
@@ -57,7 +68,6 @@ pub async fn serve(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
         Some(v) => since_of(Some(v.trim_ascii())),
         None => since_of(route_since(req.query(), "last_event_id").as_deref()),
     };
-    // Head, retry and an opening comment, flushed before anything else can be queued.
     let mut h: Vec<(&str, &[u8])> = vec![
         ("Content-Type", b"text/event-stream"),
         ("Cache-Control", b"no-cache, no-transform"),
@@ -72,15 +82,23 @@ pub async fn serve(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
     if req.head.method == http1::Method::Head {
         return Next::Close;
     }
-    let seed = (c.fd as u64) ^ (sh.id as u64) << 32 ^ sh.node.seed;
+    let seed = (c.fd as u64) ^ ((sh.id as u64) << 32) ^ sh.node.seed;
     codec::encode_retry(
         &mut c.wbuf,
         codec::jittered_retry_ms(sh.node.cfg.sse_retry_ms, seed),
     );
     codec::encode_comment(&mut c.wbuf, b"ok");
-    if c.flush().await.is_err() {
-        return Next::Done;
-    }
+    Next::Sse(Plan {
+        topic: Arc::from(topic),
+        since,
+        seed,
+    })
+}
+
+/// Runs an SSE stream whose first bytes are sent: subscribe (replay or reset first), then
+/// live until the client leaves or the shard ends it.
+pub async fn stream(c: &mut Conn, plan: Plan) {
+    let sh = c.sh.clone();
     let ok = sh
         .st
         .borrow_mut()
@@ -88,21 +106,21 @@ pub async fn serve(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
         .outs
         .insert(Out::new(c.fd, Format::Sse));
     sh.metrics().inc(M::SseOpen);
-    let _g = StreamGuard {
+    let mut g = StreamGuard {
         sh: &sh,
         out: ok,
         subs: Vec::new(),
         gauge: M::SseOpen,
     };
-    let mut g = _g;
-    match sh.subscribe(ok, topic.into(), since, usize::MAX).await {
+    match sh.subscribe(ok, plan.topic, plan.since, usize::MAX).await {
         Ok((sk, _)) => g.subs.push(sk),
         Err(f) => {
             crate::debug!("{}: sse subscribe failed: {f:?}", c.peer);
             let mut v = Vec::new();
             codec::encode_comment(&mut v, b"unavailable: too many topics or overloaded");
             let _ = io::write_some(c.fd, &v);
-            return Next::Done;
+            io::shutdown_write(c.fd);
+            return;
         }
     }
     let kill = run_stream(&sh, c, ok).await;
@@ -111,12 +129,11 @@ pub async fn serve(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
         let mut v = Vec::new();
         codec::encode_retry(
             &mut v,
-            codec::jittered_retry_ms(sh.node.cfg.sse_retry_ms, seed.rotate_left(17)),
+            codec::jittered_retry_ms(sh.node.cfg.sse_retry_ms, plan.seed.rotate_left(17)),
         );
         let _ = io::write_some(c.fd, &v);
     }
     io::shutdown_write(c.fd);
-    Next::Done
 }
 
 /// Waits on a stream until it ends; returns why the shard ended it (None: the client left).
