@@ -130,6 +130,8 @@ impl Req<'_> {
 pub struct Answer<'a> {
     pub out: &'a mut Vec<u8>,
     pub keep_alive: bool,
+    /// HTTP/1.0 request: a kept connection must say `Connection: keep-alive`.
+    pub http10: bool,
     pub head_only: bool,
     pub date: [u8; 29],
     /// `Access-Control-Allow-Origin` value when the request was cross-origin and allowed.
@@ -138,6 +140,14 @@ pub struct Answer<'a> {
 
 impl Answer<'_> {
     pub fn send(&mut self, status: u16, headers: &[(&str, &[u8])], body: &[u8]) {
+        if self.http10 && self.keep_alive {
+            let mut h: Vec<(&str, &[u8])> = headers.to_vec();
+            h.push(("Connection", b"keep-alive"));
+            self.http10 = false;
+            self.send(status, &h, body);
+            self.http10 = true;
+            return;
+        }
         if let Some(origin) = self.cors.take() {
             let mut h: Vec<(&str, &[u8])> = headers.to_vec();
             h.push(("Access-Control-Allow-Origin", &origin));
@@ -400,6 +410,7 @@ pub async fn serve(sh: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
 /// Answers an unreadable request and closes.
 async fn reject(c: &mut Conn, status: u16, reason: &str) {
     let mut a = Answer {
+        http10: false,
         out: &mut c.wbuf,
         keep_alive: false,
         head_only: false,
@@ -570,6 +581,7 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
                 debug!("{}: {reason}", c.peer);
                 // The rest of the body is unread: close after answering.
                 let mut a = Answer {
+                    http10: head.minor_version == 0,
                     out: &mut c.wbuf,
                     keep_alive: false,
                     head_only,
@@ -628,6 +640,7 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
                 peer: c.peer,
             };
             let mut a = Answer {
+                http10: head.minor_version == 0,
                 out: &mut c.wbuf,
                 keep_alive,
                 head_only,
@@ -682,6 +695,7 @@ fn answer_without_body(
     let no_body = matches!(head.body, BodyKind::None | BodyKind::Length(0));
     let keep_alive = head.keep_alive && no_body && !c.sh.is_draining();
     let mut a = Answer {
+        http10: head.minor_version == 0,
         out: &mut c.wbuf,
         keep_alive,
         head_only: head.method == Method::Head,
@@ -707,6 +721,7 @@ fn preflight(c: &mut Conn, head: &Head) -> Next {
     let keep_alive = head.keep_alive && !sh.is_draining();
     let verdict = cors(&sh, &c.rbuf, head);
     let mut a = Answer {
+        http10: head.minor_version == 0,
         out: &mut c.wbuf,
         keep_alive,
         head_only: false,

@@ -43,6 +43,7 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
         Err(_) => {
             sh.metrics().inc(M::BadRequests);
             let mut a = Answer {
+                http10: req.head.minor_version == 0,
                 out: &mut c.wbuf,
                 keep_alive: req.head.keep_alive,
                 head_only: false,
@@ -55,6 +56,7 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
     };
     if sh.is_draining() {
         let mut a = Answer {
+            http10: req.head.minor_version == 0,
             out: &mut c.wbuf,
             keep_alive: false,
             head_only: false,

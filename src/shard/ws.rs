@@ -61,6 +61,7 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
         sh.metrics().inc(M::BadRequests);
         crate::debug!("{}: websocket upgrade refused: {status} {reason}", c.peer);
         let mut a = Answer {
+            http10: false,
             out: &mut c.wbuf,
             keep_alive: false,
             head_only: false,
