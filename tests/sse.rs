@@ -178,7 +178,8 @@ type Case = (
 #[test]
 fn events_carry_ids_names_multiline_and_binary_payloads() {
     let srv = Server::start(&["--shards", "2"]);
-    let mut st = Stream::open(&srv, "/sse/enc", "");
+    let cur = current(&srv, "enc");
+    let mut st = Stream::open(&srv, "/sse/enc", &format!("Last-Event-ID: {cur}\r\n"));
     wait_streams(&srv, 1);
     // (path, content type, body, expected event, expected data)
     let cases: Vec<Case> = vec![
@@ -484,7 +485,15 @@ fn disconnect_frees_the_stream_and_the_connection() {
     let srv = Server::start(&["--shards", "2"]);
     let base = srv.metric("ringcast_connections_open");
     let mut streams: Vec<Stream> = (0..8)
-        .map(|i| Stream::open(&srv, &format!("/sse/free-{}", i % 3), ""))
+        .map(|i| {
+            let topic = format!("free-{}", i % 3);
+            let cur = current(&srv, &topic);
+            Stream::open(
+                &srv,
+                &format!("/sse/{topic}"),
+                &format!("Last-Event-ID: {cur}\r\n"),
+            )
+        })
         .collect();
     wait_streams(&srv, 8);
     assert_eq!(srv.metric("ringcast_connections_open"), base + 8);
@@ -586,7 +595,8 @@ fn cors_allow_listed_origin_and_preflight() {
     assert_eq!(req(&srv, "GET", "/poll/c", other).status, 403);
     assert_eq!(req(&srv, "OPTIONS", "/sse/c", other).status, 403);
     // An allowed origin's stream still works end to end.
-    let mut st = Stream::open(&srv, "/sse/c", app);
+    let cur = current(&srv, "c");
+    let mut st = Stream::open(&srv, "/sse/c", &format!("{app}Last-Event-ID: {cur}\r\n"));
     wait_streams(&srv, 1);
     let id = srv.publish("c", b"hi");
     let ev = st.read(1, Duration::from_secs(5));
