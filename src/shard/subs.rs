@@ -106,6 +106,10 @@ pub struct Sub {
     pub cursor: u64,
     /// The window (replay) has been applied; live messages may flow.
     pub ready: bool,
+    /// Live messages that arrived while the window was on its way from another shard's home
+    /// (the reply and the messages after it can land in one inbox pass, before the connection
+    /// task applies the window); `apply_window` delivers those past the window.
+    pub early: Vec<MsgRef>,
 }
 
 /// Wire encodings of one message on this shard, made at most once each.
@@ -153,6 +157,7 @@ impl Subscribers {
             epoch: 0,
             cursor: 0,
             ready: false,
+            early: Vec::new(),
         });
         let list = self.topics.entry(topic).or_default();
         list.push(key);
@@ -183,7 +188,11 @@ impl Subscribers {
             let Some(sub) = self.subs.get_mut(sk) else {
                 continue;
             };
-            if !sub.ready || msg.pos.epoch != sub.epoch || msg.pos.offset <= sub.cursor {
+            if !sub.ready {
+                sub.early.push(msg.clone());
+                continue;
+            }
+            if msg.pos.epoch != sub.epoch || msg.pos.offset <= sub.cursor {
                 continue;
             }
             sub.cursor = msg.pos.offset;
@@ -215,6 +224,14 @@ impl Subscribers {
         sub.epoch = w.current.epoch;
         sub.cursor = w.msgs.last().map_or(w.current.offset, |m| m.pos.offset);
         sub.ready = true;
+        // Messages that overtook the window: those right after it, in order, once each.
+        let mut msgs = w.msgs.clone();
+        for msg in std::mem::take(&mut sub.early) {
+            if msg.pos.epoch == sub.epoch && msg.pos.offset == sub.cursor + 1 {
+                sub.cursor = msg.pos.offset;
+                msgs.push(msg);
+            }
+        }
         let ok = sub.out;
         let topic = sub.topic.clone();
         let Some(out) = self.outs.get_mut(ok) else {
@@ -224,7 +241,10 @@ impl Subscribers {
             m.inc(M::Resets);
         }
         if out.format == Format::LongPoll {
-            out.polled.extend(w.msgs.iter().cloned());
+            out.polled.extend(msgs);
+            if !out.polled.is_empty() {
+                out.wake();
+            }
             return;
         }
         let mut v = Vec::new();
@@ -235,10 +255,10 @@ impl Subscribers {
                 out.kill = Some(Kill::Reset);
             }
         }
-        for msg in &w.msgs {
+        for msg in &msgs {
             wire::encode(out.format, msg, &mut v);
         }
-        m.add(M::Delivered, w.msgs.len() as i64);
+        m.add(M::Delivered, msgs.len() as i64);
         if !v.is_empty() {
             out.queued += v.len();
             out.active = true;
