@@ -67,9 +67,11 @@ fn bench_inbox(c: &mut Criterion) {
         let bus = Arc::new(Bus::new(2, cap));
         let n = 100_000u64;
         group.throughput(Throughput::Elements(n));
-        group.bench_with_input(BenchmarkId::new("deliver_cross_thread", cap), &n, |b, &n| {
-            b.iter(|| through_inbox(&bus, n, &m))
-        });
+        group.bench_with_input(
+            BenchmarkId::new("deliver_cross_thread", cap),
+            &n,
+            |b, &n| b.iter(|| through_inbox(&bus, n, &m)),
+        );
     }
     group.finish();
 }
@@ -107,7 +109,12 @@ fn bench_history(c: &mut Criterion) {
         group.throughput(Throughput::Elements(1));
         group.bench_function(name, |bch| {
             bch.iter(|| {
-                let w = home.window(Since::At(Position::new(1, black_box(since))), limit, now, &b);
+                let w = home.window(
+                    Since::At(Position::new(1, black_box(since))),
+                    limit,
+                    now,
+                    &b,
+                );
                 black_box(w.msgs.len())
             })
         });

@@ -49,6 +49,9 @@ pub struct Pending {
     gen: u32,
     waker: Option<Waker>,
     reply: Option<Reply>,
+    /// A subscription waiting for this window: it is applied when the reply is executed, in
+    /// inbox order, so the `Deliver`s that follow the reply find the subscription ready.
+    sub: Option<usize>,
 }
 
 #[derive(Default)]
@@ -159,7 +162,7 @@ impl Shard {
 
     fn reply(&self, st: &mut State, to: ReplyTo, reply: Reply) {
         if to.shard as usize == self.id {
-            complete(st, to, reply);
+            complete(st, to, reply, self.metrics());
         } else {
             self.send(st, to.shard as usize, Cmd::Reply { to, reply });
         }
@@ -264,7 +267,7 @@ impl Shard {
                 let policy = self.policy();
                 st.subs.deliver(&msg, &policy);
             }
-            Cmd::Reply { to, reply } => complete(st, to, reply),
+            Cmd::Reply { to, reply } => complete(st, to, reply, self.metrics()),
             Cmd::Shutdown => self.draining.fire(),
         }
     }
@@ -360,12 +363,16 @@ impl Shard {
         let sk = self.st.borrow_mut().subs.subscribe(out, topic.clone()).0;
         let w = if home == self.id {
             let mut st = self.st.borrow_mut();
-            self.home_window(&mut st, &topic, since, limit, Some(self.id))
-                .map_err(Fail::from)
+            let w = self.home_window(&mut st, &topic, since, limit, Some(self.id));
+            if let Ok(w) = &w {
+                st.subs.apply_window(sk, w, self.metrics());
+            }
+            w.map_err(Fail::from)
         } else {
             let t = topic.clone();
+            // The window is applied by `complete` when the reply is executed.
             let r = self
-                .request(home, |reply| Cmd::Window {
+                .request_for(home, Some(sk), |reply| Cmd::Window {
                     topic: t,
                     since,
                     limit,
@@ -381,7 +388,6 @@ impl Shard {
         match w {
             Ok(w) => {
                 let mut st = self.st.borrow_mut();
-                st.subs.apply_window(sk, &w, self.metrics());
                 let policy = self.policy();
                 st.subs.flush(&policy);
                 Ok((sk, w))
@@ -414,6 +420,16 @@ impl Shard {
     /// Sends a request to another shard and waits for its reply. Dropping the future (the
     /// client left) frees the slot; a late reply then misses on the generation.
     async fn request(self: &Rc<Self>, to: usize, make: impl FnOnce(ReplyTo) -> Cmd) -> Reply {
+        self.request_for(to, None, make).await
+    }
+
+    /// `request`, naming the subscription a window reply is for.
+    async fn request_for(
+        self: &Rc<Self>,
+        to: usize,
+        sub: Option<usize>,
+        make: impl FnOnce(ReplyTo) -> Cmd,
+    ) -> Reply {
         let reply_to = {
             let mut st = self.st.borrow_mut();
             st.next_gen = st.next_gen.wrapping_add(1);
@@ -422,6 +438,7 @@ impl Shard {
                 gen,
                 waker: None,
                 reply: None,
+                sub,
             });
             let r = ReplyTo {
                 shard: self.id as u16,
@@ -462,9 +479,13 @@ impl Drop for SlotGuard<'_> {
     }
 }
 
-fn complete(st: &mut State, to: ReplyTo, reply: Reply) {
-    if let Some(p) = st.pending.get_mut(to.slot as usize) {
+fn complete(st: &mut State, to: ReplyTo, reply: Reply, m: &ShardMetrics) {
+    let State { pending, subs, .. } = st;
+    if let Some(p) = pending.get_mut(to.slot as usize) {
         if p.gen == to.gen {
+            if let (Some(sk), Reply::Window(Ok(w))) = (p.sub, &reply) {
+                subs.apply_window(sk, w, m);
+            }
             p.reply = Some(reply);
             if let Some(w) = p.waker.take() {
                 w.wake();

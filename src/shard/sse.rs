@@ -107,15 +107,18 @@ pub async fn stream(c: &mut Conn, plan: Plan) {
         .subs
         .outs
         .insert(Out::new(c.fd, Format::Sse));
-    sh.metrics().inc(M::SseOpen);
     let mut g = StreamGuard {
         sh: &sh,
         out: ok,
         subs: Vec::new(),
-        gauge: M::SseOpen,
+        gauge: None,
     };
     match sh.subscribe(ok, plan.topic, plan.since, usize::MAX).await {
-        Ok((sk, _)) => g.subs.push(sk),
+        Ok((sk, _)) => {
+            g.subs.push(sk);
+            sh.metrics().inc(M::SseOpen);
+            g.gauge = Some(M::SseOpen);
+        }
         Err(f) => {
             crate::debug!("{}: sse subscribe failed: {f:?}", c.peer);
             let mut v = Vec::new();
@@ -229,7 +232,8 @@ pub struct StreamGuard<'a> {
     pub sh: &'a Shard,
     pub out: usize,
     pub subs: Vec<usize>,
-    pub gauge: M,
+    /// The open-streams gauge, counted once the subscription is in place.
+    pub gauge: Option<M>,
 }
 
 impl Drop for StreamGuard<'_> {
@@ -244,7 +248,9 @@ impl Drop for StreamGuard<'_> {
                     .add(M::BufferedBytes, -(out.backlog.len() as i64));
             }
         }
-        self.sh.metrics().dec(self.gauge);
+        if let Some(g) = self.gauge {
+            self.sh.metrics().dec(g);
+        }
     }
 }
 

@@ -106,10 +106,6 @@ pub struct Sub {
     pub cursor: u64,
     /// The window (replay) has been applied; live messages may flow.
     pub ready: bool,
-    /// Live messages that arrived while the window was on its way from another shard's home
-    /// (the reply and the messages after it can land in one inbox pass, before the connection
-    /// task applies the window); `apply_window` delivers those past the window.
-    pub early: Vec<MsgRef>,
 }
 
 /// Wire encodings of one message on this shard, made at most once each.
@@ -157,7 +153,6 @@ impl Subscribers {
             epoch: 0,
             cursor: 0,
             ready: false,
-            early: Vec::new(),
         });
         let list = self.topics.entry(topic).or_default();
         list.push(key);
@@ -188,11 +183,8 @@ impl Subscribers {
             let Some(sub) = self.subs.get_mut(sk) else {
                 continue;
             };
-            if !sub.ready {
-                sub.early.push(msg.clone());
-                continue;
-            }
-            if msg.pos.epoch != sub.epoch || msg.pos.offset <= sub.cursor {
+            // Not ready: its window (applied in inbox order) will contain this message.
+            if !sub.ready || msg.pos.epoch != sub.epoch || msg.pos.offset <= sub.cursor {
                 continue;
             }
             sub.cursor = msg.pos.offset;
@@ -224,14 +216,7 @@ impl Subscribers {
         sub.epoch = w.current.epoch;
         sub.cursor = w.msgs.last().map_or(w.current.offset, |m| m.pos.offset);
         sub.ready = true;
-        // Messages that overtook the window: those right after it, in order, once each.
-        let mut msgs = w.msgs.clone();
-        for msg in std::mem::take(&mut sub.early) {
-            if msg.pos.epoch == sub.epoch && msg.pos.offset == sub.cursor + 1 {
-                sub.cursor = msg.pos.offset;
-                msgs.push(msg);
-            }
-        }
+        let msgs = &w.msgs;
         let ok = sub.out;
         let topic = sub.topic.clone();
         let Some(out) = self.outs.get_mut(ok) else {
@@ -241,7 +226,7 @@ impl Subscribers {
             m.inc(M::Resets);
         }
         if out.format == Format::LongPoll {
-            out.polled.extend(msgs);
+            out.polled.extend(msgs.iter().cloned());
             if !out.polled.is_empty() {
                 out.wake();
             }
@@ -255,7 +240,7 @@ impl Subscribers {
                 out.kill = Some(Kill::Reset);
             }
         }
-        for msg in &msgs {
+        for msg in msgs {
             wire::encode(out.format, msg, &mut v);
         }
         m.add(M::Delivered, msgs.len() as i64);

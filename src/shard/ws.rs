@@ -113,16 +113,17 @@ pub async fn stream(c: &mut Conn, plan: Plan) {
     let Plan { topic, since, v1 } = plan;
     let format = if v1 { Format::WsV1 } else { Format::WsRaw };
     let ok = sh.st.borrow_mut().subs.outs.insert(Out::new(c.fd, format));
-    sh.metrics().inc(M::WsOpen);
     let mut g = StreamGuard {
         sh: &sh,
         out: ok,
         subs: Vec::new(),
-        gauge: M::WsOpen,
+        gauge: None,
     };
     match sh.subscribe(ok, topic.clone(), since, usize::MAX).await {
         Ok((sk, w)) => {
             g.subs.push(sk);
+            sh.metrics().inc(M::WsOpen);
+            g.gauge = Some(M::WsOpen);
             if v1 {
                 let mut j = Vec::new();
                 subscribed_json(&topic, w.current, &mut j);
