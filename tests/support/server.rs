@@ -41,7 +41,11 @@ impl Server {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(i) = line.find("listening on ") {
-                    let a = line[i + 13..].split_whitespace().next().unwrap().to_string();
+                    let a = line[i + 13..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap()
+                        .to_string();
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(a);
                     }
@@ -96,7 +100,9 @@ impl Server {
     }
 
     pub fn get(&self, path: &str) -> Response {
-        self.request(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        self.request(
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
     }
 
     pub fn post(&self, path: &str, body: &[u8]) -> Response {
@@ -208,7 +214,11 @@ pub fn read_response(s: &mut TcpStream, head_only: bool) -> Option<Response> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
-    let mut r = Response { status, headers, body: Vec::new() };
+    let mut r = Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
     if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
         return Some(r);
     }
