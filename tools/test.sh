@@ -9,5 +9,8 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# tests/autobahn.rs: the Autobahn|Testsuite in a Python 2.7 venv under target/ (idempotent, quiet).
+./tools/autobahn/install.sh
+
 # Every test binary (unit, integration, doc) in one run; the benches are built, not timed.
 cargo test --all-targets --locked
