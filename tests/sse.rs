@@ -481,6 +481,29 @@ fn heartbeats_arrive_on_a_quiet_stream() {
 }
 
 #[test]
+fn a_message_larger_than_the_client_buffer_reaches_a_client_that_keeps_up() {
+    // The send buffer bounds what waits for a slow client; it must not make a single large
+    // message undeliverable (the bound is the buffer plus one message).
+    let srv = Server::start(&[
+        "--client-buffer-bytes",
+        "65536",
+        "--max-message-bytes",
+        "400000",
+    ]);
+    let mut st = Stream::open(&srv, "/sse/big", "");
+    wait_streams(&srv, 1);
+    let big = "b".repeat(300_000);
+    srv.publish("big", big.as_bytes());
+    srv.publish("big", b"after");
+    let ev = st.read(2, Duration::from_secs(10));
+    assert_eq!(ev.len(), 2, "both events arrive");
+    assert_eq!(ev[0].data.len(), 300_000);
+    assert_eq!(ev[1].data, "after");
+    assert!(!st.eof, "not disconnected");
+    assert_eq!(srv.metric("ringcast_slow_client_disconnects_total"), 0);
+}
+
+#[test]
 fn disconnect_frees_the_stream_and_the_connection() {
     let srv = Server::start(&["--shards", "2"]);
     let base = srv.metric("ringcast_connections_open");

@@ -478,12 +478,18 @@ fn v1_subscribed_commands_acks_resets_and_errors() {
     assert_eq!(m["data"], "from http");
 
     // Subscribe to b; publish to b with an ack; the message comes too (order not promised).
-    ws.send(Message::text(r#"{"type":"subscribe","topic":"b"}"#))
-        .unwrap();
+    ws.send(Message::text(
+        r#"{"type":"subscribe","topic":"b","ref":"s1"}"#,
+    ))
+    .unwrap();
     let sub = next_json(&mut ws);
     assert_eq!(
-        (sub["type"].as_str(), sub["topic"].as_str()),
-        (Some("subscribed"), Some("b"))
+        (
+            sub["type"].as_str(),
+            sub["topic"].as_str(),
+            sub["ref"].as_str()
+        ),
+        (Some("subscribed"), Some("b"), Some("s1"))
     );
     ws.send(Message::text(
         r#"{"type":"publish","topic":"b","event":"note","data":"hi","ref":"r1"}"#,
@@ -512,12 +518,18 @@ fn v1_subscribed_commands_acks_resets_and_errors() {
     );
 
     // Unsubscribe: b's messages stop, a's still come.
-    ws.send(Message::text(r#"{"type":"unsubscribe","topic":"b"}"#))
-        .unwrap();
+    ws.send(Message::text(
+        r#"{"type":"unsubscribe","topic":"b","ref":"u1"}"#,
+    ))
+    .unwrap();
     let un = next_json(&mut ws);
     assert_eq!(
-        (un["type"].as_str(), un["topic"].as_str()),
-        (Some("unsubscribed"), Some("b"))
+        (
+            un["type"].as_str(),
+            un["topic"].as_str(),
+            un["ref"].as_str()
+        ),
+        (Some("unsubscribed"), Some("b"), Some("u1"))
     );
     s.publish("b", b"not for you");
     s.publish("a", b"for you");

@@ -261,7 +261,7 @@ impl Subscribers {
             return false;
         };
         let n = bytes.len();
-        if out.queued + n > p.limit {
+        if out.queued > 0 && out.queued + n > p.limit {
             return false;
         }
         out.queued += n;
@@ -323,7 +323,10 @@ fn queue(
     if let Some(n) = &notice {
         need += n.len();
     }
-    if out.queued + need > p.limit {
+    // An empty queue always takes one message, so a message larger than the buffer (up to
+    // --max-message-bytes) still reaches a client that keeps up: the bound is
+    // `--client-buffer-bytes` plus one message.
+    if out.queued > 0 && out.queued + need > p.limit {
         match p.slow {
             SlowClient::Disconnect => {
                 out.kill = Some(Kill::Slow);

@@ -126,7 +126,7 @@ pub async fn stream(c: &mut Conn, plan: Plan) {
             g.gauge = Some(M::WsOpen);
             if v1 {
                 let mut j = Vec::new();
-                subscribed_json(&topic, w.current, &mut j);
+                subscribed_json(&topic, w.current, None, &mut j);
                 send_frame(&sh, ok, &j);
             }
         }
@@ -210,9 +210,15 @@ fn queue(sh: &Shard, ok: usize, bytes: Vec<u8>) {
     st.subs.flush(&policy);
 }
 
-fn subscribed_json(topic: &str, current: Position, out: &mut Vec<u8>) {
+/// `{"type":"subscribed","topic","id","ref"?}`: sent after the replay (or reset) of the
+/// subscription, so `id` is the position live messages continue from.
+fn subscribed_json(topic: &str, current: Position, r: Option<&str>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"type\":\"subscribed\",\"topic\":");
     wire::json_str(topic, out);
+    if let Some(r) = r {
+        out.extend_from_slice(b",\"ref\":");
+        wire::json_str(r, out);
+    }
     out.extend_from_slice(b",\"id\":\"");
     current.write(out);
     out.extend_from_slice(b"\"}");
@@ -420,7 +426,7 @@ impl Session {
                 {
                     Ok((sk, w)) => {
                         g.subs.push(sk);
-                        subscribed_json(&t, w.current, reply);
+                        subscribed_json(&t, w.current, r, reply);
                     }
                     Err(f) => error_json(r, fail_text(f), reply),
                 }
@@ -441,6 +447,10 @@ impl Session {
                         sh.unsubscribe(sk);
                         reply.extend_from_slice(b"{\"type\":\"unsubscribed\",\"topic\":");
                         wire::json_str(&t, reply);
+                        if let Some(r) = r {
+                            reply.extend_from_slice(b",\"ref\":");
+                            wire::json_str(r, reply);
+                        }
                         reply.push(b'}');
                     }
                     None => error_json(r, "not subscribed", reply),

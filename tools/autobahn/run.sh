@@ -44,11 +44,9 @@ wslog="$work/wstest.log"
 
 # Port 0: the kernel picks a free port and the server says which in its first log line.
 # --max-message-bytes: 9.x sends 16 MiB messages (and 4 MiB ones in thousands of fragments);
-# --client-buffer-bytes: the echo of such a message must fit one client's send buffer.
 # Every case uses the same URL (one topic); the fuzzingclient runs cases one at a time and each
 # connection is closed before the next opens, so a case only ever hears its own echo.
 "$bin" --listen 127.0.0.1:0 --shards 2 --max-message-bytes 16777216 \
-  --client-buffer-bytes 67108864 \
   --heartbeat-secs 0 >/dev/null 2>"$srvlog" &
 pid=$!
 stop() { kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; }
