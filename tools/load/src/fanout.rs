@@ -916,6 +916,7 @@ fn summary(
     let per_second: Vec<u64> = buckets.chunks(100).map(|c| c.iter().sum()).collect();
     let c = &total.completeness;
     let round = |x: f64| (x * 10.0).round() / 10.0;
+    let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
     json!({
         "mode": "fanout",
         "transport": cfg.a.transport,
@@ -932,13 +933,13 @@ fn summary(
         "connect_failed": failed,
         "disconnected": total.disconnected,
         "published": p.published,
-        "publish_seconds": round((p.end_ns - t0) as f64 / 1e9 * 100.0) / 100.0,
+        "publish_seconds": r3((p.end_ns - t0) as f64 / 1e9),
         "publish_latency_us": latency_us(&p.latency),
         "expected_deliveries": c.expected,
         "deliveries": delivered,
         "deliveries_per_sec_publish_window": round(in_window as f64 / window_secs.max(1e-9)),
         "deliveries_per_sec_to_last": round(delivered as f64 / to_last_secs.max(1e-9)),
-        "seconds_to_last_delivery": round(to_last_secs * 100.0) / 100.0,
+        "seconds_to_last_delivery": r3(to_last_secs),
         "latency_us": latency_us(&hist),
         "missing": c.missing,
         "duplicated": c.duplicated,

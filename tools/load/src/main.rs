@@ -22,14 +22,20 @@ fn main() {
     };
     let local = tokio::task::LocalSet::new();
     let result = local.block_on(&rt, run(cli));
-    match result {
-        Ok(Some(v)) => println!("{v}"),
-        Ok(None) => {}
+    let code = match result {
+        Ok(Some(v)) => {
+            println!("{v}");
+            0
+        }
+        Ok(None) => 0,
         Err(e) => {
             eprintln!("ringcast-load: {e}");
-            std::process::exit(2);
+            2
         }
-    }
+    };
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    // Exit without dropping the runtime: a worker's blocking stdin read would hold it open.
+    std::process::exit(code);
 }
 
 /// Runs the mode as the parent (returns its summary) or as a worker process (returns nothing:
