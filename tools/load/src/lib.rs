@@ -1,0 +1,31 @@
+//! ringcast-load: the load generator shipped with ringcast, and the raw `write()` baseline.
+//!
+//! # Layout
+//! - Pure, unit-tested pieces (no sockets, no clock): [`payload`] (what every message carries),
+//!   [`sse`] (event-stream parsing across arbitrary splits), [`ws`] (client frames, masking,
+//!   handshake), [`http`] (request encoding, response heads, chunked bodies), [`track`]
+//!   (missing / duplicated / out-of-order accounting), [`addr`] (URL templates, source ranges),
+//!   [`stats`] (histograms, /proc parsing).
+//! - I/O: [`net`] (connect from a source address, buffered reads, CLOCK_MONOTONIC, nofile),
+//!   [`wsconn`] (a WebSocket client connection), [`link`] (parent ↔ worker messages, in one
+//!   process or across several), [`run`] (what the modes share).
+//! - Modes: [`fanout`], [`hold`], [`echo`]; `main.rs` is flags → mode.
+//!
+//! The tool runs one tokio current-thread runtime per process; every connection is a task on a
+//! `LocalSet`, so per-run state is `Rc`/`Cell` and nothing is locked.
+
+pub mod addr;
+pub mod cli;
+pub mod echo;
+pub mod fanout;
+pub mod hold;
+pub mod http;
+pub mod link;
+pub mod net;
+pub mod payload;
+pub mod run;
+pub mod sse;
+pub mod stats;
+pub mod track;
+pub mod ws;
+pub mod wsconn;

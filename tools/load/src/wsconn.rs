@@ -1,0 +1,117 @@
+//! A WebSocket client connection on top of `net::Conn`: handshake, and draining buffered server
+//! frames into whole messages, answering pings.
+
+use std::net::Ipv4Addr;
+
+use crate::addr::Target;
+use crate::net::{self, Conn, Fail};
+use crate::ws::{self, Rng};
+
+/// Largest reassembled message the tool accepts.
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Connects and upgrades; checks the 101 and `Sec-WebSocket-Accept`.
+pub async fn connect(
+    t: &Target,
+    path: &str,
+    src: Option<Ipv4Addr>,
+    rng: &mut Rng,
+) -> Result<Conn, Fail> {
+    let s = net::connect(t.addr, src)
+        .await
+        .map_err(|e| net::io_fail("connect", e))?;
+    let mut c = Conn::new(s);
+    let key = ws::key_from(rng.nonce());
+    let mut req = Vec::with_capacity(256);
+    ws::encode_handshake(&t.host, path, &key, &mut req);
+    c.write_all(&req).await?;
+    let h = c.read_head().await?;
+    if h.status != 101 {
+        return Err(format!("upgrade refused: {}", h.status));
+    }
+    if h.ws_accept.as_deref() != Some(ws::accept_for(&key).as_str()) {
+        return Err("bad Sec-WebSocket-Accept".into());
+    }
+    Ok(c)
+}
+
+/// What the server ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Closed {
+    /// A close frame with this code (1005 if none).
+    Code(u16),
+}
+
+/// Reassembly state of one connection.
+#[derive(Debug, Default)]
+pub struct Reader {
+    frag: Vec<u8>,
+    in_message: bool,
+}
+
+impl Reader {
+    /// Consumes every complete frame in `c.buf`: calls `on_msg` with each whole text or binary
+    /// message, appends a masked pong to `replies` for each ping. `Ok(Some(_))` on a close frame.
+    pub fn drain(
+        &mut self,
+        c: &mut Conn,
+        replies: &mut Vec<u8>,
+        rng: &mut Rng,
+        mut on_msg: impl FnMut(&[u8]),
+    ) -> Result<Option<Closed>, Fail> {
+        let mut at = 0;
+        let mut closed = None;
+        while closed.is_none() {
+            let h = match ws::parse_frame_head(&c.buf[at..]) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => return Err(format!("bad server frame: {e:?}")),
+            };
+            let total = h.head_len as u64 + h.len;
+            if total > MAX_MESSAGE_BYTES as u64 {
+                return Err("frame too large".into());
+            }
+            if ((c.buf.len() - at) as u64) < total {
+                break;
+            }
+            let payload = &c.buf[at + h.head_len..at + total as usize];
+            match h.opcode {
+                ws::OP_TEXT | ws::OP_BINARY if !self.in_message => {
+                    if h.fin {
+                        on_msg(payload);
+                    } else {
+                        self.frag.clear();
+                        self.frag.extend_from_slice(payload);
+                        self.in_message = true;
+                    }
+                }
+                ws::OP_CONT if self.in_message => {
+                    if self.frag.len() + payload.len() > MAX_MESSAGE_BYTES {
+                        return Err("message too large".into());
+                    }
+                    self.frag.extend_from_slice(payload);
+                    if h.fin {
+                        on_msg(&self.frag);
+                        self.frag.clear();
+                        self.in_message = false;
+                    }
+                }
+                ws::OP_PING => {
+                    ws::encode_client_frame(ws::OP_PONG, payload, rng.mask_key(), replies)
+                }
+                ws::OP_PONG => {}
+                ws::OP_CLOSE => {
+                    let code = match payload {
+                        [a, b, ..] => u16::from_be_bytes([*a, *b]),
+                        _ => 1005,
+                    };
+                    closed = Some(Closed::Code(code));
+                }
+                _ => return Err("frame out of sequence".into()),
+            }
+            at += total as usize;
+        }
+        c.buf.drain(..at);
+        Ok(closed)
+    }
+}

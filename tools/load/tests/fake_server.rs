@@ -1,0 +1,336 @@
+//! End-to-end runs of the `ringcast-load` binary against a tiny in-process fake of ringcast's
+//! wire: `POST /pub/{t}`, `GET /sse/{t}`, `GET /ws/{t}` (raw; client frames are published to the
+//! topic), `GET /poll/{t}?since=E:N&wait=S`. Threads and blocking sockets, one per connection:
+//! enough for tens of connections and nothing to do with how a real server should work. The
+//! real server is driven by hand (tools/load/README.md).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use sha1::{Digest, Sha1};
+
+#[derive(Default)]
+struct Topic {
+    history: Vec<Vec<u8>>,
+    subs: Vec<(bool, Sender<Vec<u8>>)>, // (websocket?, wire bytes)
+}
+
+type Topics = Arc<Mutex<HashMap<String, Topic>>>;
+
+fn publish(topics: &Topics, t: &str, data: Vec<u8>) -> usize {
+    let mut m = topics.lock().unwrap();
+    let topic = m.entry(t.to_string()).or_default();
+    topic.history.push(data.clone());
+    let n = topic.history.len();
+    topic.subs.retain(|(ws, tx)| {
+        let wire = if *ws {
+            let mut f = vec![0x81];
+            if data.len() < 126 {
+                f.push(data.len() as u8);
+            } else {
+                f.push(126);
+                f.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            }
+            f.extend_from_slice(&data);
+            f
+        } else {
+            let mut e = format!("id: 0:{n}\ndata: ").into_bytes();
+            e.extend_from_slice(&data);
+            e.extend_from_slice(b"\n\n");
+            e
+        };
+        tx.send(wire).is_ok()
+    });
+    n
+}
+
+fn subscribe(topics: &Topics, t: &str, ws: bool) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = channel();
+    let mut m = topics.lock().unwrap();
+    m.entry(t.to_string()).or_default().subs.push((ws, tx));
+    rx
+}
+
+fn start() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let topics: Topics = Arc::default();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let topics = topics.clone();
+            std::thread::spawn(move || {
+                let _ = serve(s, topics);
+            });
+        }
+    });
+    port
+}
+
+fn serve(s: TcpStream, topics: Topics) -> std::io::Result<()> {
+    let mut r = BufReader::new(s.try_clone()?);
+    let mut w = s;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let mut parts = line.split_whitespace();
+        let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let mut len = 0usize;
+        let mut ws_key = None;
+        loop {
+            let mut h = String::new();
+            r.read_line(&mut h)?;
+            if h.trim().is_empty() {
+                break;
+            }
+            let (k, v) = h.split_once(':').unwrap();
+            match k.to_ascii_lowercase().as_str() {
+                "content-length" => len = v.trim().parse().unwrap(),
+                "sec-websocket-key" => ws_key = Some(v.trim().to_string()),
+                _ => {}
+            }
+        }
+        let q = |name: &str| {
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+                .map(str::to_string)
+        };
+        if let (Some(t), "POST") = (path.strip_prefix("/pub/"), method) {
+            let mut body = vec![0; len];
+            r.read_exact(&mut body)?;
+            let n = publish(&topics, t, body);
+            let b = format!("{{\"id\":\"0:{n}\"}}");
+            write!(
+                w,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            )?;
+        } else if let Some(t) = path.strip_prefix("/sse/") {
+            let rx = subscribe(&topics, t, false);
+            w.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\nretry: 1000\n: ok\n\n",
+            )?;
+            for ev in rx {
+                // Split every event in two writes, so the client sees arbitrary boundaries.
+                let (a, b) = ev.split_at(ev.len() / 2);
+                w.write_all(a)?;
+                w.flush()?;
+                w.write_all(b)?;
+            }
+            return Ok(());
+        } else if let Some(t) = path.strip_prefix("/ws/") {
+            let mut h = Sha1::new();
+            h.update(ws_key.unwrap_or_default().as_bytes());
+            h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+            let accept = base64::engine::general_purpose::STANDARD.encode(h.finalize());
+            let rx = subscribe(&topics, t, true);
+            write!(w, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n")?;
+            let mut w2 = w.try_clone()?;
+            std::thread::spawn(move || {
+                for f in rx {
+                    if w2.write_all(&f).is_err() {
+                        return;
+                    }
+                }
+            });
+            // Client frames (masked, < 64 KiB): publish to the topic.
+            loop {
+                let mut hd = [0u8; 2];
+                r.read_exact(&mut hd)?;
+                assert!(hd[1] & 0x80 != 0, "client frames must be masked");
+                let n = match hd[1] & 0x7f {
+                    126 => {
+                        let mut b = [0u8; 2];
+                        r.read_exact(&mut b)?;
+                        u16::from_be_bytes(b) as usize
+                    }
+                    n => n as usize,
+                };
+                let mut key = [0u8; 4];
+                r.read_exact(&mut key)?;
+                let mut p = vec![0; n];
+                r.read_exact(&mut p)?;
+                for (i, b) in p.iter_mut().enumerate() {
+                    *b ^= key[i % 4];
+                }
+                if hd[0] & 0x0f == 1 {
+                    publish(&topics, t, p);
+                }
+            }
+        } else if let Some(t) = path.strip_prefix("/poll/") {
+            let since: Option<usize> = q("since").and_then(|s| s.split_once(':')?.1.parse().ok());
+            let wait: u64 = q("wait").and_then(|s| s.parse().ok()).unwrap_or(0);
+            let deadline = Instant::now() + Duration::from_secs(wait);
+            let body = loop {
+                let m = topics.lock().unwrap();
+                let hist = m.get(t).map(|t| t.history.clone()).unwrap_or_default();
+                drop(m);
+                let Some(since) = since else {
+                    break Some(format!("{{\"messages\":[],\"next\":\"0:{}\"}}", hist.len()));
+                };
+                if hist.len() > since {
+                    let msgs: Vec<String> = hist[since..]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, d)| {
+                            format!(
+                                "{{\"id\":\"0:{}\",\"data\":{:?}}}",
+                                since + i + 1,
+                                String::from_utf8_lossy(d)
+                            )
+                        })
+                        .collect();
+                    break Some(format!(
+                        "{{\"messages\":[{}],\"next\":\"0:{}\"}}",
+                        msgs.join(","),
+                        hist.len()
+                    ));
+                }
+                if Instant::now() >= deadline {
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            };
+            match body {
+                Some(b) => write!(
+                    w,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{b}",
+                    b.len()
+                )?,
+                None => write!(
+                    w,
+                    "HTTP/1.1 204 No Content\r\nX-Ringcast-Next: 0:{}\r\n\r\n",
+                    since.unwrap_or(0)
+                )?,
+            }
+        } else {
+            w.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")?;
+        }
+    }
+}
+
+fn load(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringcast-load"))
+        .args(args)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "one JSON line: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn fanout(port: u16, transport: &str, route: &str, extra: &[&str]) -> serde_json::Value {
+    let sub = format!("http://127.0.0.1:{port}/{route}/{{topic}}");
+    let publ = format!("http://127.0.0.1:{port}/pub/{{topic}}");
+    let mut args = vec![
+        "fanout",
+        "--transport",
+        transport,
+        "--subscribers",
+        "12",
+        "--topics",
+        "3",
+        "--messages",
+        "31",
+        "--rate",
+        "400",
+        "--size",
+        "200",
+        "--timeout",
+        "10",
+        "--settle-ms",
+        "50",
+        "--url-sub",
+        &sub,
+        "--url-pub",
+        &publ,
+    ];
+    args.extend_from_slice(extra);
+    let v = load(&args);
+    // 31 messages over 3 topics: 11, 10, 10; 4 subscribers per topic.
+    assert_eq!(v["expected_deliveries"], 124, "{v}");
+    assert_eq!(v["deliveries"], 124, "{v}");
+    for k in [
+        "missing",
+        "duplicated",
+        "out_of_order",
+        "unexpected",
+        "connect_failed",
+        "disconnected",
+    ] {
+        assert_eq!(v[k], 0, "{k}: {v}");
+    }
+    assert_eq!(v["complete"], true, "{v}");
+    assert_eq!(v["published"], 31, "{v}");
+    v
+}
+
+#[test]
+fn fanout_sse_ws_longpoll_against_a_fake_server() {
+    let port = start();
+    fanout(port, "sse", "sse", &[]);
+    fanout(port, "ws", "ws", &[]);
+    let v = fanout(port, "longpoll", "poll", &[]);
+    assert_eq!(v["longpoll_style"], "ringcast");
+    // Two worker processes, subscribers from two source addresses.
+    let v = fanout(
+        port,
+        "sse",
+        "sse",
+        &["--processes", "2", "--source-ips", "127.0.0.2-127.0.0.3"],
+    );
+    assert_eq!(v["processes"], 2);
+}
+
+#[test]
+fn echo_and_hold_against_a_fake_server() {
+    let port = start();
+    let url = format!("ws://127.0.0.1:{port}/ws/{{topic}}");
+    let v = load(&[
+        "echo",
+        "--connections",
+        "4",
+        "--size",
+        "300",
+        "--seconds",
+        "0.5",
+        "--url",
+        &url,
+    ]);
+    assert_eq!(v["connected"], 4, "{v}");
+    assert_eq!(v["disconnected"], 0, "{v}");
+    assert!(v["round_trips"].as_u64().unwrap() > 4, "{v}");
+    let url = format!("http://127.0.0.1:{port}/sse/{{topic}}");
+    let pid = std::process::id().to_string();
+    let v = load(&[
+        "hold",
+        "--connections",
+        "20",
+        "--seconds",
+        "0.2",
+        "--settle-ms",
+        "10",
+        "--url",
+        &url,
+        "--server-pid",
+        &pid,
+    ]);
+    assert_eq!(v["connected"], 20, "{v}");
+    assert_eq!(v["disconnected_during_hold"], 0, "{v}");
+    assert!(v["server_rss_before_bytes"].as_u64().unwrap() > 0, "{v}");
+}
