@@ -3,9 +3,12 @@
 # One core: each server on core 0 (ringcast --shards 1, nginx 1 worker), wrk on core 1.
 # All cores: ringcast --shards N, nginx N workers, wrk unpinned (it competes for the cores).
 # Prints one line per run: name, req/s, latency p50/p99 and the server's CPU seconds.
-# Usage: tools/bench-http.sh [duration-seconds] [connections]
+# The servers alternate over ROUNDS rounds (default 3), so a noisy neighbour hits both alike;
+# compare the per-round ratios, not single numbers.
+# Usage: ROUNDS=3 tools/bench-http.sh [duration-seconds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
 DUR=${1:-10}
 CONNS=${2:-256}
 PORT_RC=18480
@@ -35,7 +38,10 @@ run_wrk() { # name url wrk-cpu-list server-pid
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-  printf '%-28s %12s req/s  p50 %8s  p99 %8s  server cpu %6ss\n' "$name" "$rps" "$p50" "$p99" "$(echo "$after - $before" | bc)"
+  local cpu per
+  cpu=$(echo "$after - $before" | bc)
+  per=$(echo "scale=0; $rps * $DUR / $cpu" | bc 2>/dev/null || echo "?")
+  printf '%-24s %10s req/s  p50 %8s  p99 %8s  server cpu %6ss  %8s req/cpu-s\n' "$name" "$rps" "$p50" "$p99" "$cpu" "$per"
 }
 
 start_ringcast() { # shards
@@ -50,19 +56,22 @@ stop_ringcast() { kill -TERM "$RC_PID"; wait "$RC_PID" || true; }
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r), $(rustc --version)"
 echo "# wrk ${DUR}s, $CONNS connections, keep-alive, GET /healthz (ringcast) vs return 200 (nginx)"
 
+for round in $(seq "$ROUNDS"); do
+echo "## round $round"
 # One core.
 start_ringcast 1
 run_wrk "ringcast --shards 1" "http://127.0.0.1:$PORT_RC/healthz" 1 "$RC_PID"
 stop_ringcast
-NG_PID=$(PORT=$PORT_NG WORKERS=1 tools/peers/nginx/run.sh start)
+NG_PID=$(PORT=$PORT_NG WORKERS=1 tools/peers/nginx/run.sh start 2>/dev/null)
 taskset -a -p -c 0 "$NG_PID" >/dev/null; for w in $(pgrep -P "$NG_PID"); do taskset -p -c 0 "$w" >/dev/null; done
 run_wrk "nginx 1 worker" "http://127.0.0.1:$PORT_NG/healthz" 1 "$NG_PID"
-PORT=$PORT_NG tools/peers/nginx/run.sh stop >/dev/null
+PORT=$PORT_NG tools/peers/nginx/run.sh stop >/dev/null 2>&1
 
 # All cores.
 start_ringcast "$N"
 run_wrk "ringcast --shards $N" "http://127.0.0.1:$PORT_RC/healthz" "" "$RC_PID"
 stop_ringcast
-NG_PID=$(PORT=$PORT_NG WORKERS=$N tools/peers/nginx/run.sh start)
+NG_PID=$(PORT=$PORT_NG WORKERS=$N tools/peers/nginx/run.sh start 2>/dev/null)
 run_wrk "nginx $N workers" "http://127.0.0.1:$PORT_NG/healthz" "" "$NG_PID"
-PORT=$PORT_NG tools/peers/nginx/run.sh stop >/dev/null
+PORT=$PORT_NG tools/peers/nginx/run.sh stop >/dev/null 2>&1
+done

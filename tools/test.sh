@@ -13,4 +13,4 @@ fi
 ./tools/autobahn/install.sh
 
 # Every test binary (unit, integration, doc) in one run; the benches are built, not timed.
-cargo test --all-targets --locked
+cargo test --workspace --all-targets --locked

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# wrk POST throughput: ringcast's publish beside nginx+nchan's nchan_publisher, same run,
+# both with every core (ringcast --shards N, nchan 2 workers), no subscribers, keep-alive.
+# Usage: ROUNDS=3 tools/bench-publish.sh [duration-seconds] [connections]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+DUR=${1:-10}
+CONNS=${2:-64}
+N=$(nproc)
+PORT_RC=18580
+PORT_NC=18582
+BIN=target/release/ringcast
+[ -x "$BIN" ] || cargo build --release -q
+
+cpu_secs() {
+  local t=0
+  for p in "$@"; do t=$(awk -v t="$t" '{print t + $14 + $15}' "/proc/$p/stat"); done
+  echo "scale=2; $t / $(getconf CLK_TCK)" | bc
+}
+
+run() { # name url pids...
+  local name=$1 url=$2; shift 2
+  local before after out rps p50 p99 cpu
+  before=$(cpu_secs "$@")
+  out=$(wrk -t"$N" -c"$CONNS" -d"${DUR}s" --latency -s tools/wrk/publish.lua "$url")
+  after=$(cpu_secs "$@")
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
+  cpu=$(echo "$after - $before" | bc)
+  printf '%-22s %10s pub/s  p50 %8s  p99 %8s  server cpu %6ss  %8s pub/cpu-s  non-2xx %s\n' \
+    "$name" "$rps" "$p50" "$p99" "$cpu" "$(echo "scale=0; $rps * $DUR / $cpu" | bc)" "${non2xx:-0}"
+}
+
+echo "# wrk ${DUR}s, $CONNS connections, POST 128 B to /pub/bench{0..9}"
+for round in $(seq "$ROUNDS"); do
+  echo "## round $round"
+  "$BIN" --listen 127.0.0.1:$PORT_RC --shards "$N" --log-level warn &
+  RC=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT_RC/healthz" >/dev/null && break; sleep 0.05; done
+  run "ringcast --shards $N" "http://127.0.0.1:$PORT_RC" "$RC"
+  kill -TERM "$RC"; wait "$RC" || true
+  NC=$(PORT=$PORT_NC tools/peers/nchan/run.sh start 2>/dev/null)
+  # shellcheck disable=SC2046
+  run "nginx+nchan 2 workers" "http://127.0.0.1:$PORT_NC" $(pgrep -P "$NC")
+  PORT=$PORT_NC tools/peers/nchan/run.sh stop >/dev/null 2>&1
+done

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The standard benchmark suite in one command: ringcast beside nginx / nginx+nchan, same run.
+# Raw results (one JSON line per measurement) go to bench-results/DATE/; a summary is printed.
+# Needs: wrk, nginx, libnginx-mod-nchan (apt-get install -y wrk nginx libnginx-mod-nchan).
+# Usage: tools/bench.sh [quick]      (quick: shorter runs, fewer connections)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+QUICK=${1:-}
+OUT=bench-results/$(date -u +%Y-%m-%dT%H%M%SZ)
+mkdir -p "$OUT"
+cargo build --release --workspace -q
+RC_BIN=target/release/ringcast
+LOAD=target/release/ringcast-load
+N=$(nproc)
+if [ "$QUICK" = quick ]; then SECS=3; SUBS_BIG=2000; HOLD=2000; else SECS=5; SUBS_BIG=10000; HOLD=10000; fi
+
+{
+  echo "# $(date -u +%FT%TZ)  $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)  ${N} cores"
+  echo "# kernel $(uname -r), $(rustc --version), $(nginx -v 2>&1), nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null)"
+} | tee "$OUT/machine.txt"
+
+start_rc() { "$RC_BIN" --listen 127.0.0.1:8080 --shards "$N" --log-level warn "$@" & RC=$!; for _ in $(seq 100); do curl -sf http://127.0.0.1:8080/healthz >/dev/null && return; sleep 0.05; done; }
+stop_rc() { kill -TERM "$RC"; wait "$RC" 2>/dev/null || true; }
+start_nc() { NC=$(PORT=8082 tools/peers/nchan/run.sh start 2>/dev/null); }
+stop_nc() { PORT=8082 tools/peers/nchan/run.sh stop >/dev/null 2>&1; }
+nc_pids() { pgrep -P "$NC" | paste -sd,; }
+
+summ() { # label < json
+  python3 -c '
+import json, sys
+d = json.loads(sys.stdin.readline())
+lab = sys.argv[1]
+with open(sys.argv[2], "a") as f: f.write(json.dumps({"label": lab, **d}) + "\n")
+if "latency_us" in d and "deliveries" in d:
+    l = d["latency_us"]
+    print(f"{lab:44} deliv/s {d.get(\"deliveries_per_sec_publish_window\",0):9.0f}  p50 {l[\"p50\"]/1e3:7.2f}ms  p99 {l[\"p99\"]/1e3:7.2f}ms  p999 {l[\"p999\"]/1e3:7.2f}ms  missing {d[\"missing\"]} dup {d[\"duplicated\"]} ooo {d[\"out_of_order\"]}")
+elif "round_trips_per_sec" in d:
+    l = d["latency_us"]
+    print(f"{lab:44} round trips/s {d[\"round_trips_per_sec\"]:9.0f}  p50 {l[\"p50\"]/1e3:7.2f}ms  p99 {l[\"p99\"]/1e3:7.2f}ms")
+elif "server_rss_bytes_per_conn" in d:
+    print(f"{lab:44} user RSS/conn {d[\"server_rss_bytes_per_conn\"]:8.0f} B  kernel tcp mem/conn {d.get(\"kernel_tcp_mem_bytes_per_conn\",0):8.0f} B  up {d.get(\"connected\", d.get(\"connections\"))}")
+else:
+    print(lab, json.dumps(d)[:300])
+' "$1" "$OUT/results.jsonl"
+}
+
+echo "## HTTP: wrk on /healthz beside nginx return 200" | tee -a "$OUT/summary.txt"
+ROUNDS=2 tools/bench-http.sh "$SECS" 256 | tee -a "$OUT/summary.txt"
+echo "## publish: wrk POST beside nchan_publisher" | tee -a "$OUT/summary.txt"
+ROUNDS=2 tools/bench-publish.sh "$SECS" 64 | tee -a "$OUT/summary.txt"
+
+echo "## fanout: 10 topics, 128 B, 200 msg/s total (20 per topic)" | tee -a "$OUT/summary.txt"
+for subs in 1000 "$SUBS_BIG"; do
+  for tr in sse ws longpoll; do
+    start_rc
+    $LOAD fanout --transport $tr --subscribers "$subs" --topics 10 --size 128 --rate 200 --seconds "$SECS" --quiet | summ "ringcast $tr subs=$subs" | tee -a "$OUT/summary.txt"
+    stop_rc
+    start_nc
+    style=(); [ $tr = longpoll ] && style=(--longpoll-style nchan)
+    scheme=http; [ $tr = ws ] && scheme=ws
+    $LOAD fanout --transport $tr "${style[@]}" --subscribers "$subs" --topics 10 --size 128 --rate 200 --seconds "$SECS" --quiet \
+      --url-sub "$scheme://127.0.0.1:8082/$( [ $tr = longpoll ] && echo poll || echo $tr )/{topic}" --url-pub 'http://127.0.0.1:8082/pub/{topic}' \
+      | summ "nchan $tr subs=$subs" | tee -a "$OUT/summary.txt"
+    stop_nc
+  done
+done
+
+echo "## idle connections: RSS per connection (one topic each)" | tee -a "$OUT/summary.txt"
+for tr in sse ws; do
+  start_rc
+  $LOAD hold --transport $tr --connections "$HOLD" --seconds 2 --server-pid "$RC" --quiet | summ "ringcast hold $tr n=$HOLD" | tee -a "$OUT/summary.txt"
+  stop_rc
+  start_nc
+  $LOAD hold --transport $tr --connections "$HOLD" --seconds 2 --server-pid "$(nc_pids)" --quiet \
+    --url "$( [ $tr = ws ] && echo ws || echo http )://127.0.0.1:8082/$tr/{topic}" | summ "nchan hold $tr n=$HOLD" | tee -a "$OUT/summary.txt"
+  stop_nc
+done
+
+echo "## WebSocket echo: 100 connections x 512 B" | tee -a "$OUT/summary.txt"
+start_rc
+$LOAD echo --connections 100 --size 512 --seconds "$SECS" --quiet | summ "ringcast echo" | tee -a "$OUT/summary.txt"
+stop_rc
+
+echo "## write() baseline: one 128 B write to each of K loopback sockets, one core" | tee -a "$OUT/summary.txt"
+target/release/ringcast-writecost --size 128 --rounds 100 --core 1 | summ "writecost" | tee -a "$OUT/summary.txt"
+echo "results in $OUT"
