@@ -7,6 +7,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
+trap 'echo "browser: FAILED (setup step at run.sh line $LINENO exited $?)"' ERR
 
 need_root() {
   if [ "$(id -u)" -ne 0 ]; then
@@ -21,11 +22,12 @@ if [ ! -x /usr/bin/chromium ]; then
   timeout 900 apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive timeout 1800 apt-get install -y -q --no-install-recommends chromium >/dev/null
 fi
-if ! command -v node >/dev/null 2>&1; then
-  need_root node "apt-get install -y nodejs npm"
-  echo "browser: installing node (apt-get)" >&2
-  timeout 900 apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive timeout 1800 apt-get install -y -q nodejs npm >/dev/null
+# Node.js 20+ (playwright-core's floor) comes with this project's machine image; Debian's own
+# nodejs (18 on bookworm) is too old, so it is not installed from here.
+node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+if [ "$node_major" -lt 20 ]; then
+  echo "browser: FAILED (Node.js >= 20 is required, found: $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
 fi
 
 cd "$here"
@@ -42,4 +44,5 @@ if [ -z "${RINGCAST_BIN:-}" ]; then
   export RINGCAST_BIN="$root/target/debug/ringcast"
 fi
 
+trap - ERR
 exec timeout 180 node "$here/sse-resume.mjs"

@@ -406,6 +406,7 @@ async function scenarioCut(ctx, origin, stats) {
     // before the cut (for a mid-event cut: not the id of the half-received event).
     const sse = proxy.sseRequests();
     eq(sse.length, cuts.length + 1, 'SSE requests the browser made (first + one per cut)');
+    eq(proxy.requests.length, sse.length, 'requests through the proxy (all SSE GETs: no preflight)');
     check(sse[0].lastEventId === null, `the first request has no Last-Event-ID, got ${sse[0].lastEventId}`);
     check(sse.every((r) => r.origin === origin), `every request carries Origin ${origin}`);
     let k = 0;
