@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Real-browser SSE test (tools/browser/README.md): installs what is missing (Debian's chromium,
+# the pinned playwright-core), builds ringcast if needed, runs sse-resume.mjs.
+# Exits non-zero on failure; the last line is a one-line summary.
+#   RINGCAST_BIN=path   use this ringcast binary instead of building target/debug/ringcast
+#   BROWSER_TEST_VERBOSE=1   log every request and step
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+trap 'echo "browser: FAILED (setup step at run.sh line $LINENO exited $?)"' ERR
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "browser: FAILED ($1 is missing and installing it needs root: $2)" >&2
+    exit 1
+  fi
+}
+
+if [ ! -x /usr/bin/chromium ]; then
+  need_root chromium "apt-get install -y chromium"
+  echo "browser: installing chromium (apt-get)" >&2
+  timeout 900 apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive timeout 1800 apt-get install -y -q --no-install-recommends chromium >/dev/null
+fi
+# Node.js 20+ (playwright-core's floor) comes with this project's machine image; Debian's own
+# nodejs (18 on bookworm) is too old, so it is not installed from here.
+node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+if [ "$node_major" -lt 20 ]; then
+  echo "browser: FAILED (Node.js >= 20 is required, found: $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
+fi
+
+cd "$here"
+want="$(node -p 'require("./package.json").dependencies["playwright-core"]')"
+have="$(node -p 'try { require("./node_modules/playwright-core/package.json").version } catch { "" }')"
+if [ "$have" != "$want" ]; then
+  echo "browser: npm ci" >&2
+  timeout 600 npm ci --no-audit --no-fund --loglevel=error >&2
+fi
+
+if [ -z "${RINGCAST_BIN:-}" ]; then
+  # cargo build is a no-op when the binary is up to date.
+  (cd "$root" && timeout 1800 cargo build --locked --quiet --bin ringcast)
+  export RINGCAST_BIN="$root/target/debug/ringcast"
+fi
+
+trap - ERR
+exec timeout 180 node "$here/sse-resume.mjs"
