@@ -89,6 +89,9 @@ fn probe_uring() -> io::Result<()> {
 /// Binds `n` listeners on the same address with SO_REUSEPORT: the first bind chooses the port
 /// when it is 0, the others reuse it; the kernel spreads new connections among them.
 pub fn bind_listeners(addr: SocketAddr, n: usize) -> io::Result<Vec<TcpListener>> {
+    if addr.port() != 0 {
+        ensure_port_free(addr)?;
+    }
     let mut out = Vec::with_capacity(n);
     let mut addr = addr;
     for _ in 0..n {
@@ -99,14 +102,32 @@ pub fn bind_listeners(addr: SocketAddr, n: usize) -> io::Result<Vec<TcpListener>
     Ok(out)
 }
 
-fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+/// SO_REUSEPORT would let this node silently *join* another process's listener on the same
+/// port (same user), and the kernel would then split clients between two unrelated nodes. So
+/// first bind a plain socket (SO_REUSEADDR only, which still refuses a port that has a
+/// listener): if that fails, someone is there, and we say so instead of sharing.
+fn ensure_port_free(addr: SocketAddr) -> io::Result<()> {
+    let probe = new_socket(addr)?;
+    set_flag(&probe, libc::SO_REUSEADDR)?;
+    bind_to(&probe, addr).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot listen on {addr}: {e} — another process is listening there \
+                 (stop it, or choose another --listen)"
+            ),
+        )
+    })
+}
+
+fn new_socket(addr: SocketAddr) -> io::Result<TcpListener> {
     use std::os::fd::FromRawFd;
     let domain = if addr.is_ipv4() {
         libc::AF_INET
     } else {
         libc::AF_INET6
     };
-    // SAFETY: plain socket(2); the fd is owned by the TcpListener below or closed on error.
+    // SAFETY: plain socket(2); the fd is owned by the TcpListener below.
     let fd = unsafe {
         libc::socket(
             domain,
@@ -118,34 +139,58 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fd is a fresh socket we own; the listener closes it on drop.
-    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    Ok(unsafe { TcpListener::from_raw_fd(fd) })
+}
+
+fn set_flag(sock: &TcpListener, opt: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
     let one: libc::c_int = 1;
-    for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
-        // SAFETY: setsockopt with a valid fd and a pointer to a live c_int of the given size.
-        let r = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                &one as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
+    // SAFETY: setsockopt with a valid fd and a pointer to a live c_int of the given size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
     }
+    Ok(())
+}
+
+fn bind_to(sock: &TcpListener, addr: SocketAddr) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
     let (sa, len) = crate::shard::io::sockaddr_of(addr);
     // SAFETY: sa is a properly initialised sockaddr of `len` bytes.
-    if unsafe { libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len) } < 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(
+    if unsafe {
+        libc::bind(
+            sock.as_raw_fd(),
+            &sa as *const _ as *const libc::sockaddr,
+            len,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+    use std::os::fd::AsRawFd;
+    let listener = new_socket(addr)?;
+    set_flag(&listener, libc::SO_REUSEADDR)?;
+    set_flag(&listener, libc::SO_REUSEPORT)?;
+    bind_to(&listener, addr).map_err(|e| {
+        io::Error::new(
             e.kind(),
             format!("cannot bind {addr}: {e} (is another process on that port? try --listen)"),
-        ));
-    }
+        )
+    })?;
     // SAFETY: listen(2) on a bound socket we own.
-    if unsafe { libc::listen(fd, 65535) } < 0 {
+    if unsafe { libc::listen(listener.as_raw_fd(), 65535) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(listener)

@@ -878,3 +878,18 @@ fn startup_log_line() {
         assert!(line.contains(&want), "{want:?} missing from {line}");
     }
 }
+
+#[test]
+fn a_second_node_on_the_same_port_refuses_to_start() {
+    // SO_REUSEPORT would let it join the first node's listener and split clients between two
+    // unrelated nodes; it must refuse instead, and say why.
+    let first = Server::start(&[]);
+    let addr = first.addr.to_string();
+    let (status, stderr) = run_to_exit(&["--listen", &addr], &[], Duration::from_secs(10));
+    let status = status.expect("the second node exits on its own");
+    assert!(!status.success());
+    assert!(stderr.contains("another process is listening"), "{stderr}");
+    assert!(!stderr.contains("listening on"), "{stderr}");
+    // The first node is unharmed.
+    assert_eq!(first.get("/healthz").status, 200);
+}

@@ -25,29 +25,14 @@ start_nc() { NC=$(PORT=8082 tools/peers/nchan/run.sh start 2>/dev/null); }
 stop_nc() { PORT=8082 tools/peers/nchan/run.sh stop >/dev/null 2>&1; }
 nc_pids() { pgrep -P "$NC" | paste -sd,; }
 
-summ() { # label < json
-  python3 -c '
-import json, sys
-d = json.loads(sys.stdin.readline())
-lab = sys.argv[1]
-with open(sys.argv[2], "a") as f: f.write(json.dumps({"label": lab, **d}) + "\n")
-if "latency_us" in d and "deliveries" in d:
-    l = d["latency_us"]
-    print(f"{lab:44} deliv/s {d.get(\"deliveries_per_sec_publish_window\",0):9.0f}  p50 {l[\"p50\"]/1e3:7.2f}ms  p99 {l[\"p99\"]/1e3:7.2f}ms  p999 {l[\"p999\"]/1e3:7.2f}ms  missing {d[\"missing\"]} dup {d[\"duplicated\"]} ooo {d[\"out_of_order\"]}")
-elif "round_trips_per_sec" in d:
-    l = d["latency_us"]
-    print(f"{lab:44} round trips/s {d[\"round_trips_per_sec\"]:9.0f}  p50 {l[\"p50\"]/1e3:7.2f}ms  p99 {l[\"p99\"]/1e3:7.2f}ms")
-elif "server_rss_bytes_per_conn" in d:
-    print(f"{lab:44} user RSS/conn {d[\"server_rss_bytes_per_conn\"]:8.0f} B  kernel tcp mem/conn {d.get(\"kernel_tcp_mem_bytes_per_conn\",0):8.0f} B  up {d.get(\"connected\", d.get(\"connections\"))}")
-else:
-    print(lab, json.dumps(d)[:300])
-' "$1" "$OUT/results.jsonl"
-}
+summ() { python3 tools/bench_summary.py "$1" "$OUT/results.jsonl"; }
 
-echo "## HTTP: wrk on /healthz beside nginx return 200" | tee -a "$OUT/summary.txt"
-ROUNDS=2 tools/bench-http.sh "$SECS" 256 | tee -a "$OUT/summary.txt"
-echo "## publish: wrk POST beside nchan_publisher" | tee -a "$OUT/summary.txt"
-ROUNDS=2 tools/bench-publish.sh "$SECS" 64 | tee -a "$OUT/summary.txt"
+if [ -z "${SKIP_WRK:-}" ]; then
+  echo "## HTTP: wrk on /healthz beside nginx return 200" | tee -a "$OUT/summary.txt"
+  ROUNDS=2 tools/bench-http.sh "$SECS" 256 | tee -a "$OUT/summary.txt"
+  echo "## publish: wrk POST beside nchan_publisher" | tee -a "$OUT/summary.txt"
+  ROUNDS=2 tools/bench-publish.sh "$SECS" 64 | tee -a "$OUT/summary.txt"
+fi
 
 echo "## fanout: 10 topics, 128 B, 200 msg/s total (20 per topic)" | tee -a "$OUT/summary.txt"
 for subs in 1000 "$SUBS_BIG"; do

@@ -23,7 +23,10 @@ impl Server {
 
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringcast"));
-        cmd.args(["--listen", "127.0.0.1:0", "--log-level", "debug"])
+        if !args.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.args(["--log-level", "debug"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -177,8 +180,10 @@ pub fn run_to_exit(
     within: Duration,
 ) -> (Option<ExitStatus>, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringcast"));
-    cmd.args(["--listen", "127.0.0.1:0"])
-        .args(args)
+    if !args.contains(&"--listen") {
+        cmd.args(["--listen", "127.0.0.1:0"]);
+    }
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
