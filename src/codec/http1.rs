@@ -5,7 +5,7 @@
 //! ([`ChunkedDecoder`]) and writing response heads ([`write_response`], [`write_stream_head`],
 //! [`http_date`]).
 //!
-//! Must not: do I/O, read the clock (the date is a parameter), import monoio, `std::net` or the
+//! Must not: do I/O, read the clock (the date is a parameter), import the async runtime, the socket API or the
 //! shard, allocate per request (the [`Head`] header vector is reused), or panic on any input.
 //! Every violation is a [`HeadError`] / [`BodyError`] variant that maps to one HTTP status.
 //!

@@ -4,7 +4,7 @@
 //! percent-decoding of path segments ([`percent_decode`], RFC 3986 §2.1) and reading
 //! `application/x-www-form-urlencoded` query parameters ([`query_param`]).
 //!
-//! Must not: check methods (the shard does: 405/501), do I/O, import monoio, `std::net`, the
+//! Must not: check methods (the shard does: 405/501), do I/O, import the async runtime, the socket API, the
 //! clock or the shard, or panic on any input.
 //!
 //! Routes (path only, the query is not part of it; RFC 3986 §3.3):

@@ -7,7 +7,7 @@
 //! appends to a caller-owned `Vec<u8>`, so the shard encodes a message once and shares the bytes
 //! among all its SSE subscribers.
 //!
-//! Must not: do I/O, read the clock, import monoio, sockets or the shard, or allocate beyond the
+//! Must not: do I/O, read the clock, import the async runtime, sockets or the shard, or allocate beyond the
 //! output buffer. Randomness (the retry jitter) is a seed passed in by the caller.
 //!
 //! # What a browser rebuilds

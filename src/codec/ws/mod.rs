@@ -5,7 +5,7 @@
 //! §5.6/§8.1), close payloads and codes (`close`, §5.5.1/§7.4) and the client stream decoder
 //! (`decoder`, §5.4-§6.2). Errors map to one close code or HTTP status each (`error`).
 //!
-//! Must not: do I/O, read the clock, import monoio, `std::net` or the shard, panic on peer data,
+//! Must not: do I/O, read the clock, import the async runtime, the socket API or the shard, panic on peer data,
 //! or keep memory for an idle connection. Server frames are never masked (§5.1); no extension is
 //! negotiated, so RSV bits are always a protocol error (§5.2).
 //!
