@@ -601,9 +601,11 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
         }
     };
     let keep_alive = head.keep_alive && !sh.is_draining();
-    // Streams take the socket: flush what earlier pipelined requests produced first.
+    // Streams take the socket once their head is written (after earlier pipelined answers).
+    let is_sse = matches!(r, Route::Sse(_));
     let next = match r {
-        Route::Sse(topic) => {
+        Route::Sse(topic) | Route::Ws(topic) => {
+            let prepare = if is_sse { sse::prepare } else { ws::prepare };
             let buf = std::mem::take(&mut c.rbuf);
             let req = Req {
                 buf: &buf,
@@ -611,19 +613,7 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
                 body: &[],
                 peer: c.peer,
             };
-            let n = sse::prepare(c, &req, topic);
-            c.rbuf = buf;
-            n
-        }
-        Route::Ws(topic) => {
-            let buf = std::mem::take(&mut c.rbuf);
-            let req = Req {
-                buf: &buf,
-                head,
-                body: &[],
-                peer: c.peer,
-            };
-            let n = ws::prepare(c, &req, topic);
+            let n = prepare(c, &req, topic);
             c.rbuf = buf;
             n
         }
