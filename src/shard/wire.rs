@@ -96,21 +96,21 @@ fn data_fields(m: &Msg, out: &mut Vec<u8>) {
 
 /// A poll answer's message object: `{"id":..,"event":..,"data":..}`.
 pub fn poll_message(m: &Msg, out: &mut Vec<u8>) {
-    let _ = write!(out, "{{\"id\":\"{}\"", m.pos);
-    if let Some(e) = &m.event {
-        out.extend_from_slice(b",\"event\":");
-        json_str(e, out);
-    }
-    out.push(b',');
-    data_fields(m, out);
-    out.push(b'}');
+    out.push(b'{');
+    message_fields(m, out);
 }
 
-/// A `ringcast.v1` message envelope.
+/// A `ringcast.v1` message envelope: the poll object with its type and topic in front.
 pub fn envelope(m: &Msg, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"type\":\"message\",\"topic\":");
     json_str(&m.topic, out);
-    let _ = write!(out, ",\"id\":\"{}\"", m.pos);
+    out.push(b',');
+    message_fields(m, out);
+}
+
+/// `"id":..,"event"?:..,"data":..,"encoding"?:..}` — the end of a message object.
+fn message_fields(m: &Msg, out: &mut Vec<u8>) {
+    let _ = write!(out, "\"id\":\"{}\"", m.pos);
     if let Some(e) = &m.event {
         out.extend_from_slice(b",\"event\":");
         json_str(e, out);
