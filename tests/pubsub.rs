@@ -1103,7 +1103,16 @@ fn full_inboxes_are_backpressure_not_loss() {
     // on both shards still see every message, in order.
     const TOPICS: usize = 4;
     const PER_TOPIC: usize = 150;
-    let srv = Server::start(&["--shards", "2", "--inbox-capacity", "2"]);
+    // Publishes wait while fanout is behind; a generous bound keeps a busy test machine from
+    // turning that wait into 503s.
+    let srv = Server::start(&[
+        "--shards",
+        "2",
+        "--inbox-capacity",
+        "2",
+        "--publish-timeout-ms",
+        "30000",
+    ]);
     let topics: Vec<String> = (0..TOPICS).map(|i| format!("tight-{i}")).collect();
     let starts: Vec<String> = topics.iter().map(|t| current(&srv, t)).collect();
     // Two subscribers per topic, so connections (spread by the kernel) land on both shards.

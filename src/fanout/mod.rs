@@ -77,13 +77,14 @@ pub struct Window {
 pub enum PublishError {
     /// `--max-topics` reached.
     TooManyTopics,
-    /// The home's outgoing queues are full: fanout is not keeping up (503, retry later).
-    Overloaded,
 }
 
 #[derive(Debug)]
 pub enum Reply {
     Published(Result<Vec<Position>, PublishError>),
+    /// The home's fanout is behind (its queues to other shards are full): the messages come
+    /// back unpublished, so the publisher can wait and try again (`--publish-timeout-ms`).
+    Busy(Vec<NewMsg>),
     Window(Result<Window, PublishError>),
 }
 

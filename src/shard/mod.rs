@@ -81,6 +81,12 @@ pub struct Shard {
     pub outq_nonempty: Cell<bool>,
 }
 
+/// Why a home did not publish: the messages come back when it may work later.
+enum Refused {
+    TooManyTopics,
+    Busy(Vec<NewMsg>),
+}
+
 /// Why a publish or window request could not be served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fail {
@@ -92,7 +98,6 @@ impl From<PublishError> for Fail {
     fn from(e: PublishError) -> Self {
         match e {
             PublishError::TooManyTopics => Fail::TooManyTopics,
-            PublishError::Overloaded => Fail::Overloaded,
         }
     }
 }
@@ -195,14 +200,17 @@ impl Shard {
         st: &mut State,
         topic: &Arc<str>,
         msgs: Vec<NewMsg>,
-    ) -> Result<Vec<Position>, PublishError> {
-        // Fanout that cannot leave is backpressure for new publishes, not unbounded memory.
+    ) -> Result<Vec<Position>, Refused> {
+        // Fanout that cannot leave is backpressure for new publishes, not unbounded memory:
+        // the messages go back to the publisher, which waits and retries.
         if st.outq_len > self.node.cfg.inbox_capacity {
-            return Err(PublishError::Overloaded);
+            return Err(Refused::Busy(msgs));
         }
         let now = Instant::now();
         let b = self.bounds;
-        let t = self.home_topic(st, topic)?;
+        let t = self
+            .home_topic(st, topic)
+            .map_err(|_| Refused::TooManyTopics)?;
         let mask = t.mask;
         let appended: Vec<MsgRef> = msgs
             .into_iter()
@@ -244,8 +252,14 @@ impl Shard {
     fn handle(&self, st: &mut State, cmd: Cmd) {
         match cmd {
             Cmd::Publish { topic, msgs, reply } => {
-                let r = self.home_publish(st, &topic, msgs);
-                self.reply(st, reply, Reply::Published(r));
+                let r = match self.home_publish(st, &topic, msgs) {
+                    Ok(ps) => Reply::Published(Ok(ps)),
+                    Err(Refused::Busy(msgs)) => Reply::Busy(msgs),
+                    Err(Refused::TooManyTopics) => {
+                        Reply::Published(Err(PublishError::TooManyTopics))
+                    }
+                };
+                self.reply(st, reply, r);
             }
             Cmd::Window {
                 topic,
@@ -304,20 +318,44 @@ impl Shard {
         msgs: Vec<NewMsg>,
     ) -> Result<Vec<Position>, Fail> {
         let home = home_of(topic.as_bytes(), self.node.bus.shards());
-        self.backpressure(home).await?;
-        if home == self.id {
-            let mut st = self.st.borrow_mut();
-            let r = self.home_publish(&mut st, &topic, msgs);
-            let policy = self.policy();
-            st.subs.flush(&policy);
-            return r.map_err(Fail::from);
-        }
-        match self
-            .request(home, |reply| Cmd::Publish { topic, msgs, reply })
-            .await
-        {
-            Reply::Published(r) => r.map_err(Fail::from),
-            Reply::Window(_) => unreachable!("a publish is answered with positions"),
+        let deadline = Instant::now() + Duration::from_millis(self.node.cfg.publish_timeout_ms);
+        let mut msgs = msgs;
+        loop {
+            self.backpressure(home).await?;
+            let r = if home == self.id {
+                let mut st = self.st.borrow_mut();
+                let r = self.home_publish(&mut st, &topic, msgs);
+                let policy = self.policy();
+                st.subs.flush(&policy);
+                r
+            } else {
+                let t = topic.clone();
+                match self
+                    .request(home, |reply| Cmd::Publish {
+                        topic: t,
+                        msgs,
+                        reply,
+                    })
+                    .await
+                {
+                    Reply::Published(Ok(ps)) => Ok(ps),
+                    Reply::Published(Err(_)) => Err(Refused::TooManyTopics),
+                    Reply::Busy(back) => Err(Refused::Busy(back)),
+                    Reply::Window(_) => unreachable!("a publish is answered with positions"),
+                }
+            };
+            match r {
+                Ok(ps) => return Ok(ps),
+                Err(Refused::TooManyTopics) => return Err(Fail::TooManyTopics),
+                Err(Refused::Busy(back)) if Instant::now() < deadline => {
+                    msgs = back;
+                    monoio::time::sleep(OUTQ_RETRY).await;
+                }
+                Err(Refused::Busy(_)) => {
+                    self.metrics().inc(M::PublishOverload);
+                    return Err(Fail::Overloaded);
+                }
+            }
         }
     }
 
@@ -346,7 +384,9 @@ impl Shard {
             .await
         {
             Reply::Window(r) => r.map_err(Fail::from),
-            Reply::Published(_) => unreachable!("a window request is answered with a window"),
+            Reply::Published(_) | Reply::Busy(_) => {
+                unreachable!("a window request is answered with a window")
+            }
         }
     }
 
@@ -382,7 +422,9 @@ impl Shard {
                 .await;
             match r {
                 Reply::Window(r) => r.map_err(Fail::from),
-                Reply::Published(_) => unreachable!("a window request is answered with a window"),
+                Reply::Published(_) | Reply::Busy(_) => {
+                    unreachable!("a window request is answered with a window")
+                }
             }
         };
         match w {
