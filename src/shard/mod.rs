@@ -112,6 +112,7 @@ impl Shard {
             limit: self.node.cfg.client_buffer_bytes,
             slow: self.node.cfg.slow_client,
             metrics: self.metrics(),
+            bounds: self.bounds,
         }
     }
 
@@ -373,6 +374,15 @@ impl Shard {
                 .home_window(&mut st, &topic, since, limit, None)
                 .map_err(Fail::from);
         }
+        if let Some(w) = self
+            .st
+            .borrow_mut()
+            .subs
+            .local_window(&topic, since, limit, &self.bounds)
+        {
+            self.metrics().inc(M::LocalWindows);
+            return Ok(w);
+        }
         match self
             .request(home, |reply| Cmd::Window {
                 topic,
@@ -408,6 +418,8 @@ impl Shard {
                 st.subs.apply_window(sk, w, self.metrics());
             }
             w.map_err(Fail::from)
+        } else if let Some(w) = self.subscribe_locally(sk, &topic, since, limit) {
+            Ok(w)
         } else {
             let t = topic.clone();
             // The window is applied by `complete` when the reply is executed.
@@ -439,6 +451,22 @@ impl Shard {
                 Err(e)
             }
         }
+    }
+
+    /// A window inside the messages this shard already received for a remote-homed topic needs
+    /// no round trip to the home: applies it to subscription `sk` and returns it.
+    fn subscribe_locally(
+        &self,
+        sk: usize,
+        topic: &str,
+        since: Since,
+        limit: usize,
+    ) -> Option<Window> {
+        let mut st = self.st.borrow_mut();
+        let w = st.subs.local_window(topic, since, limit, &self.bounds)?;
+        st.subs.apply_window(sk, &w, self.metrics());
+        self.metrics().inc(M::LocalWindows);
+        Some(w)
     }
 
     /// Ends a subscription; the last one of a topic here tells the topic's home.
@@ -527,6 +555,7 @@ fn complete(st: &mut State, to: ReplyTo, reply: Reply, m: &ShardMetrics) {
         if p.gen == to.gen {
             if let (Some(sk), Reply::Window(Ok(w))) = (p.sub, &reply) {
                 subs.apply_window(sk, w, m);
+                subs.seed_recent(sk, w);
             }
             p.reply = Some(reply);
             if let Some(w) = p.waker.take() {
@@ -540,15 +569,18 @@ fn complete(st: &mut State, to: ReplyTo, reply: Reply, m: &ShardMetrics) {
 async fn inbox_task(sh: Rc<Shard>) {
     let bus = &sh.node.bus;
     loop {
+        let retrying = sh.outq_nonempty.get();
         let wait = std::future::poll_fn(|cx| {
             bus.register(sh.id, cx.waker());
-            if !bus.is_empty(sh.id) {
+            // A command parked in the overflow queue since this wait began must end it too,
+            // so the retry timer gets armed (a connection task wakes us after parking one).
+            if !bus.is_empty(sh.id) || (!retrying && sh.outq_nonempty.get()) {
                 Poll::Ready(())
             } else {
                 Poll::Pending
             }
         });
-        if sh.outq_nonempty.get() {
+        if retrying {
             monoio::select! {
                 _ = wait => {},
                 _ = monoio::time::sleep(OUTQ_RETRY) => {},
