@@ -1156,3 +1156,49 @@ fn full_inboxes_are_backpressure_not_loss() {
         "the test must have exercised the full-inbox path"
     );
 }
+
+#[test]
+fn long_poll_chains_answered_from_a_shards_received_messages() {
+    // Streams on both shards keep every shard subscribed, so re-polls of a topic homed on the
+    // other shard are answered from what the poller's shard already received. The chains must
+    // still see every message exactly once, in order.
+    const N: usize = 300;
+    let srv = Server::start(&["--shards", "2"]);
+    let start = current(&srv, "local");
+    let streams: Vec<TcpStream> = (0..8).map(|_| sse_open_now(&srv, "local")).collect();
+    assert_eq!(
+        srv.wait_metric("ringcast_sse_streams_open", 8, Duration::from_secs(10)),
+        8
+    );
+    let chains = std::thread::scope(|sc| {
+        let chains: Vec<_> = (0..6)
+            .map(|i| {
+                let (srv, start) = (&srv, &start);
+                sc.spawn(move || {
+                    long_poll_chain(srv, "local", start, 1 + i * 7, N, Duration::from_secs(60))
+                })
+            })
+            .collect();
+        let mut s = srv.connect();
+        for k in 0..N {
+            publish_on(&mut s, "local", format!("m{k}").as_bytes());
+            if k % 20 == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        chains
+            .into_iter()
+            .map(|c| c.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let want: Vec<String> = (0..N).map(|k| format!("m{k}")).collect();
+    for (i, got) in chains.into_iter().enumerate() {
+        let data: Vec<String> = got.into_iter().map(|(_, d)| d).collect();
+        assert_eq!(data, want, "chain {i}");
+    }
+    assert!(
+        srv.metric("ringcast_windows_local_total") > 0,
+        "the test must have exercised local windows"
+    );
+    drop(streams);
+}

@@ -10,18 +10,20 @@
 //! replayed window and live messages is deduplicated by offset).
 //! Must not: block or await; the connection task does the waiting.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Waker;
+use std::time::Instant;
 
 use slab::Slab;
 
 use crate::codec::position::Position;
 use crate::config::SlowClient;
-use crate::fanout::{MsgRef, Window};
+use crate::fanout::{MsgRef, Since, Window};
 use crate::metrics::{ShardMetrics, M};
+use crate::shard::home::HistoryBounds;
 use crate::shard::wire;
 
 /// How a connection wants messages.
@@ -132,6 +134,9 @@ pub struct Subscribers {
     pub subs: Slab<Sub>,
     /// topic → subscription keys on this shard.
     pub topics: HashMap<Arc<str>, Vec<usize>>,
+    /// Topics homed on another shard: the messages received here since the first subscriber's
+    /// window (see [`Recent`]). An entry lives exactly as long as the topic's entry in `topics`.
+    pub recent: HashMap<Arc<str>, Recent>,
     /// Connections with bytes queued in this pass: (out key, bytes).
     pub pass: Vec<(usize, Rc<[u8]>)>,
     pub dirty: Vec<usize>,
@@ -142,6 +147,85 @@ pub struct Policy<'a> {
     pub limit: usize,
     pub slow: SlowClient,
     pub metrics: &'a ShardMetrics,
+    pub bounds: HistoryBounds,
+}
+
+/// The contiguous run of a remote-homed topic's messages that this shard has received since
+/// its interest in the topic began. While the topic has subscribers here, the home sends this
+/// shard every message after the window it seeded the run with, in order, so the run has no
+/// gap; a window inside it (a long poll's re-request, an SSE reconnect) is answered here, with
+/// no round trip to the home. Bounded by the same history bounds as the home's ring. Anything
+/// it cannot answer (an older position, another epoch, a bad one) goes to the home.
+pub struct Recent {
+    epoch: u64,
+    /// Offset just before the first message of `ring` (the newest offset when it is empty).
+    base: u64,
+    ring: VecDeque<MsgRef>,
+    bytes: usize,
+}
+
+impl Recent {
+    fn last(&self) -> u64 {
+        self.base + self.ring.len() as u64
+    }
+
+    /// Appends the next message; false when it is not the next one (the run is broken).
+    fn push(&mut self, m: &MsgRef, b: &HistoryBounds) -> bool {
+        if m.pos.epoch != self.epoch {
+            return false;
+        }
+        if m.pos.offset <= self.last() {
+            return true;
+        }
+        if m.pos.offset != self.last() + 1 {
+            return false;
+        }
+        self.bytes += m.data.len();
+        self.ring.push_back(m.clone());
+        self.evict(m.at, b);
+        true
+    }
+
+    fn evict(&mut self, now: Instant, b: &HistoryBounds) {
+        while let Some(front) = self.ring.front() {
+            let over = self.ring.len() > b.messages
+                || (self.bytes > b.bytes && self.ring.len() > 1)
+                || now.saturating_duration_since(front.at) > b.age;
+            if !over {
+                break;
+            }
+            self.bytes -= front.data.len();
+            self.ring.pop_front();
+            self.base += 1;
+        }
+    }
+
+    /// The window after `since` if this run can answer it exactly.
+    fn window(
+        &mut self,
+        since: Since,
+        limit: usize,
+        now: Instant,
+        b: &HistoryBounds,
+    ) -> Option<Window> {
+        self.evict(now, b);
+        let current = Position::new(self.epoch, self.last());
+        let from = match since {
+            Since::None => current.offset,
+            Since::At(p)
+                if p.epoch == self.epoch && p.offset >= self.base && p.offset <= self.last() =>
+            {
+                p.offset
+            }
+            _ => return None,
+        };
+        let skip = (from - self.base) as usize;
+        Some(Window {
+            reset: false,
+            msgs: self.ring.iter().skip(skip).take(limit).cloned().collect(),
+            current,
+        })
+    }
 }
 
 impl Subscribers {
@@ -168,9 +252,51 @@ impl Subscribers {
         }
         if list.is_empty() {
             self.topics.remove(&sub.topic);
+            // Interest ends: the run of received messages may get a gap from now on.
+            self.recent.remove(&sub.topic);
             return Some(sub.topic);
         }
         None
+    }
+
+    /// Starts the run of received messages for a remote-homed topic from the window its home
+    /// sent for subscription `sk` (the home sends every later message here, in order).
+    pub fn seed_recent(&mut self, sk: usize, w: &Window) {
+        let Some(sub) = self.subs.get(sk) else {
+            return;
+        };
+        if self.recent.contains_key(&sub.topic) || !self.topics.contains_key(&sub.topic) {
+            return;
+        }
+        let contiguous = w.msgs.last().is_some_and(|m| m.pos == w.current);
+        let (base, ring): (u64, VecDeque<MsgRef>) = if contiguous {
+            (w.msgs[0].pos.offset - 1, w.msgs.iter().cloned().collect())
+        } else {
+            (w.current.offset, VecDeque::new())
+        };
+        let bytes = ring.iter().map(|m| m.data.len()).sum();
+        self.recent.insert(
+            sub.topic.clone(),
+            Recent {
+                epoch: w.current.epoch,
+                base,
+                ring,
+                bytes,
+            },
+        );
+    }
+
+    /// A window answered from this shard's run of received messages, when it can be.
+    pub fn local_window(
+        &mut self,
+        topic: &str,
+        since: Since,
+        limit: usize,
+        b: &HistoryBounds,
+    ) -> Option<Window> {
+        self.recent
+            .get_mut(topic)?
+            .window(since, limit, Instant::now(), b)
     }
 
     /// Delivers one live message to every ready subscription of its topic on this shard.
@@ -178,6 +304,11 @@ impl Subscribers {
         let Some(list) = self.topics.get(&msg.topic) else {
             return;
         };
+        if let Some(r) = self.recent.get_mut(&msg.topic) {
+            if !r.push(msg, &p.bounds) {
+                self.recent.remove(&msg.topic);
+            }
+        }
         let mut encoded = Encoded::default();
         for &sk in list {
             let Some(sub) = self.subs.get_mut(sk) else {
@@ -436,5 +567,114 @@ fn writev_some(fd: RawFd, iov: &[libc::iovec]) -> std::io::Result<usize> {
             std::io::ErrorKind::Interrupted => continue,
             _ => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::fanout::Msg;
+
+    fn msg(epoch: u64, offset: u64, at: Instant) -> MsgRef {
+        Arc::new(Msg {
+            topic: Arc::from("t"),
+            pos: Position::new(epoch, offset),
+            event: None,
+            data: vec![b'x'; 10].into_boxed_slice(),
+            binary: false,
+            at,
+        })
+    }
+
+    fn bounds(messages: usize) -> HistoryBounds {
+        HistoryBounds {
+            messages,
+            bytes: 1 << 20,
+            age: Duration::from_secs(60),
+        }
+    }
+
+    fn offsets(w: &Window) -> Vec<u64> {
+        w.msgs.iter().map(|m| m.pos.offset).collect()
+    }
+
+    #[test]
+    fn recent_answers_only_inside_its_run() {
+        let t0 = Instant::now();
+        let b = bounds(3);
+        let mut r = Recent {
+            epoch: 7,
+            base: 10,
+            ring: VecDeque::new(),
+            bytes: 0,
+        };
+        for o in 11..=14 {
+            assert!(r.push(&msg(7, o, t0), &b));
+        }
+        // A duplicate is ignored; the ring keeps 12..=14 (bound 3).
+        assert!(r.push(&msg(7, 13, t0), &b));
+        assert_eq!(r.base, 11);
+        let w = r
+            .window(Since::At(Position::new(7, 12)), 10, t0, &b)
+            .unwrap();
+        assert_eq!(offsets(&w), [13, 14]);
+        assert_eq!(w.current, Position::new(7, 14));
+        assert_eq!(
+            offsets(
+                &r.window(Since::At(Position::new(7, 11)), 1, t0, &b)
+                    .unwrap()
+            ),
+            [12]
+        );
+        assert!(r
+            .window(Since::At(Position::new(7, 14)), 10, t0, &b)
+            .unwrap()
+            .msgs
+            .is_empty());
+        assert!(r.window(Since::None, 10, t0, &b).unwrap().msgs.is_empty());
+        // Outside the run: the home must answer (too old, future, other epoch, bad).
+        for since in [
+            Since::At(Position::new(7, 10)),
+            Since::At(Position::new(7, 15)),
+            Since::At(Position::new(8, 12)),
+            Since::Bad,
+        ] {
+            assert!(r.window(since, 10, t0, &b).is_none(), "{since:?}");
+        }
+        // A gap or another epoch breaks the run.
+        assert!(!r.push(&msg(7, 16, t0), &b));
+        assert!(!r.push(&msg(8, 15, t0), &b));
+    }
+
+    #[test]
+    fn recent_ages_out_like_the_home() {
+        let t0 = Instant::now();
+        let b = HistoryBounds {
+            messages: 100,
+            bytes: 1 << 20,
+            age: Duration::from_secs(5),
+        };
+        let mut r = Recent {
+            epoch: 1,
+            base: 0,
+            ring: VecDeque::new(),
+            bytes: 0,
+        };
+        r.push(&msg(1, 1, t0), &b);
+        r.push(&msg(1, 2, t0 + Duration::from_secs(4)), &b);
+        let later = t0 + Duration::from_secs(6);
+        assert!(r
+            .window(Since::At(Position::new(1, 0)), 10, later, &b)
+            .is_none());
+        assert_eq!(
+            offsets(
+                &r.window(Since::At(Position::new(1, 1)), 10, later, &b)
+                    .unwrap()
+            ),
+            [2]
+        );
     }
 }
