@@ -5,7 +5,8 @@
 # Prints one line per run: name, req/s, latency p50/p99 and the server's CPU seconds.
 # The servers alternate over ROUNDS rounds (default 3), so a noisy neighbour hits both alike;
 # compare the per-round ratios, not single numbers.
-# Usage: ROUNDS=3 tools/bench-http.sh [duration-seconds] [connections]
+# With RESULTS=FILE, each run also appends one JSON line to FILE (read by tools/bench_report.py).
+# Usage: ROUNDS=3 [RESULTS=results.jsonl] tools/bench-http.sh [duration-seconds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -16,6 +17,10 @@ PORT_NG=18481
 N=$(nproc)
 BIN=target/release/ringcast
 [ -x "$BIN" ] || cargo build --release -q
+
+to_us() { # wrk latency (777.00us, 2.89ms, 1.05s) -> microseconds
+  awk -v v="$1" 'BEGIN { if (v ~ /us$/) print v + 0; else if (v ~ /ms$/) print v * 1000; else if (v ~ /s$/) print v * 1000000; else print "null" }'
+}
 
 cpu_secs() { # utime+stime of a process and its threads/children, in seconds
   local pid=$1 t=0
@@ -42,6 +47,10 @@ run_wrk() { # name url wrk-cpu-list server-pid
   cpu=$(echo "$after - $before" | bc)
   per=$(echo "scale=0; $rps * $DUR / $cpu" | bc 2>/dev/null || echo "?")
   printf '%-24s %10s req/s  p50 %8s  p99 %8s  server cpu %6ss  %8s req/cpu-s\n' "$name" "$rps" "$p50" "$p99" "$cpu" "$per"
+  if [ -n "${RESULTS:-}" ]; then
+    printf '{"label": "wrk healthz %s", "mode": "wrk", "bench": "healthz", "name": "%s", "round": %s, "connections": %s, "seconds": %s, "requests_per_sec": %s, "latency_us": {"p50": %s, "p99": %s}, "server_cpu_seconds": %s, "requests_per_cpu_second": %s}\n' \
+      "$name" "$name" "$round" "$CONNS" "$DUR" "${rps:-null}" "$(to_us "$p50")" "$(to_us "$p99")" "$(printf %.2f "${cpu:-0}")" "$( [ "$per" = "?" ] && echo null || echo "$per")" >>"$RESULTS"
+  fi
 }
 
 start_ringcast() { # shards

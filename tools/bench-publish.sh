@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # wrk POST throughput: ringcast's publish beside nginx+nchan's nchan_publisher, same run,
 # both with every core (ringcast --shards N, nchan 2 workers), no subscribers, keep-alive.
-# Usage: ROUNDS=3 tools/bench-publish.sh [duration-seconds] [connections]
+# With RESULTS=FILE, each run also appends one JSON line to FILE (read by tools/bench_report.py).
+# Usage: ROUNDS=3 [RESULTS=results.jsonl] tools/bench-publish.sh [duration-seconds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -12,6 +13,10 @@ PORT_RC=18580
 PORT_NC=18582
 BIN=target/release/ringcast
 [ -x "$BIN" ] || cargo build --release -q
+
+to_us() { # wrk latency (777.00us, 2.89ms, 1.05s) -> microseconds
+  awk -v v="$1" 'BEGIN { if (v ~ /us$/) print v + 0; else if (v ~ /ms$/) print v * 1000; else if (v ~ /s$/) print v * 1000000; else print "null" }'
+}
 
 cpu_secs() {
   local t=0
@@ -30,8 +35,14 @@ run() { # name url pids...
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
   non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
   cpu=$(echo "$after - $before" | bc)
+  local per
+  per=$(echo "scale=0; $rps * $DUR / $cpu" | bc 2>/dev/null || echo null)
   printf '%-22s %10s pub/s  p50 %8s  p99 %8s  server cpu %6ss  %8s pub/cpu-s  non-2xx %s\n' \
-    "$name" "$rps" "$p50" "$p99" "$cpu" "$(echo "scale=0; $rps * $DUR / $cpu" | bc)" "${non2xx:-0}"
+    "$name" "$rps" "$p50" "$p99" "$cpu" "$per" "${non2xx:-0}"
+  if [ -n "${RESULTS:-}" ]; then
+    printf '{"label": "wrk publish %s", "mode": "wrk", "bench": "publish", "name": "%s", "round": %s, "connections": %s, "seconds": %s, "requests_per_sec": %s, "latency_us": {"p50": %s, "p99": %s}, "server_cpu_seconds": %s, "requests_per_cpu_second": %s, "non_2xx": %s}\n' \
+      "$name" "$name" "$round" "$CONNS" "$DUR" "${rps:-null}" "$(to_us "$p50")" "$(to_us "$p99")" "$(printf %.2f "${cpu:-0}")" "${per:-null}" "${non2xx:-0}" >>"$RESULTS"
+  fi
 }
 
 echo "# wrk ${DUR}s, $CONNS connections, POST 128 B to /pub/bench{0..9}"

@@ -2,7 +2,10 @@
 # The standard benchmark suite in one command: ringcast beside nginx / nginx+nchan, same run.
 # Raw results (one JSON line per measurement) go to bench-results/DATE/; a summary is printed.
 # Needs: wrk, nginx, libnginx-mod-nchan (apt-get install -y wrk nginx libnginx-mod-nchan).
-# Usage: tools/bench.sh [quick]      (quick: shorter runs, fewer connections)
+# At the end tools/bench_report.py regenerates PERF.md's generated section and docs/perf/*.svg from
+# this run (merged over the runs in REPORT_RUNS, oldest first, if set); a quick run writes its
+# report and plots into its own directory instead and leaves PERF.md alone.
+# Usage: [REPORT_RUNS="bench-results/A ..."] tools/bench.sh [quick]   (quick: shorter runs, fewer connections)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 QUICK=${1:-}
@@ -29,9 +32,9 @@ summ() { python3 tools/bench_summary.py "$1" "$OUT/results.jsonl"; }
 
 if [ -z "${SKIP_WRK:-}" ]; then
   echo "## HTTP: wrk on /healthz beside nginx return 200" | tee -a "$OUT/summary.txt"
-  ROUNDS=2 tools/bench-http.sh "$SECS" 256 | tee -a "$OUT/summary.txt"
+  RESULTS="$OUT/results.jsonl" ROUNDS=2 tools/bench-http.sh "$SECS" 256 | tee -a "$OUT/summary.txt"
   echo "## publish: wrk POST beside nchan_publisher" | tee -a "$OUT/summary.txt"
-  ROUNDS=2 tools/bench-publish.sh "$SECS" 64 | tee -a "$OUT/summary.txt"
+  RESULTS="$OUT/results.jsonl" ROUNDS=2 tools/bench-publish.sh "$SECS" 64 | tee -a "$OUT/summary.txt"
 fi
 
 echo "## fanout: 10 topics, 128 B, 200 msg/s total (20 per topic)" | tee -a "$OUT/summary.txt"
@@ -68,4 +71,11 @@ stop_rc
 
 echo "## write() baseline: one 128 B write to each of K loopback sockets, one core" | tee -a "$OUT/summary.txt"
 target/release/ringcast-writecost --size 128 --rounds 100 --core 1 | summ "writecost" | tee -a "$OUT/summary.txt"
+
+# shellcheck disable=SC2086
+if [ "$QUICK" = quick ]; then
+  python3 tools/bench_report.py --perf-md none --plots "$OUT" --markdown "$OUT/report.md" ${REPORT_RUNS:-} "$OUT"
+else
+  python3 tools/bench_report.py --markdown "$OUT/report.md" ${REPORT_RUNS:-} "$OUT"
+fi
 echo "results in $OUT"
