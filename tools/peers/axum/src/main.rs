@@ -59,6 +59,11 @@ struct Args {
     /// Longest long-poll `wait=` honoured, seconds.
     #[arg(long, default_value_t = 120)]
     max_wait: u64,
+    /// Bytes each WebSocket reserves before a read (tungstenite's `read_buffer_size`). Its
+    /// default, 128 KiB, is held by every connection, idle or not: the first thing a developer
+    /// serving many sockets turns down. Messages larger than this still arrive whole.
+    #[arg(long, default_value_t = 4096)]
+    ws_read_buffer: usize,
 }
 
 /// One published message, shared by every receiver.
@@ -84,6 +89,7 @@ struct App {
     capacity: usize,
     history: usize,
     max_wait: u64,
+    ws_read_buffer: usize,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Messages skipped by lagging receivers, in total.
     lagged: AtomicU64,
@@ -189,7 +195,9 @@ async fn ws(
     let t = app.topic(&topic);
     // Subscribed before the 101 goes out, for the same reason as SSE.
     let rx = t.tx.subscribe();
-    upgrade.on_upgrade(move |socket| ws_conn(socket, app, t, rx))
+    upgrade
+        .read_buffer_size(app.ws_read_buffer)
+        .on_upgrade(move |socket| ws_conn(socket, app, t, rx))
 }
 
 async fn ws_conn(
@@ -378,6 +386,7 @@ async fn serve(args: Args) -> std::io::Result<()> {
         capacity: args.capacity.max(1),
         history: args.history,
         max_wait: args.max_wait,
+        ws_read_buffer: args.ws_read_buffer.max(1),
         topics: RwLock::new(HashMap::new()),
         lagged: AtomicU64::new(0),
     });
