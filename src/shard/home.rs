@@ -17,9 +17,7 @@ pub struct HomeTopic {
     pub epoch: u64,
     /// Offset of the newest message (0 before the first).
     pub last: u64,
-    pub ring: VecDeque<MsgRef>,
-    /// Payload bytes in `ring`.
-    pub bytes: usize,
+    pub ring: Ring,
     /// Other shards with subscribers (bit per shard).
     pub mask: u64,
     /// Last publish, or creation.
@@ -56,13 +54,68 @@ pub fn new_epoch(seed: u64, topic: &str, counter: u64) -> u64 {
     (h & 0xffff_ffff_ffff).max(1)
 }
 
+/// A bounded run of consecutive messages, oldest first: a home's history, or the run of a
+/// remote-homed topic a shard has received (`subs::Recent`). One eviction rule for both.
+#[derive(Default)]
+pub struct Ring {
+    msgs: VecDeque<MsgRef>,
+    /// Payload bytes in `msgs`.
+    bytes: usize,
+}
+
+impl Ring {
+    pub fn push(&mut self, m: MsgRef) {
+        self.bytes += m.data.len();
+        self.msgs.push_back(m);
+    }
+
+    /// Drops what is past any bound: count, bytes, age. The newest message is kept even if it
+    /// alone exceeds the byte bound, so a client one message behind can still catch up.
+    /// Returns how many were dropped.
+    pub fn evict(&mut self, now: Instant, b: &HistoryBounds) -> usize {
+        let mut dropped = 0;
+        while let Some(front) = self.msgs.front() {
+            let over = self.msgs.len() > b.messages
+                || (self.bytes > b.bytes && self.msgs.len() > 1)
+                || now.saturating_duration_since(front.at) > b.age;
+            if !over {
+                break;
+            }
+            self.bytes -= front.data.len();
+            self.msgs.pop_front();
+            dropped += 1;
+        }
+        dropped
+    }
+
+    pub fn front(&self) -> Option<&MsgRef> {
+        self.msgs.front()
+    }
+
+    pub fn len(&self) -> usize {
+        self.msgs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.msgs.is_empty()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Up to `limit` messages after the first `skip`.
+    pub fn after(&self, skip: usize, limit: usize) -> Vec<MsgRef> {
+        self.msgs.iter().skip(skip).take(limit).cloned().collect()
+    }
+}
+
 impl HomeTopic {
     pub fn new(epoch: u64, now: Instant) -> Self {
         HomeTopic {
             epoch,
             last: 0,
-            ring: VecDeque::new(),
-            bytes: 0,
+            ring: Ring::default(),
             mask: 0,
             touched: now,
         }
@@ -90,25 +143,14 @@ impl HomeTopic {
             binary: m.binary,
             at: now,
         });
-        self.bytes += msg.data.len();
-        self.ring.push_back(msg.clone());
+        self.ring.push(msg.clone());
         self.evict(now, b);
         msg
     }
 
-    /// Drops what is past any bound: count, bytes, age. The newest message is kept even if it
-    /// alone exceeds the byte bound, so a client one message behind can still catch up.
+    /// Drops what is past any bound (see [`Ring::evict`]).
     pub fn evict(&mut self, now: Instant, b: &HistoryBounds) {
-        while let Some(front) = self.ring.front() {
-            let over = self.ring.len() > b.messages
-                || (self.bytes > b.bytes && self.ring.len() > 1)
-                || now.saturating_duration_since(front.at) > b.age;
-            if !over {
-                break;
-            }
-            self.bytes -= front.data.len();
-            self.ring.pop_front();
-        }
+        self.ring.evict(now, b);
     }
 
     /// The messages after `since`, or a reset when `since` is outside retained history.
@@ -144,7 +186,7 @@ impl HomeTopic {
             return reset(current);
         }
         let skip = (p.offset + 1 - first_kept) as usize;
-        let msgs: Vec<MsgRef> = self.ring.iter().skip(skip).take(limit).cloned().collect();
+        let msgs = self.ring.after(skip, limit);
         Window {
             reset: false,
             msgs,
@@ -233,7 +275,7 @@ mod tests {
             h.append(&topic, new_msg("abcd"), t0, &b);
         }
         assert_eq!(h.ring.len(), 2);
-        assert_eq!(h.bytes, 8);
+        assert_eq!(h.ring.bytes(), 8);
         // One message bigger than the byte bound is still kept alone.
         h.append(&topic, new_msg("0123456789abcdef"), t0, &b);
         assert_eq!(h.ring.len(), 1);

@@ -10,7 +10,7 @@
 //! replayed window and live messages is deduplicated by offset).
 //! Must not: block or await; the connection task does the waiting.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use crate::codec::position::Position;
 use crate::config::SlowClient;
 use crate::fanout::{MsgRef, Since, Window};
 use crate::metrics::{ShardMetrics, M};
-use crate::shard::home::HistoryBounds;
+use crate::shard::home::{HistoryBounds, Ring};
 use crate::shard::wire;
 
 /// How a connection wants messages.
@@ -160,8 +160,7 @@ pub struct Recent {
     epoch: u64,
     /// Offset just before the first message of `ring` (the newest offset when it is empty).
     base: u64,
-    ring: VecDeque<MsgRef>,
-    bytes: usize,
+    ring: Ring,
 }
 
 impl Recent {
@@ -180,24 +179,13 @@ impl Recent {
         if m.pos.offset != self.last() + 1 {
             return false;
         }
-        self.bytes += m.data.len();
-        self.ring.push_back(m.clone());
+        self.ring.push(m.clone());
         self.evict(m.at, b);
         true
     }
 
     fn evict(&mut self, now: Instant, b: &HistoryBounds) {
-        while let Some(front) = self.ring.front() {
-            let over = self.ring.len() > b.messages
-                || (self.bytes > b.bytes && self.ring.len() > 1)
-                || now.saturating_duration_since(front.at) > b.age;
-            if !over {
-                break;
-            }
-            self.bytes -= front.data.len();
-            self.ring.pop_front();
-            self.base += 1;
-        }
+        self.base += self.ring.evict(now, b) as u64;
     }
 
     /// The window after `since` if this run can answer it exactly.
@@ -222,7 +210,7 @@ impl Recent {
         let skip = (from - self.base) as usize;
         Some(Window {
             reset: false,
-            msgs: self.ring.iter().skip(skip).take(limit).cloned().collect(),
+            msgs: self.ring.after(skip, limit),
             current,
         })
     }
@@ -269,19 +257,19 @@ impl Subscribers {
             return;
         }
         let contiguous = w.msgs.last().is_some_and(|m| m.pos == w.current);
-        let (base, ring): (u64, VecDeque<MsgRef>) = if contiguous {
-            (w.msgs[0].pos.offset - 1, w.msgs.iter().cloned().collect())
+        let mut ring = Ring::default();
+        let base = if contiguous {
+            w.msgs.iter().for_each(|m| ring.push(m.clone()));
+            w.msgs[0].pos.offset - 1
         } else {
-            (w.current.offset, VecDeque::new())
+            w.current.offset
         };
-        let bytes = ring.iter().map(|m| m.data.len()).sum();
         self.recent.insert(
             sub.topic.clone(),
             Recent {
                 epoch: w.current.epoch,
                 base,
                 ring,
-                bytes,
             },
         );
     }
@@ -608,8 +596,7 @@ mod tests {
         let mut r = Recent {
             epoch: 7,
             base: 10,
-            ring: VecDeque::new(),
-            bytes: 0,
+            ring: Ring::default(),
         };
         for o in 11..=14 {
             assert!(r.push(&msg(7, o, t0), &b));
@@ -660,8 +647,7 @@ mod tests {
         let mut r = Recent {
             epoch: 1,
             base: 0,
-            ring: VecDeque::new(),
-            bytes: 0,
+            ring: Ring::default(),
         };
         r.push(&msg(1, 1, t0), &b);
         r.push(&msg(1, 2, t0 + Duration::from_secs(4)), &b);
