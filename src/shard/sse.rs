@@ -185,7 +185,7 @@ pub fn write_backlog(sh: &Shard, ok: usize) -> std::io::Result<(Option<Kill>, bo
     if !out.backlog.is_empty() {
         let n = io::write_some(out.fd, &out.backlog)?;
         out.backlog.drain(..n);
-        out.queued -= n;
+        out.wrote(n);
         sh.metrics().add(M::BufferedBytes, -(n as i64));
         if out.backlog.is_empty() {
             out.backlog = Vec::new();

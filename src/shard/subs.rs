@@ -73,6 +73,9 @@ pub struct Out {
     pub dirty: bool,
     /// WebSocket: shard tick by which a pong must have come (0: no ping outstanding).
     pub pong_due: u64,
+    /// Bytes of an over-sized message (larger than `--client-buffer-bytes`, taken into an
+    /// empty queue) not yet written: the bound is raised by this much while it drains.
+    pub allowance: usize,
 }
 
 impl Out {
@@ -89,7 +92,25 @@ impl Out {
             active: false,
             dirty: false,
             pong_due: 0,
+            allowance: 0,
         }
+    }
+
+    /// Whether `need` more bytes may be queued under `limit`. An empty queue always takes one
+    /// message, however large (up to `--max-message-bytes`), and the bound stays raised by what
+    /// remains of it until it is written: the bound is the buffer plus one message.
+    pub fn admit(&mut self, need: usize, limit: usize) -> bool {
+        if self.queued == 0 {
+            self.allowance = if need > limit { need } else { 0 };
+            return true;
+        }
+        self.queued + need <= limit + self.allowance
+    }
+
+    /// `n` queued bytes were written (or dropped with the connection).
+    pub fn wrote(&mut self, n: usize) {
+        self.queued -= n;
+        self.allowance = self.allowance.saturating_sub(n);
     }
 
     pub fn wake(&mut self) {
@@ -380,7 +401,7 @@ impl Subscribers {
             return false;
         };
         let n = bytes.len();
-        if out.queued > 0 && out.queued + n > p.limit {
+        if !out.admit(n, p.limit) {
             return false;
         }
         out.queued += n;
@@ -442,10 +463,7 @@ fn queue(
     if let Some(n) = &notice {
         need += n.len();
     }
-    // An empty queue always takes one message, so a message larger than the buffer (up to
-    // --max-message-bytes) still reaches a client that keeps up: the bound is
-    // `--client-buffer-bytes` plus one message.
-    if out.queued > 0 && out.queued + need > p.limit {
+    if !out.admit(need, p.limit) {
         match p.slow {
             SlowClient::Disconnect => {
                 out.kill = Some(Kill::Slow);
@@ -513,7 +531,7 @@ fn write_group(
     };
     match written {
         Ok(n) if n == total => {
-            out.queued -= total;
+            out.wrote(total);
         }
         Ok(n) => {
             // Keep the unwritten tail, in order.
@@ -526,13 +544,13 @@ fn write_group(
                 out.backlog.extend_from_slice(&b[skip..]);
                 skip = 0;
             }
-            out.queued -= n;
+            out.wrote(n);
             p.metrics.add(M::BufferedBytes, (total - n) as i64);
             out.wake();
         }
         Err(_) => {
             // The peer is gone; its task notices on its next poll.
-            out.queued -= total;
+            out.wrote(total);
             out.kill.get_or_insert(Kill::Shutdown);
             out.wake();
         }
@@ -662,5 +680,33 @@ mod tests {
             ),
             [2]
         );
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+
+    #[test]
+    fn an_oversized_message_raises_the_bound_while_it_drains() {
+        let mut o = Out::new(-1, Format::Sse);
+        // Empty queue: a 300-byte message is taken under a 100-byte bound.
+        assert!(o.admit(300, 100));
+        o.queued += 300;
+        // While it drains, small messages still fit within bound + what remains of it.
+        assert!(o.admit(50, 100));
+        o.queued += 50;
+        o.wrote(200); // 100 of the big one and nothing else remain, plus the 50.
+        assert_eq!((o.queued, o.allowance), (150, 100));
+        assert!(o.admit(50, 100));
+        assert!(
+            !o.admit(51, 100),
+            "bound 100 + remaining 100, with 150 queued"
+        );
+        o.wrote(150); // The big one is gone: the plain bound again.
+        assert_eq!((o.queued, o.allowance), (0, 0));
+        assert!(o.admit(100, 100));
+        o.queued += 100;
+        assert!(!o.admit(1, 100));
     }
 }
