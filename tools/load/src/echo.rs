@@ -18,7 +18,7 @@ use crate::cli::EchoArgs;
 use crate::link::{Down, Up, WorkerLink};
 use crate::net::{self, mono_ns, Conn, Fail};
 use crate::payload::{encode_payload, parse_payload};
-use crate::run::{merge_errors, Env, Errors};
+use crate::run::{connect_phase, merge_errors, Env, Errors};
 use crate::stats::{self, histogram_pairs, latency_us, merge_pairs, new_histogram};
 use crate::ws::{self, Rng};
 use crate::wsconn;
@@ -80,18 +80,8 @@ pub async fn worker(cfg: Rc<Cfg>, mut link: WorkerLink) {
         })
         .collect();
     let deadline = tokio::time::Instant::now() + cfg.env.connect_timeout;
+    connect_phase(&st.connected, &st.failed, &st.changed, n, deadline, &link).await;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    while st.connected.get() + st.failed.get() < n {
-        tokio::select! {
-            _ = st.changed.notified() => {}
-            _ = ticker.tick() => link.send(Up::Progress { connected: st.connected.get(), done: 0 }),
-            _ = tokio::time::sleep_until(deadline) => break,
-        }
-    }
-    link.send(Up::Ready {
-        connected: st.connected.get(),
-        failed: n - st.connected.get(),
-    });
     let mut finished = std::pin::pin!(async {
         for t in tasks {
             let _ = t.await;

@@ -22,7 +22,7 @@ use crate::http;
 use crate::link::{Down, Up, WorkerLink};
 use crate::net::{self, mono_ns, Conn, Fail};
 use crate::payload::{encode_payload, parse_payload};
-use crate::run::{merge_errors, Env, Errors};
+use crate::run::{connect_phase, merge_errors, Env, Errors};
 use crate::sse::SseParser;
 use crate::stats::{self, histogram_pairs, latency_us, merge_pairs, new_histogram};
 use crate::track::{Completeness, Tracker};
@@ -197,24 +197,7 @@ pub async fn worker(cfg: Rc<Cfg>, mut link: WorkerLink) {
     }
     // Connect phase.
     let deadline = tokio::time::Instant::now() + cfg.env.connect_timeout;
-    let mut tick = tokio::time::Instant::now();
-    while st.connected.get() + st.failed.get() < n {
-        tokio::select! {
-            _ = st.changed.notified() => {}
-            _ = tokio::time::sleep_until(deadline) => break,
-        }
-        if tick.elapsed() >= Duration::from_secs(1) {
-            tick = tokio::time::Instant::now();
-            link.send(Up::Progress {
-                connected: st.connected.get(),
-                done: 0,
-            });
-        }
-    }
-    link.send(Up::Ready {
-        connected: st.connected.get(),
-        failed: n - st.connected.get(),
-    });
+    connect_phase(&st.connected, &st.failed, &st.changed, n, deadline, &link).await;
     // Run phase: progress once a second until every task ended or the parent stops us.
     let all_done = {
         let tasks_left = Rc::new(Cell::new(tasks.len()));
@@ -375,34 +358,8 @@ async fn open(
     match cfg.a.transport {
         Transport::Ws => Ok(Opened::Ws(wsconn::connect(t, path, src, rng).await?)),
         Transport::Sse => {
-            let s = net::connect(t.addr, src)
-                .await
-                .map_err(|e| net::io_fail("connect", e))?;
-            let mut c = Conn::new(s);
-            let mut req = Vec::with_capacity(128);
-            http::encode_request(
-                "GET",
-                &t.host,
-                path,
-                &[("Accept", "text/event-stream")],
-                None,
-                &mut req,
-            );
-            c.write_all(&req).await?;
-            let h = c.read_head().await?;
-            if h.status != 200 {
-                return Err(format!("sse status {}", h.status));
-            }
-            // Up means the first bytes of the stream arrived (ringcast `: ok`, nchan `: hi`):
-            // the server has subscribed us by then.
-            while c.buf.is_empty() {
-                match c.fill().await {
-                    Ok(0) => return Err("eof before first event bytes".into()),
-                    Ok(_) => {}
-                    Err(e) => return Err(net::io_fail("read", e)),
-                }
-            }
-            Ok(Opened::Sse(c, h.chunked))
+            let (c, chunked) = net::open_sse(t, path, src).await?;
+            Ok(Opened::Sse(c, chunked))
         }
         Transport::Longpoll => match cfg.a.longpoll_style {
             LongpollStyle::Ringcast => {

@@ -16,10 +16,9 @@ use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::addr::Target;
 use crate::cli::{HoldArgs, Transport};
-use crate::http;
 use crate::link::{Down, Up, WorkerLink};
 use crate::net::{self, mono_ns, Conn, Fail};
-use crate::run::{merge_errors, Env, Errors};
+use crate::run::{connect_phase, merge_errors, Env, Errors};
 use crate::stats::{self, Rollup, Sockstat};
 use crate::ws::Rng;
 use crate::wsconn;
@@ -84,18 +83,8 @@ pub async fn worker(cfg: Rc<Cfg>, mut link: WorkerLink) {
         })
         .collect();
     let deadline = tokio::time::Instant::now() + cfg.env.connect_timeout;
+    connect_phase(&st.connected, &st.failed, &st.changed, n, deadline, &link).await;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    while st.connected.get() + st.failed.get() < n {
-        tokio::select! {
-            _ = st.changed.notified() => {}
-            _ = ticker.tick() => link.send(Up::Progress { connected: st.connected.get(), done: 0 }),
-            _ = tokio::time::sleep_until(deadline) => break,
-        }
-    }
-    link.send(Up::Ready {
-        connected: st.connected.get(),
-        failed: n - st.connected.get(),
-    });
     loop {
         tokio::select! {
             d = link.down.recv() => match d {
@@ -197,31 +186,7 @@ async fn open(
     if cfg.a.transport == Transport::Ws {
         return wsconn::connect(t, path, src, rng).await;
     }
-    let s = net::connect(t.addr, src)
-        .await
-        .map_err(|e| net::io_fail("connect", e))?;
-    let mut c = Conn::new(s);
-    let mut req = Vec::with_capacity(128);
-    http::encode_request(
-        "GET",
-        &t.host,
-        path,
-        &[("Accept", "text/event-stream")],
-        None,
-        &mut req,
-    );
-    c.write_all(&req).await?;
-    let h = c.read_head().await?;
-    if h.status != 200 {
-        return Err(format!("sse status {}", h.status));
-    }
-    while c.buf.is_empty() {
-        match c.fill().await {
-            Ok(0) => return Err("eof before first event bytes".into()),
-            Ok(_) => {}
-            Err(e) => return Err(net::io_fail("read", e)),
-        }
-    }
+    let (mut c, _) = net::open_sse(t, path, src).await?;
     c.buf = Vec::new();
     Ok(c)
 }

@@ -196,3 +196,39 @@ impl Conn {
         }
     }
 }
+
+/// Opens an SSE subscriber: GET with `Accept: text/event-stream`, a 200, and the first bytes
+/// of the stream (ringcast `: ok`, nchan `: hi`) — by then the server has subscribed it.
+/// Returns the connection (those bytes still in its buffer) and whether the body is chunked.
+pub async fn open_sse(
+    t: &crate::addr::Target,
+    path: &str,
+    src: Option<Ipv4Addr>,
+) -> Result<(Conn, bool), Fail> {
+    let s = connect(t.addr, src)
+        .await
+        .map_err(|e| io_fail("connect", e))?;
+    let mut c = Conn::new(s);
+    let mut req = Vec::with_capacity(128);
+    http::encode_request(
+        "GET",
+        &t.host,
+        path,
+        &[("Accept", "text/event-stream")],
+        None,
+        &mut req,
+    );
+    c.write_all(&req).await?;
+    let h = c.read_head().await?;
+    if h.status != 200 {
+        return Err(format!("sse status {}", h.status));
+    }
+    while c.buf.is_empty() {
+        match c.fill().await {
+            Ok(0) => return Err("eof before first event bytes".into()),
+            Ok(_) => {}
+            Err(e) => return Err(io_fail("read", e)),
+        }
+    }
+    Ok((c, h.chunked))
+}

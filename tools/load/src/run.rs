@@ -1,14 +1,14 @@
 //! What every mode shares: where a connection comes from, which connections a worker owns,
 //! starting workers, counting errors, progress lines.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use crate::addr::parse_source_ips;
 use crate::cli::Common;
-use crate::link::{WorkerLink, Workers};
+use crate::link::{Up, WorkerLink, Workers};
 
 /// Distinct error texts kept in a report; the rest are counted under "other".
 const MAX_ERROR_KINDS: usize = 32;
@@ -125,6 +125,30 @@ pub fn merge_errors(into: &mut BTreeMap<String, u64>, from: BTreeMap<String, u64
     for (k, v) in from {
         *into.entry(k).or_default() += v;
     }
+}
+
+/// The connect phase of a worker: waits until its `n` connections are up or failed (or
+/// `deadline`), reporting progress once a second, then tells the parent it is ready.
+pub async fn connect_phase(
+    connected: &Cell<u64>,
+    failed: &Cell<u64>,
+    changed: &tokio::sync::Notify,
+    n: u64,
+    deadline: tokio::time::Instant,
+    link: &WorkerLink,
+) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    while connected.get() + failed.get() < n {
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = ticker.tick() => link.send(Up::Progress { connected: connected.get(), done: 0 }),
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    link.send(Up::Ready {
+        connected: connected.get(),
+        failed: n - connected.get(),
+    });
 }
 
 #[cfg(test)]
