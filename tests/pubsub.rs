@@ -13,7 +13,7 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use server::{read_response, Response, Server};
+use server::{publish_on, read_response, Response, Server};
 use sse_parser::{SseEvent, SseParser};
 
 // ---- helpers ------------------------------------------------------------------------------
@@ -27,19 +27,6 @@ fn pos(id: &str) -> (String, u64) {
 }
 
 /// Publishes on a keep-alive connection; returns the new position.
-fn publish_on(s: &mut TcpStream, topic: &str, body: &[u8]) -> String {
-    let mut raw = format!(
-        "POST /pub/{topic} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    raw.extend_from_slice(body);
-    s.write_all(&raw).unwrap();
-    let r = read_response(s, false).expect("publish answer");
-    assert_eq!(r.status, 200, "publish: {}", r.text());
-    r.json()["id"].as_str().unwrap().to_string()
-}
-
 /// The current position of a topic (a poll without `since`).
 fn current(srv: &Server, topic: &str) -> String {
     let r = srv.get(&format!("/poll/{topic}"));

@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use server::{read_response, Response, Server};
+use server::{publish_on, read_response, Response, Server};
 use sse_parser::{SseEvent, SseParser};
 
 /// An open SSE stream: its head, its parser and the raw bytes read so far.
@@ -85,19 +85,6 @@ fn current(srv: &Server, topic: &str) -> String {
         .as_str()
         .unwrap()
         .to_string()
-}
-
-fn publish_on(s: &mut TcpStream, topic: &str, body: &[u8]) -> String {
-    let mut raw = format!(
-        "POST /pub/{topic} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    raw.extend_from_slice(body);
-    s.write_all(&raw).unwrap();
-    let r = read_response(s, false).expect("publish answer");
-    assert_eq!(r.status, 200, "publish: {}", r.text());
-    r.json()["id"].as_str().unwrap().to_string()
 }
 
 fn publish_raw(srv: &Server, path: &str, ctype: Option<&str>, body: &[u8]) -> String {

@@ -281,3 +281,17 @@ pub fn read_response(s: &mut TcpStream, head_only: bool) -> Option<Response> {
     }
     Some(r)
 }
+
+/// Publishes on an open keep-alive connection and returns the new position.
+pub fn publish_on(s: &mut TcpStream, topic: &str, body: &[u8]) -> String {
+    let mut raw = format!(
+        "POST /pub/{topic} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    s.write_all(&raw).unwrap();
+    let r = read_response(s, false).expect("publish answer");
+    assert_eq!(r.status, 200, "publish: {}", r.text());
+    r.json()["id"].as_str().unwrap().to_string()
+}
