@@ -761,3 +761,68 @@ fn connection_gauges_return_to_baseline() {
         0
     );
 }
+
+/// Parked streams on both drivers: a client's burst larger than one read comes back whole and
+/// in order (also when the topic's home is the other shard), an SSE stream on the same node
+/// gets the same messages, and closing frees both.
+#[test]
+fn parked_streams_on_both_drivers_take_bursts_in_order_and_free_on_close() {
+    for driver in ["uring", "epoll"] {
+        let s = Server::start(&["--shards", "2", "--driver", driver]);
+        for topic in ["burst-a", "burst-b", "burst-c"] {
+            let mut t = raw_connect(&s, &format!("/ws/{topic}"));
+            let mut sse = s.connect();
+            write!(sse, "GET /sse/{topic} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            let head = read_response(&mut sse, true).expect("sse head");
+            assert_eq!(head.status, 200);
+            // Both are subscribed once a ping through the WebSocket is answered and the SSE
+            // gauge counts the stream.
+            t.write_all(&masked(OP_PING, b"p")).unwrap();
+            assert_eq!(read_frame(&mut t), Some((true, OP_PONG, b"p".to_vec())));
+            let t0 = Instant::now();
+            while s.metric("ringcast_sse_streams_open") < 1 && t0.elapsed() < Duration::from_secs(5)
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // 200 messages of 512 bytes in one write: about 100 KB, several reads' worth.
+            let mut burst = Vec::new();
+            for i in 0..200u32 {
+                let mut p = format!("{i:05}-").into_bytes();
+                p.resize(512, b'x');
+                burst.extend_from_slice(&masked(OP_TEXT, &p));
+            }
+            t.write_all(&burst).unwrap();
+            for i in 0..200u32 {
+                let (fin, op, p) = read_frame(&mut t).expect("an echoed frame");
+                assert!(fin && op == OP_TEXT, "{driver} {topic}: frame {i}: op {op}");
+                assert_eq!(&p[..6], format!("{i:05}-").as_bytes(), "{driver} {topic}");
+            }
+            sse.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            while got.windows(11).filter(|w| w.starts_with(b"data: ")).count() < 200 {
+                let n = sse.read(&mut buf).expect("sse data");
+                assert!(n > 0, "{driver} {topic}: sse stream ended");
+                got.extend_from_slice(&buf[..n]);
+            }
+            let last = b"data: 00199-";
+            assert!(got.windows(last.len()).any(|w| w == last));
+            t.write_all(&masked(OP_CLOSE, &close_payload(1000, "")))
+                .unwrap();
+            assert_eq!(raw_close_of(&mut t), Some((1000, String::new())));
+            drop(sse);
+        }
+        let within = Duration::from_secs(10);
+        assert_eq!(
+            s.wait_metric("ringcast_websockets_open", 0, within),
+            0,
+            "{driver}"
+        );
+        assert_eq!(
+            s.wait_metric("ringcast_sse_streams_open", 0, within),
+            0,
+            "{driver}"
+        );
+        assert_eq!(s.metric("ringcast_client_buffered_bytes"), 0, "{driver}");
+    }
+}

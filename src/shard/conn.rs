@@ -90,11 +90,23 @@ fn admit(sh: &Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
 /// Undoes the connection counts however the connection ends.
 pub struct Counted(Rc<Shard>);
 
+impl Counted {
+    /// The connection is parked: `park::finish` undoes the counts when it ends.
+    pub fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.metrics().dec(M::ConnectionsOpen);
-        self.0.node.connections.fetch_sub(1, Ordering::Relaxed);
+        uncount(&self.0);
     }
+}
+
+/// Undoes the counts taken when a connection was admitted.
+pub fn uncount(sh: &Shard) {
+    sh.metrics().dec(M::ConnectionsOpen);
+    sh.node.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// What the connection does after a request.
@@ -387,19 +399,13 @@ pub async fn serve(sh: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
             // cross-shard publishes) would otherwise be paid by every idle stream.
             Next::Sse(plan) => {
                 if c.begin_stream(&mut head).await.is_ok() {
-                    monoio::spawn(async move {
-                        let _counted = counted;
-                        sse::stream(&mut c, plan).await;
-                    });
+                    monoio::spawn(sse::stream(c, plan, counted));
                 }
                 return;
             }
             Next::Ws(plan) => {
                 if c.begin_stream(&mut head).await.is_ok() {
-                    monoio::spawn(async move {
-                        let _counted = counted;
-                        ws::stream(&mut c, plan).await;
-                    });
+                    monoio::spawn(ws::stream(c, plan, counted));
                 }
                 return;
             }

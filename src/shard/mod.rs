@@ -1,9 +1,10 @@
 //! One core's world: listener, connections, subscribers, the topics it is home of.
 //!
 //! Owns: everything a shard thread touches — a `RefCell<State>` behind an `Rc<Shard>`, never
-//! `Send`. Three kinds of task run on it: the accept loop, one task per connection
-//! (`conn.rs`), and the inbox task that executes commands from other shards (and from this
-//! one's connections when a topic is homed elsewhere) and flushes subscribers once per pass.
+//! `Send`. These tasks run on it: the accept loop, one task per HTTP connection (`conn.rs`),
+//! the inbox task that executes commands from other shards (and from this one's connections
+//! when a topic is homed elsewhere) and flushes subscribers once per pass, the ticker, and the
+//! reactor of parked streams (`park.rs`), which need no task of their own while idle.
 //! Invariants: no `RefCell` borrow is held across an `.await`; commands to one other shard
 //! leave in program order (the overflow queue `outq` keeps FIFO when an inbox is full), which is
 //! what makes a subscription's window arrive before the live messages that follow it.
@@ -12,6 +13,7 @@
 pub mod conn;
 pub mod home;
 pub mod io;
+pub mod park;
 pub mod poll;
 pub mod publish;
 pub mod signal;
@@ -79,6 +81,8 @@ pub struct Shard {
     pub draining: Signal,
     /// Fired whenever the inbox task has work (its waker lives in the bus).
     pub outq_nonempty: Cell<bool>,
+    /// The readiness set of parked streams (an epoll fd; see `park.rs`).
+    pub ep: std::os::fd::RawFd,
 }
 
 /// Why a home did not publish: the messages come back when it may work later.
@@ -674,6 +678,13 @@ fn free_idle_topics(sh: &Shard) {
 /// Runs one shard until the node has drained.
 pub async fn run(node: Arc<Node>, id: usize, listener: std::net::TcpListener) {
     let shards = node.bus.shards();
+    let ep = match park::create_set() {
+        Ok(ep) => ep,
+        Err(e) => {
+            crate::error!("shard {id}: cannot create its readiness set: {e}");
+            return;
+        }
+    };
     let sh = Rc::new(Shard {
         id,
         bounds: HistoryBounds::from_config(&node.cfg),
@@ -685,9 +696,11 @@ pub async fn run(node: Arc<Node>, id: usize, listener: std::net::TcpListener) {
         date: Cell::new([b' '; 29]),
         draining: Signal::default(),
         outq_nonempty: Cell::new(false),
+        ep,
     });
     refresh_date(&sh);
     monoio::spawn(inbox_task(sh.clone()));
+    monoio::spawn(park::reactor(sh.clone()));
     monoio::spawn(ticker_task(sh.clone()));
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -722,76 +735,27 @@ pub fn route_since<'q>(q: &'q [u8], name: &str) -> Option<std::borrow::Cow<'q, [
 mod size_tests {
     use super::*;
 
-    /// Reports what an idle stream holds: its task's future and its slab entries. The idle-cost
-    /// target (PERF.md) depends on these staying small.
+    /// Reports what a parked (idle) stream holds: its `Out` and `Sub` slab entries and, for a
+    /// WebSocket, its boxed session — no task. The idle-cost target (PERF.md, ≤ 512 B per
+    /// connection) depends on these staying small; the bounds leave room for allocator overhead
+    /// and the topic's subscriber list.
     #[test]
-    fn stream_state_sizes() {
-        let cfg = crate::config::Config::from_args(["ringcast", "--shards", "1"]).unwrap();
-        let node = Arc::new(Node::new(cfg));
-        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = l.local_addr().unwrap();
-            let _client = std::net::TcpStream::connect(addr).unwrap();
-            let (s, peer) = l.accept().unwrap();
-            let stream = monoio::net::TcpStream::from_std(s).unwrap();
-            let sh = Rc::new(Shard {
-                id: 0,
-                bounds: HistoryBounds::from_config(&node.cfg),
-                node: node.clone(),
-                st: RefCell::new(State::default()),
-                date: Cell::new([b' '; 29]),
-                draining: Signal::default(),
-                outq_nonempty: Cell::new(false),
-            });
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
-            let mut c = conn::Conn {
-                sh: sh.clone(),
-                stream,
-                fd,
-                peer,
-                rbuf: Vec::new(),
-                wbuf: Vec::new(),
-            };
-            let topic: Arc<str> = Arc::from("t");
-            let sse_size = std::mem::size_of_val(&sse::stream(
-                &mut c,
-                sse::Plan {
-                    topic: topic.clone(),
-                    since: Since::None,
-                    seed: 0,
-                },
-            ));
-            let ws_size = std::mem::size_of_val(&ws::stream(
-                &mut c,
-                ws::Plan {
-                    topic,
-                    since: Since::None,
-                    v1: false,
-                },
-            ));
-            let serve = conn::serve(sh.clone(), c.stream, peer);
-            let serve_size = std::mem::size_of_val(&serve);
-            drop(serve);
-            let sizes = [
-                ("conn::serve future", serve_size),
-                ("sse::stream future", sse_size),
-                ("ws::stream future", ws_size),
-                ("conn::Conn", std::mem::size_of::<conn::Conn>()),
-                ("subs::Out", std::mem::size_of::<subs::Out>()),
-                ("subs::Sub", std::mem::size_of::<subs::Sub>()),
-                (
-                    "codec::ws::Decoder",
-                    std::mem::size_of::<crate::codec::ws::Decoder>(),
-                ),
-            ];
-            for (n, s) in sizes {
-                eprintln!("{n}: {s} bytes");
-            }
-            assert!(std::mem::size_of::<subs::Out>() <= 256);
-        });
+    fn parked_stream_sizes() {
+        let out = std::mem::size_of::<subs::Out>();
+        let sub = std::mem::size_of::<subs::Sub>();
+        let session = std::mem::size_of::<ws::Session>();
+        for (n, s) in [
+            ("subs::Out", out),
+            ("subs::Sub", sub),
+            ("ws::Session", session),
+            (
+                "codec::ws::Decoder",
+                std::mem::size_of::<crate::codec::ws::Decoder>(),
+            ),
+        ] {
+            eprintln!("{n}: {s} bytes");
+        }
+        assert!(out + sub <= 224, "Out + Sub = {} bytes", out + sub);
+        assert!(session <= 192, "ws::Session = {session} bytes");
     }
 }

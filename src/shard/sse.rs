@@ -3,9 +3,10 @@
 //!
 //! Owns: the stream's first bytes (head, jittered `retry:`, an opening comment, flushed at
 //! once), resume from `Last-Event-ID` (or `?last_event_id=` for clients that cannot set
-//! headers), and the stream task, which sleeps until the client leaves, its backlog needs a
-//! writable socket, or the shard wants it closed. Live messages are written by the inbox
-//! task's flush, not by this task, so a quiet or busy stream costs no task wake-up per message.
+//! headers), and the task that subscribes the stream and then parks it (`park.rs`): an idle
+//! stream holds no task; the shard's readiness set notices when its client leaves or its
+//! backlog can be written. Live messages are written by the inbox task's flush, so a quiet or
+//! busy stream costs no task wake-up per message.
 //! The body is close-delimited (no chunked framing): an event stream never ends by itself, so
 //! framing would buy nothing but bytes per event, and close-delimited bytes are exactly the
 //! shared, encode-once event bytes.
@@ -13,16 +14,15 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use crate::codec::{http1, sse as codec};
 use crate::fanout::Since;
 use crate::metrics::M;
-use crate::shard::conn::{cors, Answer, Conn, Next, Req};
+use crate::shard::conn::{cors, Answer, Conn, Counted, Next, Req};
 use crate::shard::poll::since_of;
 use crate::shard::subs::{Format, Kill, Out};
-use crate::shard::{io, route_since, Shard};
+use crate::shard::{io, park, route_since, Shard};
 
 /// Heartbeat comment bytes.
 const HEARTBEAT: &[u8] = b":\n\n";
@@ -31,7 +31,6 @@ const HEARTBEAT: &[u8] = b":\n\n";
 pub struct Plan {
     pub(crate) topic: Arc<str>,
     pub(crate) since: Since,
-    pub(crate) seed: u64,
 }
 
 /// Checks an SSE request and writes the stream's first bytes into `c.wbuf`: the head, a
@@ -84,7 +83,7 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
     if req.head.method == http1::Method::Head {
         return Next::Close;
     }
-    let seed = (c.fd as u64) ^ ((sh.id as u64) << 32) ^ sh.node.seed;
+    let seed = retry_seed(&sh, c.fd);
     codec::encode_retry(
         &mut c.wbuf,
         codec::jittered_retry_ms(sh.node.cfg.sse_retry_ms, seed),
@@ -93,13 +92,12 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
     Next::Sse(Plan {
         topic: Arc::from(topic),
         since,
-        seed,
     })
 }
 
-/// Runs an SSE stream whose first bytes are sent: subscribe (replay or reset first), then
-/// live until the client leaves or the shard ends it.
-pub async fn stream(c: &mut Conn, plan: Plan) {
+/// Runs an SSE stream whose first bytes are sent: subscribe (replay or reset first), then park
+/// it — from then on it holds no task (see `park.rs`).
+pub async fn stream(c: Conn, plan: Plan, counted: Counted) {
     let sh = c.sh.clone();
     let ok = sh
         .st
@@ -107,17 +105,11 @@ pub async fn stream(c: &mut Conn, plan: Plan) {
         .subs
         .outs
         .insert(Out::new(c.fd, Format::Sse));
-    let mut g = StreamGuard {
-        sh: &sh,
-        out: ok,
-        subs: Vec::new(),
-        gauge: None,
-    };
+    let g = StreamGuard::new(&sh, ok);
     match sh.subscribe(ok, plan.topic, plan.since, usize::MAX).await {
         Ok((sk, _)) => {
-            g.subs.push(sk);
+            g.add_sub(sk);
             sh.metrics().inc(M::SseOpen);
-            g.gauge = Some(M::SseOpen);
         }
         Err(f) => {
             crate::debug!("{}: sse subscribe failed: {f:?}", c.peer);
@@ -128,53 +120,14 @@ pub async fn stream(c: &mut Conn, plan: Plan) {
             return;
         }
     }
-    let kill = run_stream(&sh, c, ok).await;
-    if kill == Some(Kill::Shutdown) {
-        // A last retry, jittered, so clients do not all come back in the same instant.
-        let mut v = Vec::new();
-        codec::encode_retry(
-            &mut v,
-            codec::jittered_retry_ms(sh.node.cfg.sse_retry_ms, plan.seed.rotate_left(17)),
-        );
-        let _ = io::write_some(c.fd, &v);
-    }
-    io::shutdown_write(c.fd);
+    g.disarm();
+    counted.disarm();
+    park::park(&sh, c.stream, ok);
 }
 
-/// Waits on a stream until it ends; returns why the shard ended it (None: the client left).
-pub async fn run_stream(sh: &Rc<Shard>, c: &mut Conn, ok: usize) -> Option<Kill> {
-    loop {
-        let Ok((kill, backlog)) = write_backlog(sh, ok) else {
-            return None;
-        };
-        if let Some(k) = kill {
-            return Some(k);
-        }
-        let notified = std::future::poll_fn(|cx| {
-            let mut st = sh.st.borrow_mut();
-            let out = &mut st.subs.outs[ok];
-            if out.kill.is_some() || (!backlog && !out.backlog.is_empty()) {
-                Poll::Ready(())
-            } else {
-                out.waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        });
-        if backlog {
-            monoio::select! {
-                _ = notified => {},
-                r = c.stream.writable(false) => if r.is_err() { return None },
-            }
-        } else {
-            let gone = monoio::select! {
-                _ = notified => false,
-                r = c.stream.readable(false) => r.is_err() || client_left(c),
-            };
-            if gone {
-                return None;
-            }
-        }
-    }
+/// The seed of a stream's `retry:` jitter: stable for the connection, different across them.
+pub fn retry_seed(sh: &Shard, fd: std::os::fd::RawFd) -> u64 {
+    (fd as u64) ^ ((sh.id as u64) << 32) ^ sh.node.seed
 }
 
 /// Writes what the socket takes of a stream's backlog. Returns the kill reason (if the shard
@@ -202,13 +155,13 @@ pub fn write_backlog(sh: &Shard, ok: usize) -> std::io::Result<(Option<Kill>, bo
 
 /// The client sent bytes or closed: read them into a small stack buffer and discard (an SSE
 /// client has nothing to say after its request). True when it closed.
-fn client_left(c: &Conn) -> bool {
+pub fn client_left(fd: std::os::fd::RawFd) -> bool {
     let mut scratch = [0u8; 512];
     loop {
         // SAFETY: recv into a live stack buffer of the given length.
         let n = unsafe {
             libc::recv(
-                c.fd,
+                fd,
                 scratch.as_mut_ptr() as *mut libc::c_void,
                 scratch.len(),
                 libc::MSG_DONTWAIT,
@@ -227,29 +180,44 @@ fn client_left(c: &Conn) -> bool {
     }
 }
 
-/// Frees a stream's subscriptions and state however it ends.
+/// Frees a stream's subscriptions and `Out` if it ends before it is parked.
 pub struct StreamGuard<'a> {
-    pub sh: &'a Shard,
-    pub out: usize,
-    pub subs: Vec<usize>,
-    /// The open-streams gauge, counted once the subscription is in place.
-    pub gauge: Option<M>,
+    sh: &'a Shard,
+    out: usize,
+}
+
+impl<'a> StreamGuard<'a> {
+    pub fn new(sh: &'a Shard, out: usize) -> Self {
+        StreamGuard { sh, out }
+    }
+
+    /// Records one of the stream's subscriptions (freed with the stream).
+    pub fn add_sub(&self, sk: usize) {
+        let mut st = self.sh.st.borrow_mut();
+        let o = &mut st.subs.outs[self.out];
+        o.subs.push(sk);
+    }
+
+    /// The stream is parked: from now on `park::finish` frees it.
+    pub fn disarm(mut self) {
+        self.out = usize::MAX;
+    }
 }
 
 impl Drop for StreamGuard<'_> {
     fn drop(&mut self) {
-        for &sk in &self.subs {
+        if self.out == usize::MAX {
+            return;
+        }
+        let out = self.sh.st.borrow_mut().subs.outs.try_remove(self.out);
+        let Some(out) = out else { return };
+        for &sk in &out.subs {
             self.sh.unsubscribe(sk);
         }
-        if let Some(out) = self.sh.st.borrow_mut().subs.outs.try_remove(self.out) {
-            if !out.backlog.is_empty() {
-                self.sh
-                    .metrics()
-                    .add(M::BufferedBytes, -(out.backlog.len() as i64));
-            }
-        }
-        if let Some(g) = self.gauge {
-            self.sh.metrics().dec(g);
+        if !out.backlog.is_empty() {
+            self.sh
+                .metrics()
+                .add(M::BufferedBytes, -(out.backlog.len() as i64));
         }
     }
 }

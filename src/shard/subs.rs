@@ -8,7 +8,8 @@
 //! Invariants: a connection's queued bytes never exceed `--client-buffer-bytes`; a cursor only
 //! moves forward, so a message is never written twice to a subscription (the seam between a
 //! replayed window and live messages is deduplicated by offset).
-//! Must not: block or await; the connection task does the waiting.
+//! Must not: block or await; the connection task (or, for a parked stream, the shard's
+//! readiness set) does the waiting.
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
@@ -76,6 +77,16 @@ pub struct Out {
     /// Bytes of an over-sized message (larger than `--client-buffer-bytes`, taken into an
     /// empty queue) not yet written: the bound is raised by this much while it drains.
     pub allowance: usize,
+    /// A stream's subscriptions (SSE, WebSocket), freed with it.
+    pub subs: Vec<usize>,
+    /// A parked stream: no task holds it, the shard's readiness set drives it and its `fd` is
+    /// owned here (see `park.rs`).
+    pub parked: bool,
+    /// A parked WebSocket's session while no task runs it (None while a task reads frames).
+    pub session: Option<Box<crate::shard::ws::Session>>,
+    /// A parked WebSocket's client sent more while a task held the session: read again before
+    /// parking (the edge-triggered event for it has been taken already).
+    pub unread: bool,
 }
 
 impl Out {
@@ -93,6 +104,10 @@ impl Out {
             dirty: false,
             pong_due: 0,
             allowance: 0,
+            subs: Vec::new(),
+            parked: false,
+            session: None,
+            unread: false,
         }
     }
 

@@ -13,14 +13,14 @@
 //! | 1011 | no pong within `--pong-timeout-secs` of a ping |
 //! | 4000 | raw mode only: reset — the resume point is outside history, or messages were dropped; the reason is `reset EPOCH:OFFSET` (the current position) |
 //!
-//! Live messages are written by the inbox task's flush; this task only wakes for client input,
-//! a backlog, or a close. Everything it writes goes through the same per-connection queue, so a
-//! pong or an ack never lands inside another frame.
+//! Live messages are written by the inbox task's flush. Once subscribed, the connection is
+//! parked (`park.rs`): it holds no task while idle, and a short task (`burst`) runs only while
+//! the client's frames are read and acted on. Everything written goes through the same
+//! per-connection queue, so a pong or an ack never lands inside another frame.
 //! Must not: hold a read buffer while idle, or borrow shard state across an await.
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Poll;
 
 use serde::Deserialize;
 
@@ -28,8 +28,9 @@ use crate::codec::position::Position;
 use crate::codec::{route, ws};
 use crate::fanout::{NewMsg, Since};
 use crate::metrics::M;
-use crate::shard::conn::{cors, Answer, Conn, Next, Req};
+use crate::shard::conn::{cors, Answer, Conn, Counted, Next, Req};
 use crate::shard::io::{self, ReadOutcome};
+use crate::shard::park::{self, End};
 use crate::shard::poll::since_of;
 use crate::shard::publish::valid_event;
 use crate::shard::sse::StreamGuard;
@@ -107,23 +108,18 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
     })
 }
 
-/// Runs a WebSocket whose 101 is sent.
-pub async fn stream(c: &mut Conn, plan: Plan) {
+/// Runs a WebSocket whose 101 is sent: subscribe (replay or reset first), then park it — from
+/// then on a task runs only while the client's frames are being read (`burst`).
+pub async fn stream(c: Conn, plan: Plan, counted: Counted) {
     let sh = c.sh.clone();
     let Plan { topic, since, v1 } = plan;
     let format = if v1 { Format::WsV1 } else { Format::WsRaw };
     let ok = sh.st.borrow_mut().subs.outs.insert(Out::new(c.fd, format));
-    let mut g = StreamGuard {
-        sh: &sh,
-        out: ok,
-        subs: Vec::new(),
-        gauge: None,
-    };
+    let g = StreamGuard::new(&sh, ok);
     match sh.subscribe(ok, topic.clone(), since, usize::MAX).await {
         Ok((sk, w)) => {
-            g.subs.push(sk);
+            g.add_sub(sk);
             sh.metrics().inc(M::WsOpen);
-            g.gauge = Some(M::WsOpen);
             if v1 {
                 let mut j = Vec::new();
                 subscribed_json(&topic, w.current, None, &mut j);
@@ -138,15 +134,59 @@ pub async fn stream(c: &mut Conn, plan: Plan) {
             return;
         }
     }
-    let mut session = Session {
+    let session = Session {
         topic,
         v1,
+        peer: c.peer,
         dec: ws::Decoder::new(sh.node.cfg.max_message_bytes),
         carry: [0; ws::MAX_HEADER_BYTES],
         carry_len: 0,
     };
-    let end = session.run(&sh, c, &mut g).await;
-    let code = match end {
+    sh.st.borrow_mut().subs.outs[ok].session = Some(Box::new(session));
+    g.disarm();
+    counted.disarm();
+    park::park(&sh, c.stream, ok);
+}
+
+/// Reads and acts on what the client of parked WebSocket `k` sent, until its socket is empty
+/// (or the shard wants it ended), then parks the session again.
+pub async fn burst(sh: Rc<Shard>, k: usize, mut s: Box<Session>) {
+    loop {
+        let (fd, killed) = match sh.st.borrow_mut().subs.outs.get_mut(k) {
+            Some(o) => {
+                o.unread = false;
+                (o.fd, o.kill.is_some())
+            }
+            None => return,
+        };
+        if killed {
+            break;
+        }
+        match s.read(&sh, k, fd).await {
+            Step::More => {}
+            Step::Idle => {
+                // Data that came while this task was awaiting (a publish, a subscription).
+                if !sh.st.borrow().subs.outs.get(k).is_some_and(|o| o.unread) {
+                    break;
+                }
+            }
+            Step::End(end) => {
+                drop(s);
+                park::finish(&sh, k, end);
+                return;
+            }
+        }
+    }
+    if let Some(o) = sh.st.borrow_mut().subs.outs.get_mut(k) {
+        o.session = Some(s);
+    }
+    // Whatever happened while the session was out (a kill, a backlog).
+    park::serve(&sh, k);
+}
+
+/// The close frame that says why a WebSocket ended (None: no frame to send).
+pub fn close_for(end: End) -> Option<(u16, &'static str)> {
+    match end {
         End::Gone => None,
         End::Kill(Kill::Slow) => Some((CLOSE_SLOW_CLIENT, "slow client")),
         End::Kill(Kill::Shutdown) => Some((ws::CLOSE_GOING_AWAY, "going away")),
@@ -154,24 +194,7 @@ pub async fn stream(c: &mut Conn, plan: Plan) {
         // The reset close frame is already queued.
         End::Kill(Kill::Reset) => None,
         End::Close(code) => Some((code, "")),
-    };
-    // Whatever is still queued goes first (best effort), then our close frame.
-    let backlog = {
-        let st = sh.st.borrow();
-        st.subs
-            .outs
-            .get(ok)
-            .map(|o| o.backlog.clone())
-            .unwrap_or_default()
-    };
-    let mut v = backlog;
-    if let Some((code, reason)) = code {
-        ws::encode_close(&mut v, code, reason);
     }
-    if !v.is_empty() {
-        let _ = io::write_some(c.fd, &v);
-    }
-    io::shutdown_write(c.fd);
 }
 
 fn fail_text(f: Fail) -> &'static str {
@@ -181,14 +204,13 @@ fn fail_text(f: Fail) -> &'static str {
     }
 }
 
-/// How a connection ended.
-enum End {
-    /// The client vanished or closed the TCP connection.
-    Gone,
-    /// The shard ended it.
-    Kill(Kill),
-    /// A close handshake or a protocol error: send this close code.
-    Close(u16),
+/// What one read of a burst came to.
+enum Step {
+    /// The read filled its chunk: there may be more.
+    More,
+    /// The socket is empty for now.
+    Idle,
+    End(End),
 }
 
 /// Queues one text frame for the connection, then writes it.
@@ -224,9 +246,12 @@ fn subscribed_json(topic: &str, current: Position, r: Option<&str>, out: &mut Ve
     out.extend_from_slice(b"\"}");
 }
 
-struct Session {
+/// A WebSocket's state between frames: what a parked connection keeps besides its `Out`.
+pub struct Session {
     topic: Arc<str>,
     v1: bool,
+    /// For the log line of a protocol error.
+    peer: std::net::SocketAddr,
     dec: ws::Decoder,
     /// An incomplete frame header left from the last read (at most 14 bytes).
     carry: [u8; ws::MAX_HEADER_BYTES],
@@ -234,56 +259,24 @@ struct Session {
 }
 
 impl Session {
-    async fn run(&mut self, sh: &Rc<Shard>, c: &mut Conn, g: &mut StreamGuard<'_>) -> End {
-        let ok = g.out;
-        loop {
-            let (kill, backlog) = match crate::shard::sse::write_backlog(sh, ok) {
-                Ok(x) => x,
-                Err(_) => return End::Gone,
-            };
-            if let Some(k) = kill {
-                return End::Kill(k);
-            }
-            let notified = std::future::poll_fn(|cx| {
-                let mut st = sh.st.borrow_mut();
-                let out = &mut st.subs.outs[ok];
-                if out.kill.is_some() || (!backlog && !out.backlog.is_empty()) {
-                    Poll::Ready(())
-                } else {
-                    out.waker = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-            });
-            let readable = if backlog {
-                monoio::select! {
-                    _ = notified => false,
-                    r = c.stream.writable(false) => { if r.is_err() { return End::Gone } false }
-                    r = c.stream.readable(false) => { if r.is_err() { return End::Gone } true }
-                }
-            } else {
-                monoio::select! {
-                    _ = notified => false,
-                    r = c.stream.readable(false) => { if r.is_err() { return End::Gone } true }
-                }
-            };
-            if readable {
-                if let Some(end) = self.read(sh, c, g).await {
-                    return end;
-                }
-            }
-        }
-    }
-
-    /// Reads what the client sent and acts on every complete event.
-    async fn read(&mut self, sh: &Rc<Shard>, c: &mut Conn, g: &mut StreamGuard<'_>) -> Option<End> {
+    /// Reads once what the client sent and acts on every complete frame.
+    async fn read(&mut self, sh: &Rc<Shard>, k: usize, fd: std::os::fd::RawFd) -> Step {
         let mut buf = sh.st.borrow_mut().bufpool.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(&self.carry[..self.carry_len]);
         self.carry_len = 0;
-        let end = match io::read_some(c.fd, &mut buf, READ_CHUNK_BYTES) {
-            Ok(ReadOutcome::Data(_)) => self.feed(sh, c, g, &mut buf).await,
-            Ok(ReadOutcome::WouldBlock) => None,
-            Ok(ReadOutcome::Eof) | Err(_) => Some(End::Gone),
+        let step = match io::read_some(fd, &mut buf, READ_CHUNK_BYTES) {
+            Ok(ReadOutcome::Data(n)) => {
+                let more = n == READ_CHUNK_BYTES;
+                match self.feed(sh, k, &mut buf).await {
+                    Some(end) => Step::End(end),
+                    // Edge-triggered: a short read emptied the socket; more data is a new event.
+                    None if more => Step::More,
+                    None => Step::Idle,
+                }
+            }
+            Ok(ReadOutcome::WouldBlock) => Step::Idle,
+            Ok(ReadOutcome::Eof) | Err(_) => Step::End(End::Gone),
         };
         if buf.capacity() <= 64 * 1024 {
             buf.clear();
@@ -292,24 +285,17 @@ impl Session {
         if self.dec.is_idle() {
             self.dec.release_buffers();
         }
-        end
+        step
     }
 
-    async fn feed(
-        &mut self,
-        sh: &Rc<Shard>,
-        c: &mut Conn,
-        g: &mut StreamGuard<'_>,
-        buf: &mut [u8],
-    ) -> Option<End> {
-        let ok = g.out;
+    async fn feed(&mut self, sh: &Rc<Shard>, ok: usize, buf: &mut [u8]) -> Option<End> {
         let mut pos = 0;
         loop {
             let (used, ev) = match self.dec.decode(&mut buf[pos..]) {
                 Ok(x) => x,
                 Err(e) => {
                     sh.metrics().inc(M::BadRequests);
-                    crate::debug!("{}: websocket protocol error: {e}", c.peer);
+                    crate::debug!("{}: websocket protocol error: {e}", self.peer);
                     return Some(End::Close(e.close_code()));
                 }
             };
@@ -342,9 +328,7 @@ impl Session {
                 ws::Event::Message { binary } => {
                     let data: Box<[u8]> = self.dec.message().into();
                     self.dec.clear_message();
-                    // Boxed: message handling awaits publishes and subscriptions; inlined, its state would
-                    // make every idle WebSocket task as large (2.5 KB instead of ~0.5 KB).
-                    if let Some(end) = Box::pin(self.message(sh, g, data, binary)).await {
+                    if let Some(end) = self.message(sh, ok, data, binary).await {
                         return Some(end);
                     }
                 }
@@ -355,11 +339,10 @@ impl Session {
     async fn message(
         &mut self,
         sh: &Rc<Shard>,
-        g: &mut StreamGuard<'_>,
+        ok: usize,
         data: Box<[u8]>,
         binary: bool,
     ) -> Option<End> {
-        let ok = g.out;
         if !self.v1 {
             if !sh.node.cfg.client_publish() {
                 return Some(End::Close(ws::CLOSE_POLICY_VIOLATION));
@@ -385,20 +368,14 @@ impl Session {
         } else {
             match serde_json::from_slice::<Command>(&data) {
                 Err(_) => error_json(None, "not a ringcast.v1 command", &mut reply),
-                Ok(cmd) => self.command(sh, g, cmd, &mut reply).await,
+                Ok(cmd) => self.command(sh, ok, cmd, &mut reply).await,
             }
         }
         send_frame(sh, ok, &reply);
         None
     }
 
-    async fn command(
-        &mut self,
-        sh: &Rc<Shard>,
-        g: &mut StreamGuard<'_>,
-        cmd: Command,
-        reply: &mut Vec<u8>,
-    ) {
+    async fn command(&mut self, sh: &Rc<Shard>, ok: usize, cmd: Command, reply: &mut Vec<u8>) {
         let r = cmd.r#ref.as_deref();
         let cfg = &sh.node.cfg;
         let topic_ok = |t: &str| route::validate_topic(t.as_bytes(), cfg.max_topic_bytes).is_ok();
@@ -407,25 +384,29 @@ impl Session {
                 let Some(t) = cmd.topic.filter(|t| topic_ok(t)) else {
                     return error_json(r, "subscribe needs a valid \"topic\"", reply);
                 };
-                let already = {
+                let (already, count) = {
                     let st = sh.st.borrow();
-                    g.subs
+                    let subs = &st.subs.outs[ok].subs;
+                    let already = subs
                         .iter()
-                        .any(|&sk| st.subs.subs.get(sk).is_some_and(|s| *s.topic == *t))
+                        .any(|&sk| st.subs.subs.get(sk).is_some_and(|s| *s.topic == *t));
+                    (already, subs.len())
                 };
                 if already {
                     return error_json(r, "already subscribed", reply);
                 }
-                if g.subs.len() >= MAX_TOPICS_PER_CONNECTION {
+                if count >= MAX_TOPICS_PER_CONNECTION {
                     return error_json(r, "too many topics on this connection", reply);
                 }
                 let since = since_of(cmd.since.as_deref().map(str::as_bytes));
                 match sh
-                    .subscribe(g.out, Arc::from(t.as_str()), since, usize::MAX)
+                    .subscribe(ok, Arc::from(t.as_str()), since, usize::MAX)
                     .await
                 {
                     Ok((sk, w)) => {
-                        g.subs.push(sk);
+                        if let Some(o) = sh.st.borrow_mut().subs.outs.get_mut(ok) {
+                            o.subs.push(sk);
+                        }
                         subscribed_json(&t, w.current, r, reply);
                     }
                     Err(f) => error_json(r, fail_text(f), reply),
@@ -436,14 +417,16 @@ impl Session {
                     return error_json(r, "unsubscribe needs \"topic\"", reply);
                 };
                 let found = {
-                    let st = sh.st.borrow();
-                    g.subs
+                    let mut st = sh.st.borrow_mut();
+                    let st = &mut *st;
+                    let subs = &mut st.subs.outs[ok].subs;
+                    let i = subs
                         .iter()
-                        .position(|&sk| st.subs.subs.get(sk).is_some_and(|s| *s.topic == *t))
+                        .position(|&sk| st.subs.subs.get(sk).is_some_and(|s| *s.topic == *t));
+                    i.map(|i| subs.swap_remove(i))
                 };
                 match found {
-                    Some(i) => {
-                        let sk = g.subs.swap_remove(i);
+                    Some(sk) => {
                         sh.unsubscribe(sk);
                         reply.extend_from_slice(b"{\"type\":\"unsubscribed\",\"topic\":");
                         wire::json_str(&t, reply);

@@ -1,0 +1,301 @@
+//! Parked streams: SSE and WebSocket connections that hold no task while idle.
+//!
+//! Owns: the shard's readiness set — one edge-triggered epoll instance, which monoio waits on
+//! like any other fd — and the reactor task that serves it; the key wakers through which the
+//! rest of the shard asks for a parked stream's attention (a kill, a backlog); and the end of
+//! every parked stream (`finish`).
+//! Why: a task per idle stream cost its future, monoio's task header and an armed readiness op
+//! (about 1.8 KB per connection in all). A parked stream is its `Out` slab entry and one epoll
+//! registration, nothing else: live messages are written by the inbox task's flush anyway, so
+//! an idle stream only needs someone to notice that its client left, sent a frame, or that its
+//! socket has room again for a backlog. That someone is the reactor, once per batch of events.
+//! A WebSocket frame from the client starts a short task (`ws::burst`) that reads and acts on
+//! what arrived and parks the session again.
+//! Invariants: a parked stream's fd is owned by its `Out` (closed by `finish` only); its `Out`
+//! waker is its key waker, re-armed whenever the reactor serves it; `Out::session` is `None`
+//! exactly while a burst task holds the session, and nothing ends the stream meanwhile (the task
+//! parks it again and the reactor acts on what happened then).
+//! Must not: await inside the reactor's dispatch (it is one synchronous pass per batch), or
+//! wake a key waker on another thread (the woken list is the shard thread's).
+
+use std::cell::RefCell;
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::rc::Rc;
+use std::task::{Poll, RawWaker, RawWakerVTable, Waker};
+use std::time::Duration;
+
+use crate::codec::sse as sse_codec;
+use crate::codec::ws as ws_codec;
+use crate::metrics::M;
+use crate::shard::subs::{Format, Kill};
+use crate::shard::{io, sse, ws, Shard};
+
+/// Events taken from the readiness set per pass.
+const BATCH: usize = 512;
+/// What a parked stream is registered for. Edge-triggered: an event per arrival of data, of the
+/// peer's FIN, or of room in a send buffer that was full — never a repeat for the same state.
+const INTEREST: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+const READ_EVENTS: u32 =
+    (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+
+/// How a stream ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The client vanished or closed the TCP connection.
+    Gone,
+    /// The shard ended it.
+    Kill(Kill),
+    /// WebSocket: a close handshake or a protocol error; send this close code.
+    Close(u16),
+}
+
+/// Keys whose `Out` asked for the reactor (through a key waker), and the reactor's own waker.
+#[derive(Default)]
+struct Woken {
+    keys: Vec<usize>,
+    reactor: Option<Waker>,
+}
+
+thread_local! {
+    /// One per shard thread: a key is a slab key of that shard's `Out`s.
+    static WOKEN: RefCell<Woken> = RefCell::new(Woken::default());
+}
+
+static KEY_WAKER: RawWakerVTable = RawWakerVTable::new(kw_clone, kw_wake, kw_wake, kw_drop);
+
+unsafe fn kw_clone(p: *const ()) -> RawWaker {
+    RawWaker::new(p, &KEY_WAKER)
+}
+
+unsafe fn kw_wake(p: *const ()) {
+    let reactor = WOKEN.with(|w| {
+        let mut w = w.borrow_mut();
+        w.keys.push(p as usize);
+        w.reactor.take()
+    });
+    if let Some(r) = reactor {
+        r.wake();
+    }
+}
+
+unsafe fn kw_drop(_: *const ()) {}
+
+/// A waker that asks the reactor to serve parked stream `k`. It allocates nothing: the key is
+/// the waker's data.
+fn key_waker(k: usize) -> Waker {
+    // SAFETY: the vtable's functions treat the data pointer as a plain integer (the key) and
+    // never dereference it; clone copies it and drop has nothing to free.
+    unsafe { Waker::from_raw(RawWaker::new(k as *const (), &KEY_WAKER)) }
+}
+
+/// The shard's readiness set.
+pub fn create_set() -> std::io::Result<RawFd> {
+    // SAFETY: epoll_create1 takes no pointers.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(ep)
+}
+
+/// Parks stream `ok` (its `Out` is in place, its subscriptions made): takes the socket from
+/// monoio, registers it in the readiness set, and ends the calling task's hold on it. The
+/// connection count taken at accept is released by `finish`.
+pub fn park(sh: &Rc<Shard>, stream: monoio::net::TcpStream, ok: usize) {
+    let fd = stream.into_raw_fd();
+    let mut ev = libc::epoll_event {
+        events: INTEREST,
+        u64: ok as u64,
+    };
+    // SAFETY: epoll_ctl with a live event struct; both fds are open.
+    let r = unsafe { libc::epoll_ctl(sh.ep, libc::EPOLL_CTL_ADD, fd, &mut ev) };
+    {
+        let mut st = sh.st.borrow_mut();
+        let out = &mut st.subs.outs[ok];
+        out.parked = true;
+        out.waker = Some(key_waker(ok));
+    }
+    if r < 0 {
+        crate::warn!(
+            "shard {}: cannot watch a stream: {}",
+            sh.id,
+            std::io::Error::last_os_error()
+        );
+        finish(sh, ok, End::Gone);
+        return;
+    }
+    // A kill or a backlog that came while the stream was being set up.
+    serve(sh, ok);
+}
+
+/// The reactor: takes ready events and woken keys, one synchronous pass per batch.
+pub async fn reactor(sh: Rc<Shard>) {
+    // monoio waits on the epoll fd as on a socket: it is readable while an event is ready.
+    let dup = unsafe { libc::fcntl(sh.ep, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        crate::error!(
+            "shard {}: readiness set: {}",
+            sh.id,
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    // SAFETY: `dup` is a fresh fd owned by nothing else; the wrapper closes it on drop.
+    let waiter =
+        match monoio::net::TcpStream::from_std(unsafe { std::net::TcpStream::from_raw_fd(dup) }) {
+            Ok(w) => w,
+            Err(e) => {
+                crate::error!("shard {}: readiness set: {e}", sh.id);
+                return;
+            }
+        };
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; BATCH];
+    let mut keys = Vec::new();
+    loop {
+        // SAFETY: the buffer holds BATCH events; timeout 0 never blocks.
+        let n = unsafe { libc::epoll_wait(sh.ep, events.as_mut_ptr(), BATCH as i32, 0) };
+        for e in &events[..n.max(0) as usize] {
+            let (k, ev) = (e.u64 as usize, e.events);
+            on_event(&sh, k, ev);
+        }
+        WOKEN.with(|w| std::mem::swap(&mut w.borrow_mut().keys, &mut keys));
+        for &k in &keys {
+            serve(&sh, k);
+        }
+        keys.clear();
+        if n as usize == BATCH {
+            crate::shard::yield_now().await;
+            continue;
+        }
+        let woken = std::future::poll_fn(|cx| {
+            WOKEN.with(|w| {
+                let mut w = w.borrow_mut();
+                if w.keys.is_empty() {
+                    w.reactor = Some(cx.waker().clone());
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            })
+        });
+        monoio::select! {
+            _ = woken => {},
+            r = waiter.readable(false) => if let Err(e) = r {
+                crate::error!("shard {}: readiness set: {e}", sh.id);
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            },
+        }
+    }
+}
+
+/// One readiness event of parked stream `k`.
+fn on_event(sh: &Rc<Shard>, k: usize, ev: u32) {
+    let (format, fd, idle_session) = {
+        let mut st = sh.st.borrow_mut();
+        let Some(out) = st.subs.outs.get_mut(k) else {
+            return;
+        };
+        if !out.parked {
+            return;
+        }
+        let s = if ev & READ_EVENTS != 0 {
+            out.session.take()
+        } else {
+            None
+        };
+        (out.format, out.fd, s)
+    };
+    if ev & libc::EPOLLOUT as u32 != 0 {
+        serve(sh, k);
+    }
+    if ev & READ_EVENTS == 0 {
+        return;
+    }
+    match format {
+        Format::Sse => {
+            if sse::client_left(fd) {
+                finish(sh, k, End::Gone);
+            }
+        }
+        Format::WsRaw | Format::WsV1 => match idle_session {
+            Some(s) => {
+                monoio::spawn(ws::burst(sh.clone(), k, s));
+            }
+            // A burst task holds the session: it reads again before parking.
+            None => {
+                if let Some(o) = sh.st.borrow_mut().subs.outs.get_mut(k) {
+                    o.unread = true;
+                }
+            }
+        },
+        Format::LongPoll => {}
+    }
+}
+
+/// Writes what parked stream `k` has queued and ends it if the shard asked (unless a task
+/// holds its session: the task parks it again, then this runs).
+pub fn serve(sh: &Rc<Shard>, k: usize) {
+    let busy = {
+        let mut st = sh.st.borrow_mut();
+        let Some(out) = st.subs.outs.get_mut(k) else {
+            return;
+        };
+        if !out.parked {
+            return;
+        }
+        out.waker = Some(key_waker(k));
+        matches!(out.format, Format::WsRaw | Format::WsV1) && out.session.is_none()
+    };
+    match sse::write_backlog(sh, k) {
+        Err(_) if !busy => finish(sh, k, End::Gone),
+        Ok((Some(kill), _)) if !busy => finish(sh, k, End::Kill(kill)),
+        _ => {}
+    }
+}
+
+/// Ends parked stream `k`: its last words (a jittered `retry:` for a draining SSE client; the
+/// backlog and a close frame for a WebSocket), then its fd, subscriptions, `Out` and counts.
+pub fn finish(sh: &Rc<Shard>, k: usize, end: End) {
+    let Some(mut out) = sh.st.borrow_mut().subs.outs.try_remove(k) else {
+        return;
+    };
+    if !out.backlog.is_empty() {
+        sh.metrics()
+            .add(M::BufferedBytes, -(out.backlog.len() as i64));
+    }
+    for &sk in &out.subs {
+        sh.unsubscribe(sk);
+    }
+    let mut last = Vec::new();
+    let gauge = match out.format {
+        Format::Sse => {
+            if end == End::Kill(Kill::Shutdown) {
+                // Jittered, so clients do not all come back in the same instant.
+                let seed = sse::retry_seed(sh, out.fd).rotate_left(17);
+                sse_codec::encode_retry(
+                    &mut last,
+                    sse_codec::jittered_retry_ms(sh.node.cfg.sse_retry_ms, seed),
+                );
+            }
+            M::SseOpen
+        }
+        Format::WsRaw | Format::WsV1 => {
+            // Whatever is still queued goes first (best effort), then the close frame.
+            last = std::mem::take(&mut out.backlog);
+            if let Some((code, reason)) = ws::close_for(end) {
+                ws_codec::encode_close(&mut last, code, reason);
+            }
+            M::WsOpen
+        }
+        Format::LongPoll => M::LongPollWaiting,
+    };
+    if !last.is_empty() {
+        let _ = io::write_some(out.fd, &last);
+    }
+    io::shutdown_write(out.fd);
+    // SAFETY: a parked stream's fd is owned by its `Out`, which was just removed; closing it
+    // also takes it out of the readiness set.
+    drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(out.fd) });
+    sh.metrics().dec(gauge);
+    crate::shard::conn::uncount(sh);
+}
