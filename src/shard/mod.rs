@@ -735,8 +735,8 @@ pub fn route_since<'q>(q: &'q [u8], name: &str) -> Option<std::borrow::Cow<'q, [
 mod size_tests {
     use super::*;
 
-    /// Reports what a parked (idle) stream holds: its `Out` and `Sub` slab entries and, for a
-    /// WebSocket, its boxed session — no task. The idle-cost target (PERF.md, ≤ 512 B per
+    /// Reports what a parked (idle) stream holds: its `Out` and `Sub` slab entries — no task;
+    /// a `ringcast.v1` WebSocket (or one cut mid-frame) also a boxed session. The idle-cost target (PERF.md, ≤ 512 B per
     /// connection) depends on these staying small; the bounds leave room for allocator overhead
     /// and the topic's subscriber list.
     #[test]

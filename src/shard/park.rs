@@ -12,9 +12,9 @@
 //! A WebSocket frame from the client starts a short task (`ws::burst`) that reads and acts on
 //! what arrived and parks the session again.
 //! Invariants: a parked stream's fd is owned by its `Out` (closed by `finish` only); its `Out`
-//! waker is its key waker, re-armed whenever the reactor serves it; `Out::session` is `None`
-//! exactly while a burst task holds the session, and nothing ends the stream meanwhile (the task
-//! parks it again and the reactor acts on what happened then).
+//! waker is its key waker, re-armed whenever the reactor serves it; while a burst task runs
+//! (`Out::busy`) nothing ends the stream (the task parks it again and the reactor acts on what
+//! happened then).
 //! Must not: await inside the reactor's dispatch (it is one synchronous pass per batch), or
 //! wake a key waker on another thread (the woken list is the shard thread's).
 
@@ -190,7 +190,7 @@ pub async fn reactor(sh: Rc<Shard>) {
 
 /// One readiness event of parked stream `k`.
 fn on_event(sh: &Rc<Shard>, k: usize, ev: u32) {
-    let (format, fd, idle_session) = {
+    let (format, fd, start_burst) = {
         let mut st = sh.st.borrow_mut();
         let Some(out) = st.subs.outs.get_mut(k) else {
             return;
@@ -198,12 +198,18 @@ fn on_event(sh: &Rc<Shard>, k: usize, ev: u32) {
         if !out.parked {
             return;
         }
-        let s = if ev & READ_EVENTS != 0 {
-            out.session.take()
-        } else {
-            None
-        };
-        (out.format, out.fd, s)
+        let ws = matches!(out.format, Format::WsRaw | Format::WsV1);
+        let mut start = false;
+        if ws && ev & READ_EVENTS != 0 {
+            if out.busy {
+                // The running burst task reads again before parking.
+                out.unread = true;
+            } else {
+                out.busy = true;
+                start = true;
+            }
+        }
+        (out.format, out.fd, start)
     };
     if ev & libc::EPOLLOUT as u32 != 0 {
         serve(sh, k);
@@ -217,17 +223,11 @@ fn on_event(sh: &Rc<Shard>, k: usize, ev: u32) {
                 finish(sh, k, End::Gone);
             }
         }
-        Format::WsRaw | Format::WsV1 => match idle_session {
-            Some(s) => {
-                monoio::spawn(ws::burst(sh.clone(), k, s));
+        Format::WsRaw | Format::WsV1 => {
+            if start_burst {
+                monoio::spawn(ws::burst(sh.clone(), k));
             }
-            // A burst task holds the session: it reads again before parking.
-            None => {
-                if let Some(o) = sh.st.borrow_mut().subs.outs.get_mut(k) {
-                    o.unread = true;
-                }
-            }
-        },
+        }
         Format::LongPoll => {}
     }
 }
@@ -244,7 +244,7 @@ pub fn serve(sh: &Rc<Shard>, k: usize) {
             return;
         }
         out.waker = Some(key_waker(k));
-        matches!(out.format, Format::WsRaw | Format::WsV1) && out.session.is_none()
+        out.busy
     };
     match sse::write_backlog(sh, k) {
         Err(_) if !busy => finish(sh, k, End::Gone),

@@ -82,10 +82,14 @@ pub struct Out {
     /// A parked stream: no task holds it, the shard's readiness set drives it and its `fd` is
     /// owned here (see `park.rs`).
     pub parked: bool,
-    /// A parked WebSocket's session while no task runs it (None while a task reads frames).
+    /// A parked WebSocket's session state between bursts, kept only when there is any: a
+    /// `ringcast.v1` connection, or a frame or message cut by the end of a read. An idle raw
+    /// WebSocket keeps nothing here.
     pub session: Option<Box<crate::shard::ws::Session>>,
-    /// A parked WebSocket's client sent more while a task held the session: read again before
-    /// parking (the edge-triggered event for it has been taken already).
+    /// A parked WebSocket's burst task is running (it owns the session state meanwhile).
+    pub busy: bool,
+    /// The client sent more while the burst task was awaiting: it reads again before parking
+    /// (the edge-triggered event for it has been taken already).
     pub unread: bool,
 }
 
@@ -107,6 +111,7 @@ impl Out {
             subs: Vec::new(),
             parked: false,
             session: None,
+            busy: false,
             unread: false,
         }
     }

@@ -134,15 +134,11 @@ pub async fn stream(c: Conn, plan: Plan, counted: Counted) {
             return;
         }
     }
-    let session = Session {
-        topic,
-        v1,
-        peer: c.peer,
-        dec: ws::Decoder::new(sh.node.cfg.max_message_bytes),
-        carry: [0; ws::MAX_HEADER_BYTES],
-        carry_len: 0,
-    };
-    sh.st.borrow_mut().subs.outs[ok].session = Some(Box::new(session));
+    if v1 {
+        // A v1 connection keeps its URL topic (the default of `publish`) between bursts.
+        let s = Session::new(&sh, topic, true);
+        sh.st.borrow_mut().subs.outs[ok].session = Some(Box::new(s));
+    }
     g.disarm();
     counted.disarm();
     park::park(&sh, c.stream, ok);
@@ -150,7 +146,24 @@ pub async fn stream(c: Conn, plan: Plan, counted: Counted) {
 
 /// Reads and acts on what the client of parked WebSocket `k` sent, until its socket is empty
 /// (or the shard wants it ended), then parks the session again.
-pub async fn burst(sh: Rc<Shard>, k: usize, mut s: Box<Session>) {
+pub async fn burst(sh: Rc<Shard>, k: usize) {
+    let mut s = {
+        let mut st = sh.st.borrow_mut();
+        let st = &mut *st;
+        let Some(o) = st.subs.outs.get_mut(k) else {
+            return;
+        };
+        match o.session.take() {
+            Some(s) => *s,
+            None => {
+                // An idle raw WebSocket: its topic is its one subscription's.
+                let Some(topic) = o.subs.first().and_then(|&sk| st.subs.subs.get(sk)) else {
+                    return;
+                };
+                Session::new(&sh, topic.topic.clone(), false)
+            }
+        }
+    };
     loop {
         let (fd, killed) = match sh.st.borrow_mut().subs.outs.get_mut(k) {
             Some(o) => {
@@ -178,7 +191,10 @@ pub async fn burst(sh: Rc<Shard>, k: usize, mut s: Box<Session>) {
         }
     }
     if let Some(o) = sh.st.borrow_mut().subs.outs.get_mut(k) {
-        o.session = Some(s);
+        o.busy = false;
+        if s.v1 || !s.dec.is_idle() || s.carry_len > 0 {
+            o.session = Some(Box::new(s));
+        }
     }
     // Whatever happened while the session was out (a kill, a backlog).
     park::serve(&sh, k);
@@ -246,12 +262,12 @@ fn subscribed_json(topic: &str, current: Position, r: Option<&str>, out: &mut Ve
     out.extend_from_slice(b"\"}");
 }
 
-/// A WebSocket's state between frames: what a parked connection keeps besides its `Out`.
+/// A WebSocket's state between reads. A parked connection keeps it only when it holds anything
+/// (see `Out::session`).
 pub struct Session {
+    /// The URL's topic: where a raw client's messages go, a v1 `publish`'s default.
     topic: Arc<str>,
     v1: bool,
-    /// For the log line of a protocol error.
-    peer: std::net::SocketAddr,
     dec: ws::Decoder,
     /// An incomplete frame header left from the last read (at most 14 bytes).
     carry: [u8; ws::MAX_HEADER_BYTES],
@@ -259,6 +275,16 @@ pub struct Session {
 }
 
 impl Session {
+    fn new(sh: &Shard, topic: Arc<str>, v1: bool) -> Session {
+        Session {
+            topic,
+            v1,
+            dec: ws::Decoder::new(sh.node.cfg.max_message_bytes),
+            carry: [0; ws::MAX_HEADER_BYTES],
+            carry_len: 0,
+        }
+    }
+
     /// Reads once what the client sent and acts on every complete frame.
     async fn read(&mut self, sh: &Rc<Shard>, k: usize, fd: std::os::fd::RawFd) -> Step {
         let mut buf = sh.st.borrow_mut().bufpool.pop().unwrap_or_default();
@@ -295,7 +321,7 @@ impl Session {
                 Ok(x) => x,
                 Err(e) => {
                     sh.metrics().inc(M::BadRequests);
-                    crate::debug!("{}: websocket protocol error: {e}", self.peer);
+                    crate::debug!("websocket on topic {}: protocol error: {e}", self.topic);
                     return Some(End::Close(e.close_code()));
                 }
             };
