@@ -56,8 +56,13 @@ pub fn new_epoch(seed: u64, topic: &str, counter: u64) -> u64 {
 
 /// A bounded run of consecutive messages, oldest first: a home's history, or the run of a
 /// remote-homed topic a shard has received (`subs::Recent`). One eviction rule for both.
+/// One pointer while empty: most topics of a node with many idle subscribers have no history,
+/// and every topic has a ring (or two, home and `Recent`), so an empty one must cost little.
 #[derive(Default)]
-pub struct Ring {
+pub struct Ring(Option<Box<RingInner>>);
+
+#[derive(Default)]
+struct RingInner {
     msgs: VecDeque<MsgRef>,
     /// Payload bytes in `msgs`.
     bytes: usize,
@@ -65,48 +70,58 @@ pub struct Ring {
 
 impl Ring {
     pub fn push(&mut self, m: MsgRef) {
-        self.bytes += m.data.len();
-        self.msgs.push_back(m);
+        let r = self.0.get_or_insert_with(Box::default);
+        r.bytes += m.data.len();
+        r.msgs.push_back(m);
     }
 
     /// Drops what is past any bound: count, bytes, age. The newest message is kept even if it
     /// alone exceeds the byte bound, so a client one message behind can still catch up.
-    /// Returns how many were dropped.
+    /// Returns how many were dropped; an emptied ring frees its storage.
     pub fn evict(&mut self, now: Instant, b: &HistoryBounds) -> usize {
+        let Some(r) = self.0.as_mut() else {
+            return 0;
+        };
         let mut dropped = 0;
-        while let Some(front) = self.msgs.front() {
-            let over = self.msgs.len() > b.messages
-                || (self.bytes > b.bytes && self.msgs.len() > 1)
+        while let Some(front) = r.msgs.front() {
+            let over = r.msgs.len() > b.messages
+                || (r.bytes > b.bytes && r.msgs.len() > 1)
                 || now.saturating_duration_since(front.at) > b.age;
             if !over {
                 break;
             }
-            self.bytes -= front.data.len();
-            self.msgs.pop_front();
+            r.bytes -= front.data.len();
+            r.msgs.pop_front();
             dropped += 1;
+        }
+        if r.msgs.is_empty() {
+            self.0 = None;
         }
         dropped
     }
 
     pub fn front(&self) -> Option<&MsgRef> {
-        self.msgs.front()
+        self.0.as_ref()?.msgs.front()
     }
 
     pub fn len(&self) -> usize {
-        self.msgs.len()
+        self.0.as_ref().map_or(0, |r| r.msgs.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.msgs.is_empty()
+        self.len() == 0
     }
 
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.0.as_ref().map_or(0, |r| r.bytes)
     }
 
     /// Up to `limit` messages after the first `skip`.
     pub fn after(&self, skip: usize, limit: usize) -> Vec<MsgRef> {
-        self.msgs.iter().skip(skip).take(limit).cloned().collect()
+        match &self.0 {
+            Some(r) => r.msgs.iter().skip(skip).take(limit).cloned().collect(),
+            None => Vec::new(),
+        }
     }
 }
 
@@ -298,6 +313,17 @@ mod tests {
             &b,
         );
         assert_eq!(offsets(&w), [2]);
+        // Everything aged out: the ring frees its storage, and a window past it is still exact.
+        h.evict(t0 + Duration::from_secs(30), &b);
+        assert!(h.ring.is_empty() && h.ring.0.is_none());
+        let w = h.window(
+            Since::At(Position::new(1, 2)),
+            10,
+            t0 + Duration::from_secs(30),
+            &b,
+        );
+        assert!(!w.reset && w.msgs.is_empty());
+        assert_eq!(w.current, Position::new(1, 2));
     }
 
     #[test]

@@ -756,6 +756,11 @@ mod size_tests {
             eprintln!("{n}: {s} bytes");
         }
         assert!(out + sub <= 224, "Out + Sub = {} bytes", out + sub);
+        // Every topic has a home entry (and a `Recent` on each other shard with subscribers).
+        let home = std::mem::size_of::<home::HomeTopic>();
+        eprintln!("home::HomeTopic: {home} bytes");
+        assert!(home <= 56, "HomeTopic = {home} bytes");
+        assert_eq!(std::mem::size_of::<home::Ring>(), 8, "an empty ring is one pointer");
         assert!(session <= 192, "ws::Session = {session} bytes");
     }
 }
