@@ -760,7 +760,11 @@ mod size_tests {
         let home = std::mem::size_of::<home::HomeTopic>();
         eprintln!("home::HomeTopic: {home} bytes");
         assert!(home <= 56, "HomeTopic = {home} bytes");
-        assert_eq!(std::mem::size_of::<home::Ring>(), 8, "an empty ring is one pointer");
+        assert_eq!(
+            std::mem::size_of::<home::Ring>(),
+            8,
+            "an empty ring is one pointer"
+        );
         assert!(session <= 192, "ws::Session = {session} bytes");
     }
 }

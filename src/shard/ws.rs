@@ -314,7 +314,28 @@ impl Session {
         step
     }
 
+    /// Acts on every complete frame in `buf`. A raw client's messages are published together,
+    /// once the read is decoded: one publish (one flush, or one round trip to the topic's home)
+    /// per read instead of one per message, in the order they came.
     async fn feed(&mut self, sh: &Rc<Shard>, ok: usize, buf: &mut [u8]) -> Option<End> {
+        let mut batch = Vec::new();
+        let end = self.decode(sh, ok, buf, &mut batch).await;
+        if !batch.is_empty() {
+            if let Err(f) = sh.publish(self.topic.clone(), batch).await {
+                crate::debug!("websocket publish failed: {f:?}");
+                return Some(End::Close(ws::CLOSE_INTERNAL_ERROR));
+            }
+        }
+        end
+    }
+
+    async fn decode(
+        &mut self,
+        sh: &Rc<Shard>,
+        ok: usize,
+        buf: &mut [u8],
+        batch: &mut Vec<NewMsg>,
+    ) -> Option<End> {
         let mut pos = 0;
         loop {
             let (used, ev) = match self.dec.decode(&mut buf[pos..]) {
@@ -354,6 +375,17 @@ impl Session {
                 ws::Event::Message { binary } => {
                     let data: Box<[u8]> = self.dec.message().into();
                     self.dec.clear_message();
+                    if !self.v1 {
+                        if !sh.node.cfg.client_publish() {
+                            return Some(End::Close(ws::CLOSE_POLICY_VIOLATION));
+                        }
+                        batch.push(NewMsg {
+                            event: None,
+                            data,
+                            binary,
+                        });
+                        continue;
+                    }
                     if let Some(end) = self.message(sh, ok, data, binary).await {
                         return Some(end);
                     }
@@ -362,6 +394,7 @@ impl Session {
         }
     }
 
+    /// A `ringcast.v1` command, answered in order.
     async fn message(
         &mut self,
         sh: &Rc<Shard>,
@@ -369,21 +402,6 @@ impl Session {
         data: Box<[u8]>,
         binary: bool,
     ) -> Option<End> {
-        if !self.v1 {
-            if !sh.node.cfg.client_publish() {
-                return Some(End::Close(ws::CLOSE_POLICY_VIOLATION));
-            }
-            let msg = NewMsg {
-                event: None,
-                data,
-                binary,
-            };
-            if let Err(f) = sh.publish(self.topic.clone(), vec![msg]).await {
-                crate::debug!("websocket publish failed: {f:?}");
-                return Some(End::Close(ws::CLOSE_INTERNAL_ERROR));
-            }
-            return None;
-        }
         let mut reply = Vec::with_capacity(96);
         if binary {
             error_json(
