@@ -123,6 +123,10 @@ pub struct FanoutArgs {
     /// Pause between "all subscribers up" and the first publish, ms.
     #[arg(long, default_value_t = 300)]
     pub settle_ms: u64,
+    /// The server's process ids (comma-separated, e.g. nginx's workers): their CPU time
+    /// (utime + stime) from the first publish to the end is reported, per delivery.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     #[command(flatten)]
     pub common: Common,
 }

@@ -756,6 +756,9 @@ pub async fn run(cfg: Rc<Cfg>) -> Result<serde_json::Value, String> {
         cfg.messages, cfg.a.rate
     ));
     tokio::time::sleep(Duration::from_millis(cfg.a.settle_ms)).await;
+    let mut load_pids = w.pids();
+    load_pids.push(std::process::id());
+    let cpu_before = CpuSnapshot::take(&cfg.a.server_pid, &load_pids);
     let t0 = mono_ns() + 20_000_000;
     w.broadcast(Down::Go { t0_ns: t0 });
     let published = Rc::new(Cell::new(0u64));
@@ -797,17 +800,97 @@ pub async fn run(cfg: Rc<Cfg>) -> Result<serde_json::Value, String> {
         w.broadcast(Down::Stop);
         w.pump_until(None, |w| w.all_reported(), |_| {}).await;
     }
+    // Before reaping: a worker that exited is a zombie until then, and keeps its CPU times.
+    let cpu_after = CpuSnapshot::take(&cfg.a.server_pid, &load_pids);
     w.reap().await;
-    Ok(summary(
-        &cfg,
-        &w,
-        pub_report,
-        t0,
-        planned_end,
-        !finished,
-        up,
-        failed,
-    ))
+    let mut v = summary(&cfg, &w, pub_report, t0, planned_end, !finished, up, failed);
+    let delivered = v["deliveries"].as_u64().unwrap_or(0);
+    if let Some(o) = v.as_object_mut() {
+        o.extend(cpu_fields(&cpu_before, &cpu_after, delivered));
+    }
+    Ok(v)
+}
+
+/// CPU time of the server, of this tool (parent and workers) and of the machine at one moment.
+struct CpuSnapshot {
+    at_ns: u64,
+    /// None when a server process could not be read (gone, or no --server-pid).
+    server_ticks: Option<u64>,
+    load_ticks: Option<u64>,
+    machine: Option<stats::MachineTicks>,
+}
+
+impl CpuSnapshot {
+    fn take(server: &[u32], load: &[u32]) -> CpuSnapshot {
+        let ticks = |pids: &[u32]| -> Option<u64> {
+            if pids.is_empty() {
+                return None;
+            }
+            pids.iter().try_fold(0, |sum, pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                Some(sum + stats::parse_stat_cpu_ticks(&stat)?)
+            })
+        };
+        CpuSnapshot {
+            at_ns: mono_ns(),
+            server_ticks: ticks(server),
+            load_ticks: ticks(load),
+            machine: std::fs::read_to_string("/proc/stat")
+                .ok()
+                .and_then(|s| stats::parse_proc_stat(&s)),
+        }
+    }
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// The report's CPU fields: seconds and µs per delivery for the server and for this tool, and
+/// how many cores the machine was busy (and stolen by the hypervisor) over the same window.
+/// Ticks are 10 ms, so a window of a few seconds is what makes these exact to a percent.
+fn cpu_fields(
+    a: &CpuSnapshot,
+    b: &CpuSnapshot,
+    delivered: u64,
+) -> serde_json::Map<String, serde_json::Value> {
+    let hz = clock_ticks_per_sec();
+    let secs = (b.at_ns - a.at_ns) as f64 / 1e9;
+    let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
+    let cpu = |x: Option<u64>, y: Option<u64>| {
+        let s = y?.checked_sub(x?)? as f64 / hz;
+        Some(s)
+    };
+    let per = |s: Option<f64>| {
+        s.filter(|_| delivered > 0)
+            .map(|s| r3(s * 1e6 / delivered as f64))
+    };
+    let server = cpu(a.server_ticks, b.server_ticks);
+    let load = cpu(a.load_ticks, b.load_ticks);
+    let (busy, steal) = match (a.machine, b.machine) {
+        (Some(x), Some(y)) => (
+            Some(y.busy.saturating_sub(x.busy) as f64 / hz / secs),
+            Some(y.steal.saturating_sub(x.steal) as f64 / hz / secs),
+        ),
+        _ => (None, None),
+    };
+    let mut m = serde_json::Map::new();
+    m.insert("cpu_window_seconds".into(), json!(r3(secs)));
+    m.insert("server_cpu_seconds".into(), json!(server.map(r3)));
+    m.insert("server_us_per_delivery".into(), json!(per(server)));
+    m.insert("server_cores".into(), json!(server.map(|s| r3(s / secs))));
+    m.insert("load_cpu_seconds".into(), json!(load.map(r3)));
+    m.insert("load_us_per_delivery".into(), json!(per(load)));
+    m.insert("load_cores".into(), json!(load.map(|s| r3(s / secs))));
+    m.insert("machine_busy_cores".into(), json!(busy.map(r3)));
+    m.insert("machine_steal_cores".into(), json!(steal.map(r3)));
+    m
 }
 
 #[allow(clippy::too_many_arguments)]
