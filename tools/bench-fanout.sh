@@ -20,7 +20,12 @@
 # Servers alternate within each round (ROUNDS, default 2). Loopback only; every load run is
 # bounded in messages and time; servers are stopped by PID. Raw JSON lines: $OUT/results.jsonl;
 # `tools/bench_summary.py --table $OUT/results.jsonl` prints the tables for PERF.md.
-# Usage: [ROUNDS=2] [PROCS=2] [CASES="saturated split rate20 idle perwrite"] [SERVERS="ringcast nchan axum"] tools/bench-fanout.sh
+# PUB_PIPELINE=K (default 1) lets each of the 10 publisher connections keep K publishes in
+# flight (HTTP/1.1 pipelining), so a busy server sees messages queue up as it would with many
+# independent publishers; with 1, a topic has at most one message on its way at a time.
+# SERVERS may also name ringcast-base: the binary BASE_BIN (e.g. a build of the main branch),
+# for before/after comparisons in the same run.
+# Usage: [ROUNDS=2] [PROCS=2] [PUB_PIPELINE=1] [CASES="saturated split rate20 idle perwrite"] [SERVERS="ringcast nchan axum"] tools/bench-fanout.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ulimit -n "$(ulimit -Hn)"
@@ -29,6 +34,8 @@ PROCS=${PROCS:-2}
 CASES=${CASES:-saturated split rate20 idle perwrite}
 SERVERS=${SERVERS:-ringcast nchan axum}
 SUBS=${SUBS:-10000}
+PUB_PIPELINE=${PUB_PIPELINE:-1}
+BASE_BIN=${BASE_BIN:-}
 OUT=${OUT:-bench-results/fanout-$(date -u +%Y-%m-%dT%H%M%SZ)}
 mkdir -p "$OUT"
 RES=$OUT/results.jsonl
@@ -51,10 +58,11 @@ PIDS="" # the PIDs whose CPU is the server's (comma-separated)
 start() { # server cores(1|2)
   local s=$1 cores=$2
   case $s in
-  ringcast)
-    local shards=2 pin=0-1
+  ringcast | ringcast-base)
+    local shards=2 pin=0-1 bin=$BIN
     if [ "$cores" = 1 ]; then shards=1 pin=0; fi
-    taskset -c $pin "$BIN" --listen 127.0.0.1:$PORT_RC --shards $shards --log-level warn &
+    if [ "$s" = ringcast-base ]; then bin=$BASE_BIN; fi
+    taskset -c $pin "$bin" --listen 127.0.0.1:$PORT_RC --shards $shards --log-level warn &
     SRV=$!
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT_RC/healthz" >/dev/null && break; sleep 0.05; done
     PIDS=$SRV PORT=$PORT_RC
@@ -75,7 +83,7 @@ start() { # server cores(1|2)
 }
 stop() { # server
   case $1 in
-  ringcast) kill -TERM "$SRV"; wait "$SRV" 2>/dev/null || true ;;
+  ringcast | ringcast-base) kill -TERM "$SRV"; wait "$SRV" 2>/dev/null || true ;;
   nchan) PORT=$PORT_NC RUN_DIR=$NC_DIR tools/peers/nchan/run.sh stop >/dev/null 2>&1 ;;
   axum) PORT=$PORT_AX RUN_DIR=$AX_DIR tools/peers/axum/run.sh stop >/dev/null 2>&1 ;;
   esac
@@ -89,9 +97,10 @@ fanout() { # case server round transport load-cpus subs topics rate messages tim
   # shellcheck disable=SC2086
   taskset -c "$cpus" "$LOAD" fanout --transport "$tr" --subscribers "$subs" --topics "$topics" \
     --size 128 --rate "$rate" --messages "$msgs" --timeout "$timeout" --processes "$procs" \
-    --pub-connections 10 --source-ips 127.0.0.2-127.0.0.9 --server-pid "$PIDS" --quiet \
+    --pub-connections 10 --pub-pipeline "$PUB_PIPELINE" --source-ips 127.0.0.2-127.0.0.9 --server-pid "$PIDS" --quiet \
     --url-sub "$scheme://127.0.0.1:$PORT/$tr/{topic}" --url-pub "http://127.0.0.1:$PORT/pub/{topic}" "$@" |
-    python3 tools/bench_summary.py "$c $s $tr r$r" "$RES" case="$c" server="$s" round="$r"
+    python3 tools/bench_summary.py "$c $s $tr r$r" "$RES" case="$c" server="$s" round="$r" \
+      pipeline="$PUB_PIPELINE"
 }
 
 # case → server cores, load cpus, subscribers, topics, msg/s, messages, timeout, processes

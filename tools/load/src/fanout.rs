@@ -630,9 +630,11 @@ async fn publish(cfg: Rc<Cfg>, t0: u64, published: Rc<Cell<u64>>) -> PubReport {
         senders.push(tx);
         let (cfg, errors, hist, published) =
             (cfg.clone(), errors.clone(), hist.clone(), published.clone());
-        tasks.push(tokio::task::spawn_local(pub_conn(
-            cfg, rx, errors, hist, published,
-        )));
+        tasks.push(if cfg.a.pub_pipeline > 1 {
+            tokio::task::spawn_local(pub_conn_pipelined(cfg, rx, errors, hist, published))
+        } else {
+            tokio::task::spawn_local(pub_conn(cfg, rx, errors, hist, published))
+        });
     }
     let period = 1e9 / cfg.a.rate;
     let tt = cfg.a.topics as u64;
@@ -726,6 +728,111 @@ async fn pub_conn(
         if ok {
             published.set(published.get() + 1);
             stats::record(&mut hist.borrow_mut(), mono_ns().saturating_sub(job.due_ns));
+        }
+    }
+}
+
+/// A publisher connection with up to `--pub-pipeline` requests in flight: requests go out as
+/// they are due (several in one write when several are due), answers come back in order. A
+/// failed connection fails the publishes in flight on it (no retry: they may have been
+/// published) and the next ones use a new connection.
+async fn pub_conn_pipelined(
+    cfg: Rc<Cfg>,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    errors: Rc<Errors>,
+    hist: Rc<RefCell<Histogram<u64>>>,
+    published: Rc<Cell<u64>>,
+) {
+    let t = &cfg.publ;
+    let depth = cfg.a.pub_pipeline;
+    let mut conn: Option<Conn> = None;
+    let mut inflight: std::collections::VecDeque<u64> = Default::default();
+    let mut body = Vec::with_capacity(cfg.a.size + 64);
+    let mut req = Vec::with_capacity((cfg.a.size + 256) * depth);
+    let mut open = true;
+    loop {
+        // Fill the pipe with what is due; wait for a job only when nothing is in flight.
+        let mut unsent = 0;
+        while open && inflight.len() < depth {
+            let job = if inflight.is_empty() {
+                match rx.recv().await {
+                    Some(j) => j,
+                    None => {
+                        open = false;
+                        break;
+                    }
+                }
+            } else {
+                match rx.try_recv() {
+                    Ok(j) => j,
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            };
+            body.clear();
+            encode_payload(job.seq, job.due_ns, job.topic as u64, cfg.a.size, &mut body);
+            let path = t.path(&cfg.topic(job.topic));
+            http::encode_request("POST", &t.host, &path, &[], Some(&body), &mut req);
+            inflight.push_back(job.due_ns);
+            unsent += 1;
+        }
+        if inflight.is_empty() {
+            return;
+        }
+        let mut c = match conn.take() {
+            Some(c) => c,
+            None => match net::connect(t.addr, None).await {
+                Ok(s) => Conn::new(s),
+                Err(e) => {
+                    // Only the requests not yet sent can be in `req`: the pipe was empty.
+                    let why = net::io_fail("publish connect", e);
+                    for _ in 0..inflight.len() {
+                        errors.add(&why);
+                    }
+                    inflight.clear();
+                    req.clear();
+                    continue;
+                }
+            },
+        };
+        let r = async {
+            if unsent > 0 {
+                c.write_all(&req).await?;
+            }
+            let h = c.read_head().await?;
+            c.read_body(&h).await?;
+            Ok::<_, Fail>(h)
+        }
+        .await;
+        req.clear();
+        let due = inflight.pop_front().unwrap_or_default();
+        match r {
+            Ok(h) => {
+                if (200..300).contains(&h.status) {
+                    published.set(published.get() + 1);
+                    stats::record(&mut hist.borrow_mut(), mono_ns().saturating_sub(due));
+                } else {
+                    errors.add(&format!("publish status {}", h.status));
+                }
+                if h.close {
+                    for _ in 0..inflight.len() {
+                        errors.add("publish: connection closed with requests in flight");
+                    }
+                    inflight.clear();
+                } else {
+                    conn = Some(c);
+                }
+            }
+            Err(e) => {
+                errors.add(&format!("publish: {e}"));
+                for _ in 0..inflight.len() {
+                    errors.add(&format!("publish: {e}"));
+                }
+                inflight.clear();
+            }
         }
     }
 }
@@ -967,6 +1074,8 @@ fn summary(
         "topics": cfg.a.topics,
         "messages": cfg.messages,
         "rate": cfg.a.rate,
+        "pub_connections": cfg.a.pub_connections,
+        "pub_pipeline": cfg.a.pub_pipeline,
         "size": cfg.a.size,
         "processes": w.len(),
         "connected": up,
