@@ -83,6 +83,9 @@ pub struct Shard {
     pub outq_nonempty: Cell<bool>,
     /// The readiness set of parked streams (an epoll fd; see `park.rs`).
     pub ep: std::os::fd::RawFd,
+    /// A publish on this shard queued deliveries: the inbox task flushes them at the end of
+    /// this turn of the executor, together with whatever else the turn queued.
+    pub flush_wanted: Cell<bool>,
 }
 
 /// Why a home did not publish: the messages come back when it may work later.
@@ -316,11 +319,36 @@ impl Shard {
         }
     }
 
-    /// Gives `msgs` positions on the topic's home (here or on another shard).
+    /// Gives `msgs` positions on the topic's home (here or on another shard). Deliveries on
+    /// this shard are written before it returns, so a WebSocket that publishes and then closes
+    /// (a raw echo followed by a bad frame) has its message out first.
     pub async fn publish(
         self: &Rc<Self>,
         topic: Arc<str>,
         msgs: Vec<NewMsg>,
+    ) -> Result<Vec<Position>, Fail> {
+        self.publish_with(topic, msgs, false).await
+    }
+
+    /// [`Shard::publish`] for HTTP publishers: when this shard is the home, deliveries are
+    /// left to the inbox task's flush at the end of this turn of the executor, after the tasks
+    /// already runnable (more publishes read in the same turn, pipelined or on other
+    /// connections), so a subscriber gets every message of the turn in one write, as it does
+    /// for the `Deliver`s of one inbox pass. One message per write costs ~10 µs of kernel time
+    /// per delivery here; batched, 2.4–2.9 µs (PERF.md, fanout at 10k subscribers).
+    pub async fn publish_batched(
+        self: &Rc<Self>,
+        topic: Arc<str>,
+        msgs: Vec<NewMsg>,
+    ) -> Result<Vec<Position>, Fail> {
+        self.publish_with(topic, msgs, true).await
+    }
+
+    async fn publish_with(
+        self: &Rc<Self>,
+        topic: Arc<str>,
+        msgs: Vec<NewMsg>,
+        batched: bool,
     ) -> Result<Vec<Position>, Fail> {
         let home = home_of(topic.as_bytes(), self.node.bus.shards());
         let deadline = Instant::now() + Duration::from_millis(self.node.cfg.publish_timeout_ms);
@@ -330,8 +358,15 @@ impl Shard {
             let r = if home == self.id {
                 let mut st = self.st.borrow_mut();
                 let r = self.home_publish(&mut st, &topic, msgs);
-                let policy = self.policy();
-                st.subs.flush(&policy);
+                // A connection the shard is ending closes as soon as its task runs: bytes
+                // queued for it cannot wait for the end of the turn.
+                if !batched || st.subs.must_flush_now() {
+                    let policy = self.policy();
+                    st.subs.flush(&policy);
+                } else {
+                    self.flush_wanted.set(true);
+                    self.node.bus.wake(self.id);
+                }
                 r
             } else {
                 let t = topic.clone();
@@ -578,7 +613,10 @@ async fn inbox_task(sh: Rc<Shard>) {
             bus.register(sh.id, cx.waker());
             // A command parked in the overflow queue since this wait began must end it too,
             // so the retry timer gets armed (a connection task wakes us after parking one).
-            if !bus.is_empty(sh.id) || (!retrying && sh.outq_nonempty.get()) {
+            if !bus.is_empty(sh.id)
+                || sh.flush_wanted.get()
+                || (!retrying && sh.outq_nonempty.get())
+            {
                 Poll::Ready(())
             } else {
                 Poll::Pending
@@ -601,6 +639,7 @@ async fn inbox_task(sh: Rc<Shard>) {
                 }
             }
             let policy = sh.policy();
+            sh.flush_wanted.set(false);
             st.subs.flush(&policy);
             if st.outq_len > 0 {
                 sh.retry_outq(&mut st);
@@ -697,6 +736,7 @@ pub async fn run(node: Arc<Node>, id: usize, listener: std::net::TcpListener) {
         draining: Signal::default(),
         outq_nonempty: Cell::new(false),
         ep,
+        flush_wanted: Cell::new(false),
     });
     refresh_date(&sh);
     monoio::spawn(inbox_task(sh.clone()));

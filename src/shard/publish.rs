@@ -143,7 +143,7 @@ pub async fn single(sh: &Rc<Shard>, req: &Req<'_>, a: &mut Answer<'_>, topic: St
         data: req.body.into(),
         binary,
     };
-    match sh.publish(Arc::from(topic), vec![msg]).await {
+    match sh.publish_batched(Arc::from(topic), vec![msg]).await {
         Ok(ps) => {
             a.send(
                 200,
@@ -230,7 +230,7 @@ pub async fn batch(sh: &Rc<Shard>, req: &Req<'_>, a: &mut Answer<'_>) -> Next {
     let n = groups.iter().map(|g| g.2.len()).sum();
     let mut ids = vec![Position::new(0, 0); n];
     for (topic, msgs, idx) in groups {
-        match sh.publish(topic, msgs).await {
+        match sh.publish_batched(topic, msgs).await {
             Ok(ps) => {
                 for (p, i) in ps.into_iter().zip(idx) {
                     ids[i] = p;

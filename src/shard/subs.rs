@@ -434,6 +434,15 @@ impl Subscribers {
         true
     }
 
+    /// Whether this pass holds bytes for a connection the shard is ending: its task closes as
+    /// soon as it sees the kill with an empty backlog, so such bytes (a raw WebSocket's reset
+    /// close frame) must be written before any connection task runs again.
+    pub fn must_flush_now(&self) -> bool {
+        self.dirty
+            .iter()
+            .any(|&k| self.outs.get(k).is_some_and(|o| o.kill.is_some()))
+    }
+
     /// Writes every connection's bytes queued in this pass: one syscall per connection.
     /// What the socket does not take goes to the connection's backlog and its task is woken to
     /// wait for writability.

@@ -112,6 +112,12 @@ pub struct FanoutArgs {
     /// topic's messages go out in order).
     #[arg(long, default_value_t = 4)]
     pub pub_connections: usize,
+    /// Publishes in flight per publisher connection (HTTP/1.1 pipelining; order is kept). 1:
+    /// each publish waits for the previous answer, which caps the offered rate at one message
+    /// per topic per server round trip. More lets messages queue up at a busy server as they
+    /// would with many independent publishers.
+    #[arg(long, default_value_t = 1)]
+    pub pub_pipeline: usize,
     /// Seconds to wait for deliveries after the last message's intended send time.
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
@@ -123,6 +129,10 @@ pub struct FanoutArgs {
     /// Pause between "all subscribers up" and the first publish, ms.
     #[arg(long, default_value_t = 300)]
     pub settle_ms: u64,
+    /// The server's process ids (comma-separated, e.g. nginx's workers): their CPU time
+    /// (utime + stime) from the first publish to the end is reported, per delivery.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     #[command(flatten)]
     pub common: Common,
 }

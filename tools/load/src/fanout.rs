@@ -630,9 +630,11 @@ async fn publish(cfg: Rc<Cfg>, t0: u64, published: Rc<Cell<u64>>) -> PubReport {
         senders.push(tx);
         let (cfg, errors, hist, published) =
             (cfg.clone(), errors.clone(), hist.clone(), published.clone());
-        tasks.push(tokio::task::spawn_local(pub_conn(
-            cfg, rx, errors, hist, published,
-        )));
+        tasks.push(if cfg.a.pub_pipeline > 1 {
+            tokio::task::spawn_local(pub_conn_pipelined(cfg, rx, errors, hist, published))
+        } else {
+            tokio::task::spawn_local(pub_conn(cfg, rx, errors, hist, published))
+        });
     }
     let period = 1e9 / cfg.a.rate;
     let tt = cfg.a.topics as u64;
@@ -730,6 +732,111 @@ async fn pub_conn(
     }
 }
 
+/// A publisher connection with up to `--pub-pipeline` requests in flight: requests go out as
+/// they are due (several in one write when several are due), answers come back in order. A
+/// failed connection fails the publishes in flight on it (no retry: they may have been
+/// published) and the next ones use a new connection.
+async fn pub_conn_pipelined(
+    cfg: Rc<Cfg>,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    errors: Rc<Errors>,
+    hist: Rc<RefCell<Histogram<u64>>>,
+    published: Rc<Cell<u64>>,
+) {
+    let t = &cfg.publ;
+    let depth = cfg.a.pub_pipeline;
+    let mut conn: Option<Conn> = None;
+    let mut inflight: std::collections::VecDeque<u64> = Default::default();
+    let mut body = Vec::with_capacity(cfg.a.size + 64);
+    let mut req = Vec::with_capacity((cfg.a.size + 256) * depth);
+    let mut open = true;
+    loop {
+        // Fill the pipe with what is due; wait for a job only when nothing is in flight.
+        let mut unsent = 0;
+        while open && inflight.len() < depth {
+            let job = if inflight.is_empty() {
+                match rx.recv().await {
+                    Some(j) => j,
+                    None => {
+                        open = false;
+                        break;
+                    }
+                }
+            } else {
+                match rx.try_recv() {
+                    Ok(j) => j,
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            };
+            body.clear();
+            encode_payload(job.seq, job.due_ns, job.topic as u64, cfg.a.size, &mut body);
+            let path = t.path(&cfg.topic(job.topic));
+            http::encode_request("POST", &t.host, &path, &[], Some(&body), &mut req);
+            inflight.push_back(job.due_ns);
+            unsent += 1;
+        }
+        if inflight.is_empty() {
+            return;
+        }
+        let mut c = match conn.take() {
+            Some(c) => c,
+            None => match net::connect(t.addr, None).await {
+                Ok(s) => Conn::new(s),
+                Err(e) => {
+                    // Only the requests not yet sent can be in `req`: the pipe was empty.
+                    let why = net::io_fail("publish connect", e);
+                    for _ in 0..inflight.len() {
+                        errors.add(&why);
+                    }
+                    inflight.clear();
+                    req.clear();
+                    continue;
+                }
+            },
+        };
+        let r = async {
+            if unsent > 0 {
+                c.write_all(&req).await?;
+            }
+            let h = c.read_head().await?;
+            c.read_body(&h).await?;
+            Ok::<_, Fail>(h)
+        }
+        .await;
+        req.clear();
+        let due = inflight.pop_front().unwrap_or_default();
+        match r {
+            Ok(h) => {
+                if (200..300).contains(&h.status) {
+                    published.set(published.get() + 1);
+                    stats::record(&mut hist.borrow_mut(), mono_ns().saturating_sub(due));
+                } else {
+                    errors.add(&format!("publish status {}", h.status));
+                }
+                if h.close {
+                    for _ in 0..inflight.len() {
+                        errors.add("publish: connection closed with requests in flight");
+                    }
+                    inflight.clear();
+                } else {
+                    conn = Some(c);
+                }
+            }
+            Err(e) => {
+                errors.add(&format!("publish: {e}"));
+                for _ in 0..inflight.len() {
+                    errors.add(&format!("publish: {e}"));
+                }
+                inflight.clear();
+            }
+        }
+    }
+}
+
 /// The parent: starts workers, waits for them to connect, publishes, merges, prints.
 pub async fn run(cfg: Rc<Cfg>) -> Result<serde_json::Value, String> {
     let env = &cfg.env;
@@ -756,6 +863,9 @@ pub async fn run(cfg: Rc<Cfg>) -> Result<serde_json::Value, String> {
         cfg.messages, cfg.a.rate
     ));
     tokio::time::sleep(Duration::from_millis(cfg.a.settle_ms)).await;
+    let mut load_pids = w.pids();
+    load_pids.push(std::process::id());
+    let cpu_before = CpuSnapshot::take(&cfg.a.server_pid, &load_pids);
     let t0 = mono_ns() + 20_000_000;
     w.broadcast(Down::Go { t0_ns: t0 });
     let published = Rc::new(Cell::new(0u64));
@@ -797,17 +907,97 @@ pub async fn run(cfg: Rc<Cfg>) -> Result<serde_json::Value, String> {
         w.broadcast(Down::Stop);
         w.pump_until(None, |w| w.all_reported(), |_| {}).await;
     }
+    // Before reaping: a worker that exited is a zombie until then, and keeps its CPU times.
+    let cpu_after = CpuSnapshot::take(&cfg.a.server_pid, &load_pids);
     w.reap().await;
-    Ok(summary(
-        &cfg,
-        &w,
-        pub_report,
-        t0,
-        planned_end,
-        !finished,
-        up,
-        failed,
-    ))
+    let mut v = summary(&cfg, &w, pub_report, t0, planned_end, !finished, up, failed);
+    let delivered = v["deliveries"].as_u64().unwrap_or(0);
+    if let Some(o) = v.as_object_mut() {
+        o.extend(cpu_fields(&cpu_before, &cpu_after, delivered));
+    }
+    Ok(v)
+}
+
+/// CPU time of the server, of this tool (parent and workers) and of the machine at one moment.
+struct CpuSnapshot {
+    at_ns: u64,
+    /// None when a server process could not be read (gone, or no --server-pid).
+    server_ticks: Option<u64>,
+    load_ticks: Option<u64>,
+    machine: Option<stats::MachineTicks>,
+}
+
+impl CpuSnapshot {
+    fn take(server: &[u32], load: &[u32]) -> CpuSnapshot {
+        let ticks = |pids: &[u32]| -> Option<u64> {
+            if pids.is_empty() {
+                return None;
+            }
+            pids.iter().try_fold(0, |sum, pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                Some(sum + stats::parse_stat_cpu_ticks(&stat)?)
+            })
+        };
+        CpuSnapshot {
+            at_ns: mono_ns(),
+            server_ticks: ticks(server),
+            load_ticks: ticks(load),
+            machine: std::fs::read_to_string("/proc/stat")
+                .ok()
+                .and_then(|s| stats::parse_proc_stat(&s)),
+        }
+    }
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// The report's CPU fields: seconds and µs per delivery for the server and for this tool, and
+/// how many cores the machine was busy (and stolen by the hypervisor) over the same window.
+/// Ticks are 10 ms, so a window of a few seconds is what makes these exact to a percent.
+fn cpu_fields(
+    a: &CpuSnapshot,
+    b: &CpuSnapshot,
+    delivered: u64,
+) -> serde_json::Map<String, serde_json::Value> {
+    let hz = clock_ticks_per_sec();
+    let secs = (b.at_ns - a.at_ns) as f64 / 1e9;
+    let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
+    let cpu = |x: Option<u64>, y: Option<u64>| {
+        let s = y?.checked_sub(x?)? as f64 / hz;
+        Some(s)
+    };
+    let per = |s: Option<f64>| {
+        s.filter(|_| delivered > 0)
+            .map(|s| r3(s * 1e6 / delivered as f64))
+    };
+    let server = cpu(a.server_ticks, b.server_ticks);
+    let load = cpu(a.load_ticks, b.load_ticks);
+    let (busy, steal) = match (a.machine, b.machine) {
+        (Some(x), Some(y)) => (
+            Some(y.busy.saturating_sub(x.busy) as f64 / hz / secs),
+            Some(y.steal.saturating_sub(x.steal) as f64 / hz / secs),
+        ),
+        _ => (None, None),
+    };
+    let mut m = serde_json::Map::new();
+    m.insert("cpu_window_seconds".into(), json!(r3(secs)));
+    m.insert("server_cpu_seconds".into(), json!(server.map(r3)));
+    m.insert("server_us_per_delivery".into(), json!(per(server)));
+    m.insert("server_cores".into(), json!(server.map(|s| r3(s / secs))));
+    m.insert("load_cpu_seconds".into(), json!(load.map(r3)));
+    m.insert("load_us_per_delivery".into(), json!(per(load)));
+    m.insert("load_cores".into(), json!(load.map(|s| r3(s / secs))));
+    m.insert("machine_busy_cores".into(), json!(busy.map(r3)));
+    m.insert("machine_steal_cores".into(), json!(steal.map(r3)));
+    m
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -884,6 +1074,8 @@ fn summary(
         "topics": cfg.a.topics,
         "messages": cfg.messages,
         "rate": cfg.a.rate,
+        "pub_connections": cfg.a.pub_connections,
+        "pub_pipeline": cfg.a.pub_pipeline,
         "size": cfg.a.size,
         "processes": w.len(),
         "connected": up,

@@ -177,6 +177,11 @@ impl Workers {
         }
     }
 
+    /// The worker processes' ids (none when the worker runs in this process).
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().filter_map(|c| c.id()).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.downs.len()
     }

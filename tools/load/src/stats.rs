@@ -123,9 +123,66 @@ pub fn parse_sockstat(s: &str) -> Option<Sockstat> {
     Some(st)
 }
 
+/// utime + stime of a process (all its threads), in clock ticks, from /proc/PID/stat.
+///
+/// The command name (field 2) may hold spaces and parentheses, so fields are counted from the
+/// last `)`: after it come state (field 3) … utime (14), stime (15).
+pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace().skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The machine's CPU time from the `cpu ` line of /proc/stat, in clock ticks.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MachineTicks {
+    /// Everything but idle, iowait and steal.
+    pub busy: u64,
+    /// Time the hypervisor ran someone else while this VM wanted the CPU.
+    pub steal: u64,
+}
+
+pub fn parse_proc_stat(s: &str) -> Option<MachineTicks> {
+    let line = s.lines().find_map(|l| l.strip_prefix("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice]: guest time is already
+    // counted in user and nice.
+    if v.len() < 8 {
+        return None;
+    }
+    Some(MachineTicks {
+        busy: v[0] + v[1] + v[2] + v[5] + v[6],
+        steal: v[7],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_cpu_ticks_counts_from_the_last_paren() {
+        let stat = "4242 (ring cast) (x)) S 1 4242 4242 0 -1 4194560 1 0 0 0 731 269 0 0 20 0 3 0";
+        assert_eq!(parse_stat_cpu_ticks(stat), Some(1000));
+        assert_eq!(parse_stat_cpu_ticks("1 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn proc_stat_busy_excludes_idle_iowait_and_steal() {
+        let s = "cpu  100 5 50 1000 7 3 2 11 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        assert_eq!(
+            parse_proc_stat(s),
+            Some(MachineTicks {
+                busy: 160,
+                steal: 11
+            })
+        );
+    }
 
     #[test]
     fn histogram_round_trip_through_pairs() {
