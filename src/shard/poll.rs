@@ -292,7 +292,7 @@ impl Drop for LongPollGuard<'_> {
         if let Some(sk) = self.sub {
             self.sh.unsubscribe(sk);
         }
-        self.sh.st.borrow_mut().subs.outs.try_remove(self.out);
+        self.sh.st.borrow_mut().subs.remove_out(self.out);
     }
 }
 

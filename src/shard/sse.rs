@@ -209,7 +209,7 @@ impl Drop for StreamGuard<'_> {
         if self.out == usize::MAX {
             return;
         }
-        let out = self.sh.st.borrow_mut().subs.outs.try_remove(self.out);
+        let out = self.sh.st.borrow_mut().subs.remove_out(self.out);
         let Some(out) = out else { return };
         for &sk in &out.subs {
             self.sh.unsubscribe(sk);

@@ -434,6 +434,18 @@ impl Subscribers {
         true
     }
 
+    /// Removes a connection's `Out`, with any bytes still queued for it in this pass: a pass
+    /// may outlive a task switch (see `Shard::publish_batched`), and its slab key may be reused
+    /// by the next connection before the flush.
+    pub fn remove_out(&mut self, k: usize) -> Option<Out> {
+        let out = self.outs.try_remove(k)?;
+        if out.dirty {
+            self.pass.retain(|(key, _)| *key != k);
+            self.dirty.retain(|&key| key != k);
+        }
+        Some(out)
+    }
+
     /// Whether this pass holds bytes for a connection the shard is ending: its task closes as
     /// soon as it sees the kill with an empty backlog, so such bytes (a raw WebSocket's reset
     /// close frame) must be written before any connection task runs again.
@@ -737,5 +749,46 @@ mod bound_tests {
         assert!(o.admit(100, 100));
         o.queued += 100;
         assert!(!o.admit(1, 100));
+    }
+}
+
+#[cfg(test)]
+mod pass_tests {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Bytes queued for a connection that ends before the flush never reach the connection
+    /// that reuses its slab key.
+    #[test]
+    fn a_removed_connection_takes_its_queued_bytes_with_it() {
+        let metrics = ShardMetrics::default();
+        let p = Policy {
+            limit: 1 << 20,
+            slow: SlowClient::Disconnect,
+            metrics: &metrics,
+            bounds: HistoryBounds {
+                messages: 10,
+                bytes: 1 << 20,
+                age: Duration::from_secs(60),
+            },
+        };
+        let (old_srv, _old_client) = UnixStream::pair().unwrap();
+        let (new_srv, mut new_client) = UnixStream::pair().unwrap();
+        let mut s = Subscribers::default();
+        let k = s.outs.insert(Out::new(old_srv.as_raw_fd(), Format::Sse));
+        assert!(s.queue_raw(k, Rc::from(&b"for the old one\n"[..]), &p));
+        s.remove_out(k);
+        let k2 = s.outs.insert(Out::new(new_srv.as_raw_fd(), Format::Sse));
+        assert_eq!(k, k2, "the slab reuses the key");
+        assert!(s.queue_raw(k2, Rc::from(&b"new\n"[..]), &p));
+        s.flush(&p);
+        new_client.set_nonblocking(true).unwrap();
+        let mut got = [0u8; 64];
+        let n = new_client.read(&mut got).unwrap();
+        assert_eq!(&got[..n], b"new\n");
     }
 }
