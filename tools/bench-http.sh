@@ -9,7 +9,8 @@
 # With TARGET=poll, ringcast answers a short poll instead: one 128-byte message is published to
 # topic `t` first, and wrk asks `GET /poll/t?since=EPOCH:0` (a one-message JSON answer with an
 # ETag) — issue 6's short-polling target, still beside nginx `return 200`.
-# Usage: ROUNDS=3 [TARGET=healthz|poll] [RESULTS=results.jsonl] tools/bench-http.sh [duration-seconds] [connections]
+# BIN=path runs another ringcast build; ALL_CORES=0 skips the all-cores runs.
+# Usage: ROUNDS=3 [TARGET=healthz|poll] [BIN=...] [ALL_CORES=0] [RESULTS=results.jsonl] tools/bench-http.sh [duration-seconds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -19,7 +20,7 @@ TARGET=${TARGET:-healthz}
 PORT_RC=18480
 PORT_NG=18481
 N=$(nproc)
-BIN=target/release/ringcast
+BIN=${BIN:-target/release/ringcast}
 [ -x "$BIN" ] || cargo build --release -q
 
 to_us() { # wrk latency (777.00us, 2.89ms, 1.05s) -> microseconds
@@ -88,6 +89,7 @@ run_wrk "nginx 1 worker" "http://127.0.0.1:$PORT_NG/healthz" 1 "$NG_PID"
 PORT=$PORT_NG tools/peers/nginx/run.sh stop >/dev/null 2>&1
 
 # All cores.
+[ "${ALL_CORES:-1}" = 0 ] && continue
 start_ringcast "$N"
 run_wrk "ringcast --shards $N" "http://127.0.0.1:$PORT_RC$RC_PATH" "" "$RC_PID"
 stop_ringcast

@@ -469,21 +469,33 @@ impl Shard {
         Some(w)
     }
 
-    /// Ends a subscription; the last one of a topic here tells the topic's home.
+    /// Ends a subscription; when the shard's interest in the topic ends, tells its home.
     pub fn unsubscribe(&self, sk: usize) {
         let mut st = self.st.borrow_mut();
         if let Some(topic) = st.subs.unsubscribe(sk) {
-            let home = home_of(topic.as_bytes(), self.node.bus.shards());
-            if home != self.id {
-                self.send(
-                    &mut st,
-                    home,
-                    Cmd::Unsubscribe {
-                        topic,
-                        from: self.id as u16,
-                    },
-                );
-            }
+            self.interest_ended(&mut st, topic);
+        }
+    }
+
+    fn interest_ended(&self, st: &mut State, topic: Arc<str>) {
+        let home = home_of(topic.as_bytes(), self.node.bus.shards());
+        if home != self.id {
+            self.send(
+                st,
+                home,
+                Cmd::Unsubscribe {
+                    topic,
+                    from: self.id as u16,
+                },
+            );
+        }
+    }
+
+    /// Ends the interests that outlived their last subscriber (see `Subscribers::unsubscribe`).
+    fn sweep_idle_interest(&self) {
+        let mut st = self.st.borrow_mut();
+        for topic in st.subs.sweep_idle_interest() {
+            self.interest_ended(&mut st, topic);
         }
     }
 
@@ -631,6 +643,7 @@ async fn ticker_task(sh: Rc<Shard>) {
         refresh_date(&sh);
         monoio::time::sleep(Duration::from_secs(1)).await;
         tick += 1;
+        sh.sweep_idle_interest();
         free_idle_topics(&sh);
         let hb = sh.node.cfg.heartbeat_secs;
         if hb > 0 && tick % hb == 0 {
