@@ -21,6 +21,7 @@ pub mod wire;
 pub mod ws;
 
 use std::cell::{Cell, RefCell};
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -181,19 +182,21 @@ impl Shard {
         st: &'a mut State,
         topic: &Arc<str>,
     ) -> Result<&'a mut HomeTopic, PublishError> {
-        if !st.homes.contains_key(topic) {
-            let n = self.node.topics.fetch_add(1, Ordering::Relaxed);
-            if n >= self.node.cfg.max_topics {
-                self.node.topics.fetch_sub(1, Ordering::Relaxed);
-                return Err(PublishError::TooManyTopics);
+        // One hash of the topic per poll or publish (a lookup, then an insert, hashed twice).
+        match st.homes.entry(topic.clone()) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(v) => {
+                let n = self.node.topics.fetch_add(1, Ordering::Relaxed);
+                if n >= self.node.cfg.max_topics {
+                    self.node.topics.fetch_sub(1, Ordering::Relaxed);
+                    return Err(PublishError::TooManyTopics);
+                }
+                st.epoch_counter += 1;
+                let epoch = home::new_epoch(self.node.seed, topic, st.epoch_counter);
+                self.metrics().inc(M::Topics);
+                Ok(v.insert(HomeTopic::new(epoch, Instant::now())))
             }
-            st.epoch_counter += 1;
-            let epoch = home::new_epoch(self.node.seed, topic, st.epoch_counter);
-            st.homes
-                .insert(topic.clone(), HomeTopic::new(epoch, Instant::now()));
-            self.metrics().inc(M::Topics);
         }
-        Ok(st.homes.get_mut(topic).expect("inserted above"))
     }
 
     fn home_publish(
