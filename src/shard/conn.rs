@@ -701,6 +701,41 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
     // Streams take the socket once their head is written (after earlier pipelined answers).
     let is_sse = matches!(r, Route::Sse(_));
     let next = match r {
+        Route::Poll(topic) => {
+            // A long poll may wait: answers to earlier pipelined requests go first.
+            if c.flush().await.is_err() {
+                return Next::Done;
+            }
+            let mut a = Answer {
+                http10: head.minor_version == 0,
+                out: &mut c.wbuf,
+                keep_alive,
+                head_only,
+                date: sh.date.get(),
+                cors: None,
+            };
+            let req = Req {
+                buf: &c.rbuf[..consumed],
+                head,
+                body: &[],
+                peer: c.peer,
+            };
+            let prepared = poll::prepare(&sh, &req, &mut a, topic);
+            // The request is read: its bytes go, and the read buffer back to the pool, before
+            // the poll may wait for another shard (a burst of re-polls waiting on the home
+            // emptied the pool, and the 16 KiB buffers it then allocated and freed were most of
+            // the malloc time in the long-poll profile).
+            c.rbuf.drain(..consumed.min(c.rbuf.len()));
+            release_buf(&sh, &mut c.rbuf);
+            let next = match prepared {
+                Ok(p) => poll::run(&sh, p, &mut a, c.fd).await,
+                Err(next) => next,
+            };
+            if matches!(next, Next::LongPoll(_)) || keep_alive {
+                return next;
+            }
+            return Next::Close;
+        }
         Route::Sse(topic) | Route::Ws(topic) => {
             let prepare = if is_sse { sse::prepare } else { ws::prepare };
             let buf = std::mem::take(&mut c.rbuf);
@@ -715,10 +750,6 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
             n
         }
         other => {
-            if matches!(other, Route::Poll(_)) && c.flush().await.is_err() {
-                // A long poll may wait: answers to earlier pipelined requests go first.
-                return Next::Done;
-            }
             let buf = std::mem::take(&mut c.rbuf);
             let req = Req {
                 buf: &buf[..consumed],
@@ -751,8 +782,7 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
                 }
                 Route::Publish(topic) => publish::single(&sh, &req, &mut a, topic).await,
                 Route::PublishBatch => publish::batch(&sh, &req, &mut a).await,
-                Route::Poll(topic) => poll::handle(&sh, &req, &mut a, topic, c.fd).await,
-                _ => unreachable!("streams handled above"),
+                _ => unreachable!("polls and streams handled above"),
             };
             c.rbuf = buf;
             n
@@ -763,10 +793,6 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
     }
     if c.rbuf.len() >= consumed {
         c.rbuf.drain(..consumed);
-    }
-    if matches!(next, Next::LongPoll(_)) {
-        // Answered (keep-alive or close) when its news comes.
-        return next;
     }
     if !keep_alive {
         return Next::Close;

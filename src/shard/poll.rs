@@ -121,19 +121,29 @@ fn fail(a: &mut Answer<'_>, f: Fail) -> Next {
     Next::KeepAlive
 }
 
-pub async fn handle(
-    sh: &Rc<Shard>,
+/// A poll request, read: everything it needs once its bytes are gone.
+pub struct PollReq {
+    topic: Arc<str>,
+    since: Since,
+    limit: usize,
+    wait: u64,
+    if_none_match: Option<Vec<u8>>,
+}
+
+/// Checks a poll request and takes what it needs from it; `Err` is the answer already written
+/// (403, 400).
+pub fn prepare(
+    sh: &Shard,
     req: &Req<'_>,
     a: &mut Answer<'_>,
     topic: String,
-    fd: RawFd,
-) -> Next {
+) -> Result<PollReq, Next> {
     match cors(sh, req.buf, req.head) {
         Ok(c) => a.cors = c,
         Err(_) => {
             sh.metrics().inc(M::BadRequests);
             a.error(403, "origin not allowed");
-            return Next::KeepAlive;
+            return Err(Next::KeepAlive);
         }
     }
     let q = req.query();
@@ -147,18 +157,34 @@ pub async fn handle(
         _ => {
             sh.metrics().inc(M::BadRequests);
             a.error(400, "limit and wait must be whole numbers");
-            return Next::KeepAlive;
+            return Err(Next::KeepAlive);
         }
     };
-    let inm = req.header("if-none-match");
-    let topic: Arc<str> = Arc::from(topic);
+    Ok(PollReq {
+        topic: Arc::from(topic),
+        since,
+        limit,
+        wait,
+        if_none_match: req.header("if-none-match").map(<[u8]>::to_vec),
+    })
+}
+
+/// Answers a poll at once, or returns the long poll that waits for news.
+pub async fn run(sh: &Rc<Shard>, p: PollReq, a: &mut Answer<'_>, fd: RawFd) -> Next {
+    let PollReq {
+        topic,
+        since,
+        limit,
+        wait,
+        if_none_match,
+    } = p;
     if wait == 0 || since == Since::Bad {
         return match sh.window(topic, since, limit).await {
             Ok(w) => {
                 if w.reset {
                     sh.metrics().inc(M::Resets);
                 }
-                answer(a, &w.msgs, w.reset, w.current, inm);
+                answer(a, &w.msgs, w.reset, w.current, if_none_match.as_deref());
                 Next::KeepAlive
             }
             Err(f) => fail(a, f),
