@@ -180,6 +180,12 @@ pub struct Policy<'a> {
 pub struct Recent {
     /// No subscriber here at the last sweep (see [`Subscribers::sweep_idle_interest`]).
     idle: bool,
+    /// The run outlived its last subscriber here and no window from the home has been applied
+    /// since: it is exact for positions inside it, but its end is not "now" (a message the home
+    /// published may still be on its way here), so a window from now is the home's to answer.
+    /// A new connection then starts after every message published before it subscribed, as it
+    /// did when the interest ended with the last subscriber.
+    unsynced: bool,
     epoch: u64,
     /// Offset just before the first message of `ring` (the newest offset when it is empty).
     base: u64,
@@ -222,6 +228,7 @@ impl Recent {
         self.evict(now, b);
         let current = Position::new(self.epoch, self.last());
         let from = match since {
+            Since::None if self.unsynced => return None,
             Since::None => current.offset,
             Since::At(p)
                 if p.epoch == self.epoch && p.offset >= self.base && p.offset <= self.last() =>
@@ -269,9 +276,14 @@ impl Subscribers {
         if let Some(i) = list.iter().position(|&k| k == key) {
             list.swap_remove(i);
         }
-        if list.is_empty() && !self.recent.contains_key(&sub.topic) {
-            self.topics.remove(&sub.topic);
-            return Some(sub.topic);
+        if list.is_empty() {
+            match self.recent.get_mut(&sub.topic) {
+                Some(r) => r.unsynced = true,
+                None => {
+                    self.topics.remove(&sub.topic);
+                    return Some(sub.topic);
+                }
+            }
         }
         None
     }
@@ -310,7 +322,13 @@ impl Subscribers {
         let Some(sub) = self.subs.get(sk) else {
             return;
         };
-        if self.recent.contains_key(&sub.topic) || !self.topics.contains_key(&sub.topic) {
+        if let Some(r) = self.recent.get_mut(&sub.topic) {
+            // The home's window came in inbox order, behind every message it sent before:
+            // the run reaches the home's "now" again.
+            r.unsynced = false;
+            return;
+        }
+        if !self.topics.contains_key(&sub.topic) {
             return;
         }
         let contiguous = w.msgs.last().is_some_and(|m| m.pos == w.current);
@@ -325,6 +343,7 @@ impl Subscribers {
             sub.topic.clone(),
             Recent {
                 idle: false,
+                unsynced: false,
                 epoch: w.current.epoch,
                 base,
                 ring,
@@ -651,6 +670,7 @@ mod tests {
         let b = bounds(3);
         let mut r = Recent {
             idle: false,
+            unsynced: false,
             epoch: 7,
             base: 10,
             ring: Ring::default(),
@@ -709,12 +729,21 @@ mod tests {
         s.seed_recent(a, &w);
         assert_eq!(s.unsubscribe(a), None, "kept for its run");
         assert!(s.topics["t"].is_empty());
-        // A poll coming back is answered from the run.
+        // A poll coming back is answered from the run; a window from "now" is not, until a
+        // window from the home has been applied.
         let (b, _) = s.subscribe(1, topic.clone());
         let w = s
             .local_window("t", Since::At(Position::new(7, 0)), 10, &bounds(10))
             .unwrap();
         assert_eq!(offsets(&w), [1]);
+        assert!(s.local_window("t", Since::None, 10, &bounds(10)).is_none());
+        let home = Window {
+            reset: false,
+            msgs: vec![],
+            current: Position::new(7, 1),
+        };
+        s.seed_recent(b, &home);
+        assert!(s.local_window("t", Since::None, 10, &bounds(10)).is_some());
         assert_eq!(s.unsubscribe(b), None);
         assert!(s.sweep_idle_interest().is_empty(), "first sweep marks it");
         let (c, _) = s.subscribe(2, topic.clone());
@@ -743,6 +772,7 @@ mod tests {
         };
         let mut r = Recent {
             idle: false,
+            unsynced: false,
             epoch: 1,
             base: 0,
             ring: Ring::default(),
