@@ -652,6 +652,51 @@ fn long_poll_answers_on_publish_times_out_with_204_and_frees_on_disconnect() {
     );
 }
 
+/// The connection loop answers a waiting long poll and then serves what came behind it: a
+/// request pipelined behind the poll waits for the poll's answer (responses in request order),
+/// and the same connection goes on with keep-alive after a timeout (204) too.
+#[test]
+fn long_poll_then_pipelined_and_keep_alive_requests_on_one_connection() {
+    let srv = Server::start(&["--shards", "2", "--longpoll-max-secs", "1"]);
+    let start = current(&srv, "lpp");
+    let mut s = srv.connect();
+    // The poll and a /healthz behind it, in one write.
+    write!(
+        s,
+        "GET /poll/lpp?since={start}&wait=30 HTTP/1.1\r\nHost: t\r\n\r\n\
+         GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+    )
+    .unwrap();
+    assert_eq!(
+        srv.wait_metric("ringcast_longpoll_waiting", 1, Duration::from_secs(5)),
+        1
+    );
+    let id = srv.publish("lpp", b"first");
+    let r = read_response(&mut s, false).expect("poll answer");
+    assert_eq!(r.status, 200);
+    assert_eq!(msgs(&r.json()), [(id.clone(), "first".to_string())]);
+    let r = read_response(&mut s, false).expect("healthz answer");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"ok\n"[..]));
+    // Same connection: a poll that times out (204), then one answered at once.
+    write!(
+        s,
+        "GET /poll/lpp?since={id}&wait=1 HTTP/1.1\r\nHost: t\r\n\r\n"
+    )
+    .unwrap();
+    let r = read_response(&mut s, false).expect("204");
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("x-ringcast-next"), Some(id.as_str()));
+    let id2 = srv.publish("lpp", b"second");
+    write!(
+        s,
+        "GET /poll/lpp?since={id}&wait=1 HTTP/1.1\r\nHost: t\r\n\r\n"
+    )
+    .unwrap();
+    let r = read_response(&mut s, false).expect("poll answer");
+    assert_eq!(msgs(&r.json()), [(id2, "second".to_string())]);
+    assert_eq!(srv.metric("ringcast_longpoll_waiting"), 0);
+}
+
 // ---- order ----------------------------------------------------------------------------------
 
 #[test]

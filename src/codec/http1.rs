@@ -884,20 +884,37 @@ pub fn write_response(
     head_only: bool,
     date: &[u8],
 ) {
+    write_response_head(out, status, headers, body.len(), keep_alive, date);
+    if !head_only && !bodyless(status) {
+        out.extend_from_slice(body);
+    }
+}
+
+/// Whether `status` never has a body (1xx, 204, 304).
+pub fn bodyless(status: u16) -> bool {
+    (100..200).contains(&status) || status == 204 || status == 304
+}
+
+/// The head [`write_response`] writes for a body of `body_len` bytes, without the body: for a
+/// caller that writes the body itself.
+pub fn write_response_head(
+    out: &mut Vec<u8>,
+    status: u16,
+    headers: &[(&str, &[u8])],
+    body_len: usize,
+    keep_alive: bool,
+    date: &[u8],
+) {
     write_status_and_headers(out, status, headers, date);
-    let bodyless = (100..200).contains(&status) || status == 204 || status == 304;
-    if !bodyless {
+    if !bodyless(status) {
         out.extend_from_slice(b"Content-Length: ");
-        write_decimal(out, body.len() as u64);
+        write_decimal(out, body_len as u64);
         out.extend_from_slice(b"\r\n");
     }
     if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if !head_only && !bodyless {
-        out.extend_from_slice(body);
-    }
 }
 
 /// Writes a status line and headers with no `Content-Length` and no body, for streams (SSE,

@@ -119,6 +119,8 @@ pub enum Next {
     Sse(sse::Plan),
     /// Become a WebSocket: the 101 is in `wbuf`.
     Ws(ws::Plan),
+    /// A long poll waits for news: the connection loop answers it when it comes (see `fill`).
+    LongPoll(poll::Waiting),
 }
 
 /// One request, as handlers see it.
@@ -152,11 +154,40 @@ pub struct Answer<'a> {
 
 impl Answer<'_> {
     pub fn send(&mut self, status: u16, headers: &[(&str, &[u8])], body: &[u8]) {
+        self.head(status, headers, body.len());
+        if !self.head_only && !http1::bodyless(status) {
+            self.out.extend_from_slice(body);
+        }
+    }
+
+    /// `send` for a body that `body` writes straight into the output buffer, so it needs no
+    /// buffer of its own: the body is written first, the head after it, and the two swap
+    /// places (a memmove of a few hundred bytes instead of an allocation per answer).
+    pub fn send_with(
+        &mut self,
+        status: u16,
+        headers: &[(&str, &[u8])],
+        body: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let start = self.out.len();
+        body(self.out);
+        let body_len = self.out.len() - start;
+        self.head(status, headers, body_len);
+        let head_len = self.out.len() - start - body_len;
+        self.out[start..].rotate_right(head_len);
+        if self.head_only || http1::bodyless(status) {
+            self.out.truncate(start + head_len);
+        }
+    }
+
+    /// The head of an answer with a `body_len`-byte body: `headers`, plus what HTTP/1.0
+    /// keep-alive and CORS need.
+    fn head(&mut self, status: u16, headers: &[(&str, &[u8])], body_len: usize) {
         if self.http10 && self.keep_alive {
             let mut h: Vec<(&str, &[u8])> = headers.to_vec();
             h.push(("Connection", b"keep-alive"));
             self.http10 = false;
-            self.send(status, &h, body);
+            self.head(status, &h, body_len);
             self.http10 = true;
             return;
         }
@@ -167,24 +198,15 @@ impl Answer<'_> {
             if origin != b"*" {
                 h.push(("Access-Control-Expose-Headers", b"ETag, X-Ringcast-Next"));
             }
-            http1::write_response(
-                self.out,
-                status,
-                &h,
-                body,
-                self.keep_alive,
-                self.head_only,
-                &self.date,
-            );
+            http1::write_response_head(self.out, status, &h, body_len, self.keep_alive, &self.date);
             self.cors = Some(origin);
         } else {
-            http1::write_response(
+            http1::write_response_head(
                 self.out,
                 status,
                 headers,
-                body,
+                body_len,
                 self.keep_alive,
-                self.head_only,
                 &self.date,
             );
         }
@@ -223,24 +245,29 @@ pub enum ReadErr {
     Draining,
 }
 
-impl Conn {
-    fn take_buf(&mut self) {
-        if self.rbuf.capacity() == 0 {
-            if let Some(b) = self.sh.st.borrow_mut().bufpool.pop() {
-                self.rbuf = b;
-            }
+/// Lends a pooled read buffer to `rbuf` if it has none.
+fn take_buf(sh: &Shard, rbuf: &mut Vec<u8>) {
+    if rbuf.capacity() == 0 {
+        if let Some(b) = sh.st.borrow_mut().bufpool.pop() {
+            *rbuf = b;
         }
     }
+}
 
-    /// Gives an empty read buffer back to the pool so an idle connection holds none.
-    fn release_buf(&mut self) {
-        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
-            let b = std::mem::take(&mut self.rbuf);
-            let mut st = self.sh.st.borrow_mut();
-            if b.capacity() <= MAX_POOLED_BUFFER_BYTES && st.bufpool.len() < MAX_POOLED_BUFFERS {
-                st.bufpool.push(b);
-            }
+/// Gives an empty read buffer back to the pool so an idle connection holds none.
+fn release_buf(sh: &Shard, rbuf: &mut Vec<u8>) {
+    if rbuf.is_empty() && rbuf.capacity() > 0 {
+        let b = std::mem::take(rbuf);
+        let mut st = sh.st.borrow_mut();
+        if b.capacity() <= MAX_POOLED_BUFFER_BYTES && st.bufpool.len() < MAX_POOLED_BUFFERS {
+            st.bufpool.push(b);
         }
+    }
+}
+
+impl Conn {
+    fn release_buf(&mut self) {
+        release_buf(&self.sh, &mut self.rbuf);
     }
 
     pub async fn flush(&mut self) -> std::io::Result<()> {
@@ -272,41 +299,107 @@ impl Conn {
     /// node starts draining. With `eager`, a read is tried before waiting: worth it when bytes
     /// are likely there already (a new connection, the rest of a body), a wasted syscall when
     /// the peer is waiting for our answer first (keep-alive ping-pong).
+    ///
+    /// With a long poll `waiting`, the same readiness wait first serves the poll: it watches
+    /// for the client leaving (then the poll is freed and the connection ends) while the poll
+    /// waits for news or its deadline; the answer is written and the readiness poll, still
+    /// armed, goes on to wait for the next request — one armed poll per request, never a
+    /// cancelled one. Bytes the client sends behind its long poll stay unread until the poll
+    /// is answered (responses leave in request order).
     pub async fn fill(
         &mut self,
         deadline: Instant,
         idle: bool,
         eager: bool,
+        waiting: &mut Option<poll::Waiting>,
     ) -> Result<usize, ReadErr> {
-        let mut try_read = eager;
+        let mut deadline = deadline;
+        // Readiness has fired (or the caller asks for a read first): try a read.
+        let mut try_read = eager && waiting.is_none();
+        let mut ready = std::pin::pin!(self.stream.readable(false));
+        // `ready` is armed and has not fired.
+        let mut armed = !try_read;
         loop {
+            if let Some(w) = waiting.as_ref() {
+                release_buf(&self.sh, &mut self.rbuf);
+                let fired = if armed {
+                    monoio::select! {
+                        _ = w.news() => None,
+                        _ = monoio::time::sleep_until(w.deadline.into()) => None,
+                        r = &mut ready => Some(r),
+                    }
+                } else {
+                    monoio::select! {
+                        _ = w.news() => None,
+                        _ = monoio::time::sleep_until(w.deadline.into()) => None,
+                    }
+                };
+                if let Some(r) = fired {
+                    armed = false;
+                    if r.is_err() || io::peer_closed(self.fd) {
+                        *waiting = None;
+                        return Err(ReadErr::Gone);
+                    }
+                    // A request pipelined behind the poll: read it once the poll is answered.
+                    try_read = true;
+                    continue;
+                }
+                let w = waiting.take().expect("checked above");
+                let keep_alive = w.keep_alive;
+                w.answer(&mut self.wbuf);
+                let written = io::write_all(&self.stream, self.fd, &self.wbuf).await;
+                self.wbuf.clear();
+                if self.wbuf.capacity() > MAX_POOLED_BUFFER_BYTES {
+                    self.wbuf = Vec::new();
+                }
+                if written.is_err() {
+                    return Err(ReadErr::Gone);
+                }
+                if !keep_alive || self.sh.is_draining() {
+                    io::shutdown_write(self.fd);
+                    return Err(ReadErr::Gone);
+                }
+                if !self.rbuf.is_empty() {
+                    // The next request is here already.
+                    return Ok(0);
+                }
+                deadline = Instant::now() + Duration::from_secs(self.sh.node.cfg.idle_timeout_secs);
+                continue;
+            }
             if try_read {
-                self.take_buf();
+                take_buf(&self.sh, &mut self.rbuf);
                 match io::read_some(self.fd, &mut self.rbuf, READ_CHUNK_BYTES) {
                     Ok(ReadOutcome::Data(n)) => return Ok(n),
                     Ok(ReadOutcome::Eof) | Err(_) => return Err(ReadErr::Gone),
                     Ok(ReadOutcome::WouldBlock) => {}
                 }
             }
-            try_read = true;
-            self.release_buf();
+            release_buf(&self.sh, &mut self.rbuf);
+            // From here on `ready` is armed: the wait below ends only by returning or by
+            // readiness firing (which sets `armed` and `try_read` again).
+            if !armed {
+                ready.set(self.stream.readable(false));
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(ReadErr::Timeout);
             }
-            let ready = if idle {
+            let fired = if idle {
                 monoio::select! {
-                    r = monoio::time::timeout(left, self.stream.readable(false)) => Some(r),
+                    r = monoio::time::timeout(left, &mut ready) => Some(r),
                     _ = self.sh.draining.wait() => None,
                 }
             } else {
-                Some(monoio::time::timeout(left, self.stream.readable(false)).await)
+                Some(monoio::time::timeout(left, &mut ready).await)
             };
-            match ready {
+            match fired {
                 None => return Err(ReadErr::Draining),
                 Some(Err(_)) => return Err(ReadErr::Timeout),
                 Some(Ok(Err(_))) => return Err(ReadErr::Gone),
-                Some(Ok(Ok(()))) => {}
+                Some(Ok(Ok(()))) => {
+                    armed = false;
+                    try_read = true;
+                }
             }
         }
     }
@@ -341,11 +434,13 @@ pub async fn serve(sh: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let header_timeout = Duration::from_secs(sh.node.cfg.header_timeout_secs);
     let idle_timeout = Duration::from_secs(sh.node.cfg.idle_timeout_secs);
     let mut first = true;
+    // A long poll waiting for news; `fill` answers it.
+    let mut waiting: Option<poll::Waiting> = None;
     loop {
         // ---- a head ----------------------------------------------------------------------
         let mut started: Option<Instant> = if first { Some(Instant::now()) } else { None };
         loop {
-            if !c.rbuf.is_empty() {
+            if waiting.is_none() && !c.rbuf.is_empty() {
                 started.get_or_insert_with(Instant::now);
                 match http1::parse_head(&c.rbuf, &lim, &mut head) {
                     Ok(Status::Complete) => break,
@@ -368,7 +463,8 @@ pub async fn serve(sh: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                 Some(t) => (t + header_timeout, false),
                 None => (Instant::now() + idle_timeout, true),
             };
-            match c.fill(deadline, idle, first || !c.rbuf.is_empty()).await {
+            let eager = first || !c.rbuf.is_empty();
+            match c.fill(deadline, idle, eager, &mut waiting).await {
                 Ok(_) => {}
                 Err(ReadErr::Timeout) if started.is_some() => {
                     sh.metrics().inc(M::Timeouts);
@@ -394,6 +490,7 @@ pub async fn serve(sh: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                 return;
             }
             Next::Done => return,
+            Next::LongPoll(w) => waiting = Some(w),
             // A stream continues in a task of its own, sized for the stream alone: a task is
             // as large as its future's largest state, and the request states (long polls,
             // cross-shard publishes) would otherwise be paid by every idle stream.
@@ -463,7 +560,7 @@ async fn read_body(
             }
             while c.rbuf.len() < start + n {
                 let d = deadline();
-                c.fill(d, false, true)
+                c.fill(d, false, true, &mut None)
                     .await
                     .map_err(|_| (408, "request body not received in time"))?;
             }
@@ -486,7 +583,7 @@ async fn read_body(
                     return Ok(pos);
                 }
                 let d = deadline();
-                c.fill(d, false, true)
+                c.fill(d, false, true, &mut None)
                     .await
                     .map_err(|_| (408, "request body not received in time"))?;
             }
@@ -610,6 +707,41 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
     // Streams take the socket once their head is written (after earlier pipelined answers).
     let is_sse = matches!(r, Route::Sse(_));
     let next = match r {
+        Route::Poll(topic) => {
+            // A long poll may wait: answers to earlier pipelined requests go first.
+            if c.flush().await.is_err() {
+                return Next::Done;
+            }
+            let mut a = Answer {
+                http10: head.minor_version == 0,
+                out: &mut c.wbuf,
+                keep_alive,
+                head_only,
+                date: sh.date.get(),
+                cors: None,
+            };
+            let req = Req {
+                buf: &c.rbuf[..consumed],
+                head,
+                body: &[],
+                peer: c.peer,
+            };
+            let prepared = poll::prepare(&sh, &req, &mut a, topic);
+            // The request is read: its bytes go, and the read buffer back to the pool, before
+            // the poll may wait for another shard (a burst of re-polls waiting on the home
+            // emptied the pool, and the 16 KiB buffers it then allocated and freed were most of
+            // the malloc time in the long-poll profile).
+            c.rbuf.drain(..consumed.min(c.rbuf.len()));
+            release_buf(&sh, &mut c.rbuf);
+            let next = match prepared {
+                Ok(p) => poll::run(&sh, p, &mut a, c.fd).await,
+                Err(next) => next,
+            };
+            if matches!(next, Next::LongPoll(_)) || keep_alive {
+                return next;
+            }
+            return Next::Close;
+        }
         Route::Sse(topic) | Route::Ws(topic) => {
             let prepare = if is_sse { sse::prepare } else { ws::prepare };
             let buf = std::mem::take(&mut c.rbuf);
@@ -624,10 +756,6 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
             n
         }
         other => {
-            if matches!(other, Route::Poll(_)) && c.flush().await.is_err() {
-                // A long poll may wait: answers to earlier pipelined requests go first.
-                return Next::Done;
-            }
             let buf = std::mem::take(&mut c.rbuf);
             let req = Req {
                 buf: &buf[..consumed],
@@ -660,8 +788,7 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
                 }
                 Route::Publish(topic) => publish::single(&sh, &req, &mut a, topic).await,
                 Route::PublishBatch => publish::batch(&sh, &req, &mut a).await,
-                Route::Poll(topic) => poll::handle(&sh, &req, &mut a, topic, c.fd, &c.stream).await,
-                _ => unreachable!("streams handled above"),
+                _ => unreachable!("polls and streams handled above"),
             };
             c.rbuf = buf;
             n
@@ -755,5 +882,64 @@ fn preflight(c: &mut Conn, head: &Head) -> Next {
         Next::KeepAlive
     } else {
         Next::Close
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `send_with` (body first, then swapped behind the head) writes exactly what `send` does,
+    /// for every combination of HTTP/1.0, CORS, HEAD and a bodyless status.
+    #[test]
+    fn send_with_matches_send() {
+        let body = b"{\"messages\":[],\"next\":\"a:1\"}";
+        for status in [200u16, 204, 304] {
+            for http10 in [false, true] {
+                for head_only in [false, true] {
+                    for cors in [None, Some(b"*".to_vec()), Some(b"http://x".to_vec())] {
+                        let answer = |out: &mut Vec<u8>| {
+                            Answer {
+                                out: &mut *out,
+                                keep_alive: true,
+                                http10,
+                                head_only,
+                                date: [b'D'; 29],
+                                cors: cors.clone(),
+                            }
+                            .send(
+                                status,
+                                &[("ETag", b"\"a:1\"")],
+                                body,
+                            )
+                        };
+                        let answer_with = |out: &mut Vec<u8>| {
+                            Answer {
+                                out: &mut *out,
+                                keep_alive: true,
+                                http10,
+                                head_only,
+                                date: [b'D'; 29],
+                                cors: cors.clone(),
+                            }
+                            .send_with(
+                                status,
+                                &[("ETag", b"\"a:1\"")],
+                                |o| o.extend_from_slice(body),
+                            )
+                        };
+                        // After an earlier pipelined answer, too.
+                        let (mut a, mut b) = (b"earlier".to_vec(), b"earlier".to_vec());
+                        answer(&mut a);
+                        answer_with(&mut b);
+                        assert_eq!(
+                            String::from_utf8_lossy(&a),
+                            String::from_utf8_lossy(&b),
+                            "{status} http10={http10} head={head_only}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -23,6 +23,7 @@ pub mod wire;
 pub mod ws;
 
 use std::cell::{Cell, RefCell};
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -188,19 +189,21 @@ impl Shard {
         st: &'a mut State,
         topic: &Arc<str>,
     ) -> Result<&'a mut HomeTopic, PublishError> {
-        if !st.homes.contains_key(topic) {
-            let n = self.node.topics.fetch_add(1, Ordering::Relaxed);
-            if n >= self.node.cfg.max_topics {
-                self.node.topics.fetch_sub(1, Ordering::Relaxed);
-                return Err(PublishError::TooManyTopics);
+        // One hash of the topic per poll or publish (a lookup, then an insert, hashed twice).
+        match st.homes.entry(topic.clone()) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(v) => {
+                let n = self.node.topics.fetch_add(1, Ordering::Relaxed);
+                if n >= self.node.cfg.max_topics {
+                    self.node.topics.fetch_sub(1, Ordering::Relaxed);
+                    return Err(PublishError::TooManyTopics);
+                }
+                st.epoch_counter += 1;
+                let epoch = home::new_epoch(self.node.seed, topic, st.epoch_counter);
+                self.metrics().inc(M::Topics);
+                Ok(v.insert(HomeTopic::new(epoch, Instant::now())))
             }
-            st.epoch_counter += 1;
-            let epoch = home::new_epoch(self.node.seed, topic, st.epoch_counter);
-            st.homes
-                .insert(topic.clone(), HomeTopic::new(epoch, Instant::now()));
-            self.metrics().inc(M::Topics);
         }
-        Ok(st.homes.get_mut(topic).expect("inserted above"))
     }
 
     fn home_publish(
@@ -508,21 +511,33 @@ impl Shard {
         Some(w)
     }
 
-    /// Ends a subscription; the last one of a topic here tells the topic's home.
+    /// Ends a subscription; when the shard's interest in the topic ends, tells its home.
     pub fn unsubscribe(&self, sk: usize) {
         let mut st = self.st.borrow_mut();
         if let Some(topic) = st.subs.unsubscribe(sk) {
-            let home = home_of(topic.as_bytes(), self.node.bus.shards());
-            if home != self.id {
-                self.send(
-                    &mut st,
-                    home,
-                    Cmd::Unsubscribe {
-                        topic,
-                        from: self.id as u16,
-                    },
-                );
-            }
+            self.interest_ended(&mut st, topic);
+        }
+    }
+
+    fn interest_ended(&self, st: &mut State, topic: Arc<str>) {
+        let home = home_of(topic.as_bytes(), self.node.bus.shards());
+        if home != self.id {
+            self.send(
+                st,
+                home,
+                Cmd::Unsubscribe {
+                    topic,
+                    from: self.id as u16,
+                },
+            );
+        }
+    }
+
+    /// Ends the interests that outlived their last subscriber (see `Subscribers::unsubscribe`).
+    fn sweep_idle_interest(&self) {
+        let mut st = self.st.borrow_mut();
+        for topic in st.subs.sweep_idle_interest() {
+            self.interest_ended(&mut st, topic);
         }
     }
 
@@ -674,6 +689,7 @@ async fn ticker_task(sh: Rc<Shard>) {
         refresh_date(&sh);
         monoio::time::sleep(Duration::from_secs(1)).await;
         tick += 1;
+        sh.sweep_idle_interest();
         free_idle_topics(&sh);
         let hb = sh.node.cfg.heartbeat_secs;
         if hb > 0 && tick % hb == 0 {

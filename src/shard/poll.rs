@@ -13,15 +13,13 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
-
-use crate::codec::position::Position;
+use crate::codec::position::{Position, MAX_POSITION_BYTES};
 use crate::codec::route;
 use crate::fanout::{MsgRef, Since};
 use crate::metrics::M;
 use crate::shard::conn::{cors, Answer, Next, Req};
 use crate::shard::subs::{Format, Out};
-use crate::shard::{io, wire, Fail, Shard};
+use crate::shard::{wire, Fail, Shard};
 
 /// Reads `since`-like query parameters: absent, unreadable, or a position.
 pub fn since_of(v: Option<&[u8]>) -> Since {
@@ -46,32 +44,45 @@ fn number(q: &[u8], name: &str) -> Result<Option<u64>, ()> {
     }
 }
 
-/// The poll answer body.
-pub fn body(msgs: &[MsgRef], reset: bool, next: Position) -> Vec<u8> {
-    let mut out = Vec::with_capacity(32 + msgs.iter().map(|m| m.data.len() + 48).sum::<usize>());
+/// Appends the poll answer body to `out`.
+pub fn write_body(msgs: &[MsgRef], reset: bool, next: Position, out: &mut Vec<u8>) {
+    out.reserve(32 + msgs.iter().map(|m| m.data.len() + 48).sum::<usize>());
     out.extend_from_slice(b"{\"messages\":[");
     for (i, m) in msgs.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        wire::poll_message(m, &mut out);
+        wire::poll_message(m, out);
     }
     out.extend_from_slice(b"],\"next\":\"");
-    next.write(&mut out);
+    next.write(out);
     out.push(b'"');
     if reset {
         out.extend_from_slice(b",\"reset\":true");
     }
     out.push(b'}');
-    out
 }
 
-fn etag(p: Position) -> Vec<u8> {
-    let mut v = Vec::with_capacity(26);
-    v.push(b'"');
-    p.write(&mut v);
-    v.push(b'"');
-    v
+/// The ETag of a topic at `p`: the position, quoted (no allocation).
+struct Etag {
+    buf: [u8; MAX_POSITION_BYTES + 2],
+    len: usize,
+}
+
+impl Etag {
+    fn new(p: Position) -> Etag {
+        let mut pos = [0u8; MAX_POSITION_BYTES];
+        let n = p.encode(&mut pos);
+        let mut buf = [0u8; MAX_POSITION_BYTES + 2];
+        buf[0] = b'"';
+        buf[1..=n].copy_from_slice(&pos[..n]);
+        buf[n + 1] = b'"';
+        Etag { buf, len: n + 2 }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 /// `If-None-Match` holds `tag` (weak or strong, in a list, or `*`).
@@ -85,19 +96,20 @@ fn matches_etag(inm: &[u8], tag: &[u8]) -> bool {
 
 fn answer(a: &mut Answer<'_>, msgs: &[MsgRef], reset: bool, current: Position, inm: Option<&[u8]>) {
     let next = msgs.last().map_or(current, |m| m.pos);
-    let tag = etag(current);
-    if msgs.is_empty() && !reset && inm.is_some_and(|v| matches_etag(v, &tag)) {
-        a.send(304, &[("ETag", &tag), ("Cache-Control", b"no-cache")], b"");
+    let tag = Etag::new(current);
+    let tag = tag.as_bytes();
+    if msgs.is_empty() && !reset && inm.is_some_and(|v| matches_etag(v, tag)) {
+        a.send(304, &[("ETag", tag), ("Cache-Control", b"no-cache")], b"");
         return;
     }
-    a.send(
+    a.send_with(
         200,
         &[
             ("Content-Type", b"application/json"),
             ("Cache-Control", b"no-cache"),
-            ("ETag", &tag),
+            ("ETag", tag),
         ],
-        &body(msgs, reset, next),
+        |out| write_body(msgs, reset, next, out),
     );
 }
 
@@ -109,20 +121,29 @@ fn fail(a: &mut Answer<'_>, f: Fail) -> Next {
     Next::KeepAlive
 }
 
-pub async fn handle(
-    sh: &Rc<Shard>,
+/// A poll request, read: everything it needs once its bytes are gone.
+pub struct PollReq {
+    topic: Arc<str>,
+    since: Since,
+    limit: usize,
+    wait: u64,
+    if_none_match: Option<Vec<u8>>,
+}
+
+/// Checks a poll request and takes what it needs from it; `Err` is the answer already written
+/// (403, 400).
+pub fn prepare(
+    sh: &Shard,
     req: &Req<'_>,
     a: &mut Answer<'_>,
     topic: String,
-    fd: RawFd,
-    stream: &TcpStream,
-) -> Next {
+) -> Result<PollReq, Next> {
     match cors(sh, req.buf, req.head) {
         Ok(c) => a.cors = c,
         Err(_) => {
             sh.metrics().inc(M::BadRequests);
             a.error(403, "origin not allowed");
-            return Next::KeepAlive;
+            return Err(Next::KeepAlive);
         }
     }
     let q = req.query();
@@ -136,18 +157,34 @@ pub async fn handle(
         _ => {
             sh.metrics().inc(M::BadRequests);
             a.error(400, "limit and wait must be whole numbers");
-            return Next::KeepAlive;
+            return Err(Next::KeepAlive);
         }
     };
-    let inm = req.header("if-none-match");
-    let topic: Arc<str> = Arc::from(topic);
+    Ok(PollReq {
+        topic: Arc::from(topic),
+        since,
+        limit,
+        wait,
+        if_none_match: req.header("if-none-match").map(<[u8]>::to_vec),
+    })
+}
+
+/// Answers a poll at once, or returns the long poll that waits for news.
+pub async fn run(sh: &Rc<Shard>, p: PollReq, a: &mut Answer<'_>, fd: RawFd) -> Next {
+    let PollReq {
+        topic,
+        since,
+        limit,
+        wait,
+        if_none_match,
+    } = p;
     if wait == 0 || since == Since::Bad {
         return match sh.window(topic, since, limit).await {
             Ok(w) => {
                 if w.reset {
                     sh.metrics().inc(M::Resets);
                 }
-                answer(a, &w.msgs, w.reset, w.current, inm);
+                answer(a, &w.msgs, w.reset, w.current, if_none_match.as_deref());
                 Next::KeepAlive
             }
             Err(f) => fail(a, f),
@@ -160,135 +197,116 @@ pub async fn handle(
         .subs
         .outs
         .insert(Out::new(fd, Format::LongPoll));
-    let guard = LongPollGuard {
-        sh,
+    // Frees the connection state if the subscribe below never completes (client gone).
+    let mut waiting = Waiting {
+        sh: sh.clone(),
         out: ok,
         sub: None,
+        counted: false,
+        deadline: Instant::now(),
+        limit,
+        current: Position::new(0, 0),
+        keep_alive: a.keep_alive,
+        http10: a.http10,
+        head_only: a.head_only,
+        cors: None,
     };
-    let sub = sh.subscribe(ok, topic, since, limit).await;
-    let (sk, w) = match sub {
+    let (sk, w) = match sh.subscribe(ok, topic, since, limit).await {
         Ok(x) => x,
         Err(f) => return fail(a, f),
     };
-    let guard = LongPollGuard {
-        sub: Some(sk),
-        ..guard
-    };
+    waiting.sub = Some(sk);
     if w.reset || !w.msgs.is_empty() {
-        drop(guard);
+        drop(waiting);
         answer(a, &w.msgs, w.reset, w.current, None);
         return Next::KeepAlive;
     }
     sh.metrics().inc(M::LongPollWaiting);
-    let deadline = Instant::now() + Duration::from_secs(wait);
-    // The disconnect watch (a readiness poll, cancelled when a message comes) is armed only
-    // once the poll has waited WATCH_PEER_AFTER: on a busy topic most polls are answered
-    // sooner, and the arm + cancel was a tenth of the long-poll profile at 10k clients.
-    let armed_at = Instant::now() + WATCH_PEER_AFTER;
-    let mut watch_peer = Watch::Later;
-    let woke = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let msg = std::future::poll_fn(|cx| {
-            let mut st = sh.st.borrow_mut();
-            let out = &mut st.subs.outs[ok];
+    waiting.counted = true;
+    waiting.deadline = Instant::now() + Duration::from_secs(wait);
+    waiting.current = w.current;
+    waiting.cors = a.cors.take();
+    Next::LongPoll(waiting)
+}
+
+/// A long poll waiting for news, held by its connection loop (`conn::Conn::fill`), which waits
+/// for it together with the socket's readiness: the one armed readiness poll is both the
+/// disconnect watch of the wait and the wait for the connection's next request, so a long poll
+/// costs no extra poll and no cancellation. (Arming a separate watch and cancelling it when a
+/// message came was 8% of the server's profile at 10k long polls: io_uring's cancel looks the
+/// poll up among every armed one.) Dropping it — answered, or the client gone — frees the
+/// subscription and the connection state.
+pub struct Waiting {
+    sh: Rc<Shard>,
+    out: usize,
+    sub: Option<usize>,
+    /// Counted in `ringcast_longpoll_waiting`.
+    counted: bool,
+    /// When the wait ends with a 204.
+    pub deadline: Instant,
+    limit: usize,
+    /// The topic's position when the wait began (the 204's `X-Ringcast-Next`).
+    current: Position,
+    /// The request let the connection be kept after the answer.
+    pub keep_alive: bool,
+    http10: bool,
+    head_only: bool,
+    cors: Option<Vec<u8>>,
+}
+
+impl Waiting {
+    /// Ready once a message came for the poll, or the shard wants the connection closed
+    /// (draining): either way it is time to answer.
+    pub fn news(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            let mut st = self.sh.st.borrow_mut();
+            let out = &mut st.subs.outs[self.out];
             if !out.polled.is_empty() || out.kill.is_some() {
                 Poll::Ready(())
             } else {
                 out.waker = Some(cx.waker().clone());
                 Poll::Pending
             }
-        });
-        let w = match watch_peer {
-            Watch::Now => monoio::select! {
-                _ = msg => Wake::Message,
-                _ = monoio::time::sleep(left) => Wake::Timeout,
-                r = stream.readable(false) => {
-                    if r.is_err() || io::peer_closed(fd) { Wake::Gone } else { Wake::PeerData }
-                }
-            },
-            Watch::Later => {
-                let until_arm = armed_at.saturating_duration_since(Instant::now());
-                if until_arm < left {
-                    monoio::select! {
-                        _ = msg => Wake::Message,
-                        _ = monoio::time::sleep(until_arm) => Wake::Arm,
-                    }
-                } else {
-                    monoio::select! {
-                        _ = msg => Wake::Message,
-                        _ = monoio::time::sleep(left) => Wake::Timeout,
-                    }
-                }
-            }
-            Watch::Never => monoio::select! {
-                _ = msg => Wake::Message,
-                _ = monoio::time::sleep(left) => Wake::Timeout,
-            },
+        })
+    }
+
+    /// Writes the answer — the messages that came, or a 204 with the position to poll from
+    /// next — into `out`, and frees the poll.
+    pub fn answer(mut self, out: &mut Vec<u8>) {
+        let mut msgs = std::mem::take(&mut self.sh.st.borrow_mut().subs.outs[self.out].polled);
+        let mut a = Answer {
+            out,
+            keep_alive: self.keep_alive,
+            http10: self.http10,
+            head_only: self.head_only,
+            date: self.sh.date.get(),
+            cors: self.cors.take(),
         };
-        match w {
-            Wake::Arm => watch_peer = Watch::Now,
-            // A pipelined request behind the poll: stop watching, answer in order later.
-            Wake::PeerData => watch_peer = Watch::Never,
-            other => break other,
-        }
-    };
-    sh.metrics().dec(M::LongPollWaiting);
-    let mut msgs = std::mem::take(&mut sh.st.borrow_mut().subs.outs[ok].polled);
-    drop(guard);
-    match woke {
-        Wake::Gone => Next::Done,
-        _ if msgs.is_empty() => {
+        if msgs.is_empty() {
             let mut next = Vec::with_capacity(24);
-            w.current.write(&mut next);
-            let tag = etag(w.current);
+            self.current.write(&mut next);
+            let tag = Etag::new(self.current);
             a.send(
                 204,
                 &[
                     ("X-Ringcast-Next", &next),
-                    ("ETag", &tag),
+                    ("ETag", tag.as_bytes()),
                     ("Cache-Control", b"no-cache"),
                 ],
                 b"",
             );
-            Next::KeepAlive
-        }
-        _ => {
-            msgs.truncate(limit);
-            answer(a, &msgs, false, w.current, None);
-            Next::KeepAlive
+        } else {
+            msgs.truncate(self.limit);
+            answer(&mut a, &msgs, false, self.current, None);
         }
     }
 }
 
-/// How long a long poll waits before it watches for its client leaving.
-const WATCH_PEER_AFTER: Duration = Duration::from_millis(50);
-
-#[derive(Clone, Copy)]
-enum Watch {
-    Later,
-    Now,
-    Never,
-}
-
-enum Wake {
-    Message,
-    Timeout,
-    /// Time to arm the disconnect watch.
-    Arm,
-    /// The client disconnected while waiting.
-    Gone,
-    PeerData,
-}
-
-/// Frees a long poll's subscription and connection state however the wait ends.
-struct LongPollGuard<'a> {
-    sh: &'a Shard,
-    out: usize,
-    sub: Option<usize>,
-}
-
-impl Drop for LongPollGuard<'_> {
+impl Drop for Waiting {
     fn drop(&mut self) {
+        if self.counted {
+            self.sh.metrics().dec(M::LongPollWaiting);
+        }
         if let Some(sk) = self.sub {
             self.sh.unsubscribe(sk);
         }
@@ -302,13 +320,14 @@ mod tests {
 
     #[test]
     fn etags() {
-        let tag = etag(Position::new(0xab, 3));
+        let tag = Etag::new(Position::new(0xab, 3));
+        let tag = tag.as_bytes();
         assert_eq!(tag, b"\"ab:3\"");
-        assert!(matches_etag(b"\"ab:3\"", &tag));
-        assert!(matches_etag(b"W/\"ab:3\"", &tag));
-        assert!(matches_etag(b"\"x\", \"ab:3\"", &tag));
-        assert!(matches_etag(b"*", &tag));
-        assert!(!matches_etag(b"\"ab:4\"", &tag));
+        assert!(matches_etag(b"\"ab:3\"", tag));
+        assert!(matches_etag(b"W/\"ab:3\"", tag));
+        assert!(matches_etag(b"\"x\", \"ab:3\"", tag));
+        assert!(matches_etag(b"*", tag));
+        assert!(!matches_etag(b"\"ab:4\"", tag));
     }
 
     #[test]

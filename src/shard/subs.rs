@@ -192,12 +192,20 @@ pub struct Policy<'a> {
 }
 
 /// The contiguous run of a remote-homed topic's messages that this shard has received since
-/// its interest in the topic began. While the topic has subscribers here, the home sends this
-/// shard every message after the window it seeded the run with, in order, so the run has no
-/// gap; a window inside it (a long poll's re-request, an SSE reconnect) is answered here, with
+/// its interest in the topic began. While the interest lasts (its subscribers here, and one to
+/// two sweeps after the last one left), the home sends this shard every message after the
+/// window it seeded the run with, in order, so the run has no gap; a window inside it (a long poll's re-request, an SSE reconnect) is answered here, with
 /// no round trip to the home. Bounded by the same history bounds as the home's ring. Anything
 /// it cannot answer (an older position, another epoch, a bad one) goes to the home.
 pub struct Recent {
+    /// No subscriber here at the last sweep (see [`Subscribers::sweep_idle_interest`]).
+    idle: bool,
+    /// The run outlived its last subscriber here and no window from the home has been applied
+    /// since: it is exact for positions inside it, but its end is not "now" (a message the home
+    /// published may still be on its way here), so a window from now is the home's to answer.
+    /// A new connection then starts after every message published before it subscribed, as it
+    /// did when the interest ended with the last subscriber.
+    unsynced: bool,
     epoch: u64,
     /// Offset just before the first message of `ring` (the newest offset when it is empty).
     base: u64,
@@ -240,6 +248,7 @@ impl Recent {
         self.evict(now, b);
         let current = Position::new(self.epoch, self.last());
         let from = match since {
+            Since::None if self.unsynced => return None,
             Since::None => current.offset,
             Since::At(p)
                 if p.epoch == self.epoch && p.offset >= self.base && p.offset <= self.last() =>
@@ -272,7 +281,15 @@ impl Subscribers {
         (key, list.len() == 1)
     }
 
-    /// Removes a subscription; returns its topic if it was the last one here.
+    /// Removes a subscription; returns its topic if it was the last one here and the shard's
+    /// interest in the topic ends now (the home must be told).
+    ///
+    /// The interest in a remote-homed topic with a run of received messages outlives its last
+    /// subscriber until the next sweeps ([`Self::sweep_idle_interest`]): a long poll leaves
+    /// and comes back for every message, and when one message answers all of a topic's polls
+    /// here, the list empties just before the re-polls arrive. Ending the interest then cost
+    /// an `Unsubscribe` to the home, the run, and a window round trip for the next poll (35% of
+    /// the re-polls of remote-homed topics at 2k long polls).
     pub fn unsubscribe(&mut self, key: usize) -> Option<Arc<str>> {
         let sub = self.subs.try_remove(key)?;
         let list = self.topics.get_mut(&sub.topic)?;
@@ -280,12 +297,43 @@ impl Subscribers {
             list.swap_remove(i);
         }
         if list.is_empty() {
-            self.topics.remove(&sub.topic);
-            // Interest ends: the run of received messages may get a gap from now on.
-            self.recent.remove(&sub.topic);
-            return Some(sub.topic);
+            match self.recent.get_mut(&sub.topic) {
+                Some(r) => r.unsynced = true,
+                None => {
+                    self.topics.remove(&sub.topic);
+                    return Some(sub.topic);
+                }
+            }
         }
         None
+    }
+
+    /// Ends the interest in remote-homed topics that had no subscriber here at this sweep and
+    /// the one before (so an interest outlives its last subscriber by one to two sweep
+    /// periods); returns those topics, whose homes must be told. Until then the home keeps
+    /// sending every message, so the run stays exact.
+    pub fn sweep_idle_interest(&mut self) -> Vec<Arc<str>> {
+        let mut ended = Vec::new();
+        let Subscribers { topics, recent, .. } = self;
+        topics.retain(|topic, list| {
+            let r = recent.get_mut(topic);
+            if !list.is_empty() {
+                if let Some(r) = r {
+                    r.idle = false;
+                }
+                return true;
+            }
+            if let Some(r) = r {
+                if !r.idle {
+                    r.idle = true;
+                    return true;
+                }
+                recent.remove(topic);
+            }
+            ended.push(topic.clone());
+            false
+        });
+        ended
     }
 
     /// Starts the run of received messages for a remote-homed topic from the window its home
@@ -294,7 +342,13 @@ impl Subscribers {
         let Some(sub) = self.subs.get(sk) else {
             return;
         };
-        if self.recent.contains_key(&sub.topic) || !self.topics.contains_key(&sub.topic) {
+        if let Some(r) = self.recent.get_mut(&sub.topic) {
+            // The home's window came in inbox order, behind every message it sent before:
+            // the run reaches the home's "now" again.
+            r.unsynced = false;
+            return;
+        }
+        if !self.topics.contains_key(&sub.topic) {
             return;
         }
         let contiguous = w.msgs.last().is_some_and(|m| m.pos == w.current);
@@ -308,6 +362,8 @@ impl Subscribers {
         self.recent.insert(
             sub.topic.clone(),
             Recent {
+                idle: false,
+                unsynced: false,
                 epoch: w.current.epoch,
                 base,
                 ring,
@@ -335,6 +391,7 @@ impl Subscribers {
         };
         if let Some(r) = self.recent.get_mut(&msg.topic) {
             if !r.push(msg, &p.bounds) {
+                // With no subscriber left, the next sweep ends the interest.
                 self.recent.remove(&msg.topic);
             }
         }
@@ -653,6 +710,8 @@ mod tests {
         let t0 = Instant::now();
         let b = bounds(3);
         let mut r = Recent {
+            idle: false,
+            unsynced: false,
             epoch: 7,
             base: 10,
             ring: Ring::default(),
@@ -695,6 +754,55 @@ mod tests {
         assert!(!r.push(&msg(8, 15, t0), &b));
     }
 
+    /// A remote-homed topic's interest (and its run) outlives its last subscriber by one to
+    /// two sweeps; a topic with no run ends its interest with its last subscriber.
+    #[test]
+    fn interest_outlives_the_last_subscriber_until_two_sweeps() {
+        let t0 = Instant::now();
+        let mut s = Subscribers::default();
+        let topic: Arc<str> = Arc::from("t");
+        let (a, _) = s.subscribe(0, topic.clone());
+        let w = Window {
+            reset: false,
+            msgs: vec![msg(7, 1, t0)],
+            current: Position::new(7, 1),
+        };
+        s.seed_recent(a, &w);
+        assert_eq!(s.unsubscribe(a), None, "kept for its run");
+        assert!(s.topics["t"].is_empty());
+        // A poll coming back is answered from the run; a window from "now" is not, until a
+        // window from the home has been applied.
+        let (b, _) = s.subscribe(1, topic.clone());
+        let w = s
+            .local_window("t", Since::At(Position::new(7, 0)), 10, &bounds(10))
+            .unwrap();
+        assert_eq!(offsets(&w), [1]);
+        assert!(s.local_window("t", Since::None, 10, &bounds(10)).is_none());
+        let home = Window {
+            reset: false,
+            msgs: vec![],
+            current: Position::new(7, 1),
+        };
+        s.seed_recent(b, &home);
+        assert!(s.local_window("t", Since::None, 10, &bounds(10)).is_some());
+        assert_eq!(s.unsubscribe(b), None);
+        assert!(s.sweep_idle_interest().is_empty(), "first sweep marks it");
+        let (c, _) = s.subscribe(2, topic.clone());
+        assert!(s.sweep_idle_interest().is_empty(), "a subscriber: kept");
+        assert_eq!(s.unsubscribe(c), None);
+        assert!(s.sweep_idle_interest().is_empty());
+        assert_eq!(
+            s.sweep_idle_interest(),
+            std::slice::from_ref(&topic),
+            "second empty sweep"
+        );
+        assert!(s.topics.is_empty() && s.recent.is_empty());
+        // No run (a home's topic, or a broken run): the last subscriber ends the interest.
+        let (d, _) = s.subscribe(3, topic.clone());
+        assert_eq!(s.unsubscribe(d), Some(topic));
+        assert!(s.topics.is_empty());
+    }
+
     #[test]
     fn recent_ages_out_like_the_home() {
         let t0 = Instant::now();
@@ -704,6 +812,8 @@ mod tests {
             age: Duration::from_secs(5),
         };
         let mut r = Recent {
+            idle: false,
+            unsynced: false,
             epoch: 1,
             base: 0,
             ring: Ring::default(),

@@ -69,9 +69,7 @@ pub fn reset(f: Format, topic: &str, current: Position, out: &mut Vec<u8>) {
 
 /// Writes `p` into `buf` and returns the written prefix (no allocation).
 pub fn pos_bytes(p: Position, buf: &mut [u8; crate::codec::position::MAX_POSITION_BYTES]) -> &[u8] {
-    let mut cur = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(cur, "{p}");
-    let n = cur.position() as usize;
+    let n = p.encode(buf);
     &buf[..n]
 }
 
@@ -110,7 +108,9 @@ pub fn envelope(m: &Msg, out: &mut Vec<u8>) {
 
 /// `"id":..,"event"?:..,"data":..,"encoding"?:..}` — the end of a message object.
 fn message_fields(m: &Msg, out: &mut Vec<u8>) {
-    let _ = write!(out, "\"id\":\"{}\"", m.pos);
+    out.extend_from_slice(b"\"id\":\"");
+    m.pos.write(out);
+    out.push(b'"');
     if let Some(e) = &m.event {
         out.extend_from_slice(b",\"event\":");
         json_str(e, out);
