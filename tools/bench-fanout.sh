@@ -12,7 +12,8 @@
 #   split      the same, server on core 0 (ringcast --shards 1, nchan 1 worker, axum 1 thread),
 #              the load tool on core 1: deliveries/s per server core.
 #   rate20     10k / 10 topics at 20 msg/s per topic (200k deliveries/s offered): latency.
-#   idle       1 subscriber, 1 topic, 100 msg/s: publish → receive latency on an idle server.
+#   idle       1 subscriber, 1 topic, 100 msg/s: publish → receive latency on an idle server
+#              (the publisher spins the last 1.5 ms before each send: --spin-us).
 #   perwrite   10k / 10 topics at 5 msg/s per topic on the split cores: one message per
 #              subscriber per flush; server µs per delivery beside ringcast-writecost's µs per
 #              write on the same core (9,000 loopback pairs), and the servers' write syscalls
@@ -120,7 +121,11 @@ for c in $CASES; do
     for tr in sse ws; do
       for s in $SERVERS; do
         start "$s" "$cores"
-        fanout "$c" "$s" "$r" "$tr" "$cpus" "$subs" "$topics" "$rate" "$msgs" "$timeout" "$procs"
+        extra=()
+        # Latency on an idle server: send each message on time to the microsecond (the load
+        # tool's timer alone would add up to 1 ms to every figure).
+        [ "$c" = idle ] && extra=(--spin-us 1500)
+        fanout "$c" "$s" "$r" "$tr" "$cpus" "$subs" "$topics" "$rate" "$msgs" "$timeout" "$procs" "${extra[@]}"
         stop "$s"
       done
     done

@@ -118,6 +118,12 @@ pub struct FanoutArgs {
     /// would with many independent publishers.
     #[arg(long, default_value_t = 1)]
     pub pub_pipeline: usize,
+    /// Wake this many microseconds before each message is due and spin (yielding) until it
+    /// is: the runtime's timer rounds sleeps up to the next millisecond, which adds up to 1 ms
+    /// to every latency measured from the intended send time. For latency runs at low rates
+    /// (the spinning costs the load tool CPU); 0: sleep only.
+    #[arg(long, default_value_t = 0)]
+    pub spin_us: u64,
     /// Seconds to wait for deliveries after the last message's intended send time.
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,

@@ -657,7 +657,13 @@ async fn publish(cfg: Rc<Cfg>, t0: u64, published: Rc<Cell<u64>>) -> PubReport {
         }
         if i < cfg.messages {
             let due = t0 + (i as f64 * period) as u64;
-            tokio::time::sleep_until(net::instant_at(due)).await;
+            let wake = due.saturating_sub(cfg.a.spin_us * 1000);
+            if wake > mono_ns() {
+                tokio::time::sleep_until(net::instant_at(wake)).await;
+            }
+            while cfg.a.spin_us > 0 && mono_ns() < due {
+                tokio::task::yield_now().await;
+            }
         }
     }
     drop(senders);
