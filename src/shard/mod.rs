@@ -301,7 +301,8 @@ impl Shard {
 
     /// Waits (bounded by `--publish-timeout-ms`) while the way to `home` is congested.
     async fn backpressure(&self, home: usize) -> Result<(), Fail> {
-        let deadline = Instant::now() + Duration::from_millis(self.node.cfg.publish_timeout_ms);
+        // Read the clock only once the way is found congested.
+        let mut deadline: Option<Instant> = None;
         loop {
             let congested = {
                 let st = self.st.borrow();
@@ -314,7 +315,8 @@ impl Shard {
             if !congested {
                 return Ok(());
             }
-            if Instant::now() >= deadline {
+            let timeout = Duration::from_millis(self.node.cfg.publish_timeout_ms);
+            if Instant::now() >= *deadline.get_or_insert_with(|| Instant::now() + timeout) {
                 self.metrics().inc(M::PublishOverload);
                 return Err(Fail::Overloaded);
             }
@@ -354,7 +356,8 @@ impl Shard {
         batched: bool,
     ) -> Result<Vec<Position>, Fail> {
         let home = home_of(topic.as_bytes(), self.node.bus.shards());
-        let deadline = Instant::now() + Duration::from_millis(self.node.cfg.publish_timeout_ms);
+        // Read the clock only when a busy home first hands the messages back.
+        let mut deadline: Option<Instant> = None;
         let mut msgs = msgs;
         loop {
             self.backpressure(home).await?;
@@ -390,7 +393,12 @@ impl Shard {
             match r {
                 Ok(ps) => return Ok(ps),
                 Err(Refused::TooManyTopics) => return Err(Fail::TooManyTopics),
-                Err(Refused::Busy(back)) if Instant::now() < deadline => {
+                Err(Refused::Busy(back))
+                    if Instant::now()
+                        < *deadline.get_or_insert_with(|| {
+                            Instant::now() + Duration::from_millis(self.node.cfg.publish_timeout_ms)
+                        }) =>
+                {
                     msgs = back;
                     monoio::time::sleep(OUTQ_RETRY).await;
                 }

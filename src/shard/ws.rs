@@ -373,8 +373,7 @@ impl Session {
                     return Some(End::Close(code.unwrap_or(ws::CLOSE_NORMAL)));
                 }
                 ws::Event::Message { binary } => {
-                    let data: Box<[u8]> = self.dec.message().into();
-                    self.dec.clear_message();
+                    let data = self.dec.take_message().into_boxed_slice();
                     if !self.v1 {
                         if !sh.node.cfg.client_publish() {
                             return Some(End::Close(ws::CLOSE_POLICY_VIOLATION));

@@ -230,6 +230,13 @@ impl Decoder {
         &self.message
     }
 
+    /// Takes the delivered message out of the decoder (which starts the next one in a new
+    /// buffer): for a caller that keeps the payload, one copy fewer than `message()`.
+    pub fn take_message(&mut self) -> Vec<u8> {
+        self.message_ready = false;
+        std::mem::take(&mut self.message)
+    }
+
     /// Drops the delivered message, freeing the buffer if it grew past 64 KiB.
     pub fn clear_message(&mut self) {
         self.message_ready = false;

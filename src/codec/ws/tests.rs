@@ -335,6 +335,21 @@ fn streaming_consumes_partial_payload() {
 }
 
 #[test]
+fn a_taken_message_leaves_the_decoder_ready_for_the_next() {
+    let mut d = Decoder::new(MAX);
+    let mut two = frame(true, 0x1, b"first", Some(MASK));
+    two.extend_from_slice(&frame(true, 0x2, b"second", Some(MASK)));
+    let (n, ev) = d.decode(&mut two).unwrap();
+    assert_eq!(ev, Some(Event::Message { binary: false }));
+    assert_eq!(d.take_message(), b"first");
+    assert_eq!(d.message(), b"");
+    let (_, ev) = d.decode(&mut two[n..]).unwrap();
+    assert_eq!(ev, Some(Event::Message { binary: true }));
+    assert_eq!(d.take_message(), b"second");
+    assert!(d.is_idle());
+}
+
+#[test]
 fn memory_stays_small() {
     let d = Decoder::new(MAX);
     assert_eq!(d.message().len(), 0);
