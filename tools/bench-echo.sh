@@ -33,7 +33,7 @@ d = json.loads(out)
 cpu = (float(a) - float(b)) / float(hz)
 rt = d["round_trips_per_sec"]
 per = rt * d.get("seconds", 0) / cpu if cpu > 0 else None
-d.update({"label": f"echo {name}", "name": name, "round": int(rnd), "server_cpu_seconds": cpu,
+d.update({"label": f"echo {name} r{rnd}", "name": name, "round": int(rnd), "server_cpu_seconds": cpu,
           "round_trips_per_cpu_second": per})
 open(path, "a").write(json.dumps(d) + "\n")
 lat = d.get("latency_us", {})

@@ -5,7 +5,12 @@
 # At the end tools/bench_report.py regenerates PERF.md's generated section and docs/perf/*.svg from
 # this run (merged over the runs in REPORT_RUNS, oldest first, if set); a quick run writes its
 # report and plots into its own directory instead and leaves PERF.md alone.
-# Usage: [REPORT_RUNS="bench-results/A ..."] tools/bench.sh [quick]   (quick: shorter runs, fewer connections)
+# Steps: criterion (quick), wrk on /healthz and on a short poll beside nginx, publishing beside
+# nchan, fanout at 1k and 10k subscribers (SSE, WS, long poll) beside nchan, idle connections
+# beside nchan (tools/bench-hold.sh), WebSocket echo on one core beside axum
+# (tools/bench-echo.sh), the write() baseline. issue 6's fanout targets with server CPU per
+# delivery are tools/bench-fanout.sh (longer; run on its own).
+# Usage: [REPORT_RUNS="bench-results/A ..."] [SKIP_CRITERION=1] [SKIP_WRK=1] tools/bench.sh [quick]   (quick: shorter runs, fewer connections)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 QUICK=${1:-}
@@ -15,7 +20,7 @@ cargo build --release --workspace -q
 RC_BIN=target/release/ringcast
 LOAD=target/release/ringcast-load
 N=$(nproc)
-if [ "$QUICK" = quick ]; then SECS=3; SUBS_BIG=2000; HOLD=2000; else SECS=5; SUBS_BIG=10000; HOLD=10000; fi
+if [ "$QUICK" = quick ]; then SECS=3; SUBS_BIG=2000; HOLD=2000; else SECS=5; SUBS_BIG=10000; HOLD=19000; fi
 
 {
   echo "# $(date -u +%FT%TZ)  $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)  ${N} cores"
@@ -30,9 +35,19 @@ nc_pids() { pgrep -P "$NC" | paste -sd,; }
 
 summ() { python3 tools/bench_summary.py "$1" "$OUT/results.jsonl"; }
 
+if [ -z "${SKIP_CRITERION:-}" ]; then
+  echo "## criterion (quick): codecs and the inbox" | tee -a "$OUT/summary.txt"
+  for b in http1 sse ws fanout; do
+    cargo bench -q --bench "$b" -- --quick 2>/dev/null | grep -E "time:|thrpt:|^[a-z_/0-9 ]+$" >>"$OUT/criterion.txt" || true
+  done
+  echo "criterion results in $OUT/criterion.txt" | tee -a "$OUT/summary.txt"
+fi
+
 if [ -z "${SKIP_WRK:-}" ]; then
   echo "## HTTP: wrk on /healthz beside nginx return 200" | tee -a "$OUT/summary.txt"
   RESULTS="$OUT/results.jsonl" ROUNDS=2 tools/bench-http.sh "$SECS" 256 | tee -a "$OUT/summary.txt"
+  echo "## short polling: wrk on GET /poll beside nginx return 200, one core" | tee -a "$OUT/summary.txt"
+  RESULTS="$OUT/results.jsonl" ROUNDS=2 TARGET=poll ALL_CORES=0 tools/bench-http.sh "$SECS" 256 | tee -a "$OUT/summary.txt"
   echo "## publish: wrk POST beside nchan_publisher" | tee -a "$OUT/summary.txt"
   RESULTS="$OUT/results.jsonl" ROUNDS=2 tools/bench-publish.sh "$SECS" 64 | tee -a "$OUT/summary.txt"
 fi
@@ -53,21 +68,11 @@ for subs in 1000 "$SUBS_BIG"; do
   done
 done
 
-echo "## idle connections: RSS per connection (one topic each)" | tee -a "$OUT/summary.txt"
-for tr in sse ws; do
-  start_rc
-  $LOAD hold --transport $tr --connections "$HOLD" --seconds 2 --server-pid "$RC" --quiet | summ "ringcast hold $tr n=$HOLD" | tee -a "$OUT/summary.txt"
-  stop_rc
-  start_nc
-  $LOAD hold --transport $tr --connections "$HOLD" --seconds 2 --server-pid "$(nc_pids)" --quiet \
-    --url "$( [ $tr = ws ] && echo ws || echo http )://127.0.0.1:8082/$tr/{topic}" | summ "nchan hold $tr n=$HOLD" | tee -a "$OUT/summary.txt"
-  stop_nc
-done
+echo "## idle connections: RSS per connection, shared topics and one topic each" | tee -a "$OUT/summary.txt"
+RESULTS="$OUT/results.jsonl" N="$HOLD" tools/bench-hold.sh | tee -a "$OUT/summary.txt"
 
-echo "## WebSocket echo: 100 connections x 512 B" | tee -a "$OUT/summary.txt"
-start_rc
-$LOAD echo --connections 100 --size 512 --seconds "$SECS" --quiet | summ "ringcast echo" | tee -a "$OUT/summary.txt"
-stop_rc
+echo "## WebSocket echo on one core beside axum: 100 connections x 512 B" | tee -a "$OUT/summary.txt"
+RESULTS="$OUT/results.jsonl" ROUNDS=2 tools/bench-echo.sh "$SECS" 100 512 | tee -a "$OUT/summary.txt"
 
 echo "## write() baseline: one 128 B write to each of K loopback sockets, one core" | tee -a "$OUT/summary.txt"
 target/release/ringcast-writecost --size 128 --rounds 100 --core 1 | summ "writecost" | tee -a "$OUT/summary.txt"

@@ -102,7 +102,7 @@ def load_run(d):
 
 def server_of(rec):
     """'ringcast', 'nchan', 'nginx', 'axum', ... from a record's label or wrk name."""
-    name = rec.get("name") if rec.get("mode") == "wrk" else rec.get("label", "")
+    name = rec.get("name") if rec.get("mode") in ("wrk", "echo") and rec.get("name") else rec.get("label", "")
     first = (name or "?").split()[0]
     return {"nginx+nchan": "nchan"}.get(first, first)
 
@@ -162,7 +162,7 @@ def wrk_section(runs, bench, title, peer_word):
         cores = int(m[0]) if m else 0
         groups.setdefault((r.get("round", 0), cores), {})[server_of(r)] = r
     peers = [s for s in servers_in(recs) if s != "ringcast"]
-    unit = "req/s" if bench == "healthz" else "pub/s"
+    unit = "pub/s" if bench == "publish" else "req/s"
     head = ["round", "cores"]
     for what in (unit, f"{unit} per server CPU-s"):
         head += [f"{what} ringcast"] + [p for p in peers] + [f"ringcast ÷ {p}" for p in peers]
@@ -258,16 +258,16 @@ def hold_section(recs):
         return None
     groups = {}
     for r in recs:
-        groups.setdefault((r.get("transport"), r.get("connections")), {})[server_of(r)] = r
+        groups.setdefault((r.get("transport"), r.get("connections"), r.get("topics")), {})[server_of(r)] = r
     peers = [s for s in servers_in(recs) if s != "ringcast"]
     g = lambda r, k: (r or {}).get(k)
-    head = ["transport", "connections", "user B/conn ringcast", *peers, *[f"ringcast ÷ {p}" for p in peers],
+    head = ["transport", "connections", "topics", "user B/conn ringcast", *peers, *[f"ringcast ÷ {p}" for p in peers],
             "kernel TCP mem B/conn ringcast", *peers, "kernel slab B/conn, both ends, ringcast", *peers,
             "up ringcast", *peers]
     rows = []
-    for (tr, n), by in sorted(groups.items(), key=lambda kv: (TRANSPORT_ORDER.get(kv[0][0], 9), kv[0][1] or 0)):
+    for (tr, n, t), by in sorted(groups.items(), key=lambda kv: (TRANSPORT_ORDER.get(kv[0][0], 9), kv[0][1] or 0, kv[0][2] or 0)):
         rc = by.get("ringcast")
-        row = [tr, fint(n)]
+        row = [tr, fint(n), fint(t)]
         for k, with_ratio in (("server_rss_bytes_per_conn", True), ("kernel_tcp_mem_bytes_per_conn", False),
                               ("kernel_slab_bytes_per_conn_both_ends", False), ("connected", False)):
             row += [fint(g(rc, k)), *[fint(g(by.get(p), k)) for p in peers]]
@@ -276,7 +276,8 @@ def hold_section(recs):
         rows.append(row)
     return "\n".join([
         "### Idle connections: memory per connection", "",
-        "`ringcast-load hold`, one topic per connection: server RSS delta ÷ connections (user space; "
+        "`ringcast-load hold` (`tools/bench-hold.sh`), the streams over 10 shared topics or one topic per "
+        "connection: server RSS delta ÷ connections (user space; "
         "lower is better, so a ratio below 1 favours ringcast), the kernel's TCP buffer memory "
         "(/proc/net/sockstat) and slab (/proc/meminfo) per connection, separately.", "",
         table(head, rows)])
@@ -287,15 +288,21 @@ def echo_section(recs):
         return None
     rcs = {(r.get("connections"), r.get("size")): r for r in recs if server_of(r) == "ringcast"}
     rows = []
-    for r in sorted(recs, key=lambda r: (r.get("connections") or 0, r.get("size") or 0, server_of(r) != "ringcast")):
-        rc = rcs.get((r.get("connections"), r.get("size")))
-        rows.append([server_of(r), fint(r.get("connections")), fint(r.get("size")), fint(r.get("round_trips_per_sec")),
+    key = lambda r: (r.get("round") or 0, r.get("connections") or 0, r.get("size") or 0)
+    rcs = {key(r): r for r in recs if server_of(r) == "ringcast"}
+    for r in sorted(recs, key=lambda r: (*key(r), server_of(r) != "ringcast")):
+        rc = rcs.get(key(r))
+        mine = r is rc or rc is None
+        rows.append([fint(r.get("round")), r.get("name") or server_of(r), fint(r.get("connections")), fint(r.get("size")),
+                     fint(r.get("round_trips_per_sec")), fint(r.get("round_trips_per_cpu_second")),
                      fms(lat(r, "p50")), fms(lat(r, "p99")),
-                     "—" if r is rc or rc is None else ratio(rc.get("round_trips_per_sec"), r.get("round_trips_per_sec"))])
+                     "—" if mine else ratio(rc.get("round_trips_per_sec"), r.get("round_trips_per_sec")),
+                     "—" if mine else ratio(rc.get("round_trips_per_cpu_second"), r.get("round_trips_per_cpu_second"))])
     return "\n".join(["### WebSocket echo", "",
-                      "`ringcast-load echo`: one message in flight per connection.", "",
-                      table(["server", "connections", "bytes", "round trips/s", "p50 ms", "p99 ms", "ringcast ÷ server"],
-                            rows)])
+                      "`tools/bench-echo.sh`: one message in flight per connection, each server on core 0, the load "
+                      "tool on core 1; rounds alternate the servers.", "",
+                      table(["round", "server", "connections", "bytes", "round trips/s", "per server CPU-s", "p50 ms",
+                             "p99 ms", "ringcast ÷ server", "per CPU-s ringcast ÷ server"], rows)])
 
 
 def writecost_section(recs):
@@ -514,6 +521,7 @@ def build(runs, plot_dir, md_dir):
     fan = merged(runs, "fanout")
     sections = [
         wrk_section(runs, "healthz", "HTTP: wrk on `GET /healthz` beside nginx `return 200`", "nginx"),
+        wrk_section(runs, "poll", "Short polling: wrk on `GET /poll/t?since=E:0` beside nginx `return 200`", "nginx"),
         wrk_section(runs, "publish", "Publishing: wrk `POST /pub` beside nchan's publisher", "nchan"),
         fanout_section(fan),
         hold_section(merged(runs, "hold")),
