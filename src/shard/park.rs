@@ -131,6 +131,7 @@ pub fn park(sh: &Rc<Shard>, stream: monoio::net::TcpStream, ok: usize) {
 /// The reactor: takes ready events and woken keys, one synchronous pass per batch.
 pub async fn reactor(sh: Rc<Shard>) {
     // monoio waits on the epoll fd as on a socket: it is readable while an event is ready.
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on the shard's open epoll fd takes no pointers.
     let dup = unsafe { libc::fcntl(sh.ep, libc::F_DUPFD_CLOEXEC, 0) };
     if dup < 0 {
         crate::error!(
