@@ -9,6 +9,16 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# The server's allocator (tikv-jemallocator) builds jemalloc from C sources: it needs cc and make.
+if ! command -v cc >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -q gcc make >/dev/null
+  else
+    echo "a C compiler (cc) and make are required to build jemalloc" >&2
+    exit 1
+  fi
+fi
+
 # tests/autobahn.rs: the Autobahn|Testsuite in a Python 2.7 venv under target/ (idempotent, quiet).
 ./tools/autobahn/install.sh
 
