@@ -215,7 +215,9 @@ fn on_event(sh: &Rc<Shard>, k: usize, ev: u32) {
     if ev & libc::EPOLLOUT as u32 != 0 {
         serve(sh, k);
     }
-    if ev & READ_EVENTS == 0 {
+    // Nothing more to do if there is no read event, or if `serve` just ended the stream (its
+    // fd is closed then).
+    if ev & READ_EVENTS == 0 || !sh.st.borrow().subs.outs.contains(k) {
         return;
     }
     match format {
