@@ -549,6 +549,20 @@ impl Shard {
         }
     }
 
+    /// Frees a stream's shard state however it ends: its `Out` (with any bytes still queued
+    /// for it) and its subscriptions. Returns the `Out` for the caller's last words and fd.
+    pub fn free_stream(&self, k: usize) -> Option<subs::Out> {
+        let out = self.st.borrow_mut().subs.remove_out(k)?;
+        if !out.backlog.is_empty() {
+            self.metrics()
+                .add(M::BufferedBytes, -(out.backlog.len() as i64));
+        }
+        for &sk in &out.subs {
+            self.unsubscribe(sk);
+        }
+        Some(out)
+    }
+
     /// Sends a request to another shard and waits for its reply. Dropping the future (the
     /// client left) frees the slot; a late reply then misses on the generation.
     async fn request(self: &Rc<Self>, to: usize, make: impl FnOnce(ReplyTo) -> Cmd) -> Reply {

@@ -259,16 +259,9 @@ pub fn serve(sh: &Rc<Shard>, k: usize) {
 /// Ends parked stream `k`: its last words (a jittered `retry:` for a draining SSE client; the
 /// backlog and a close frame for a WebSocket), then its fd, subscriptions, `Out` and counts.
 pub fn finish(sh: &Rc<Shard>, k: usize, end: End) {
-    let Some(mut out) = sh.st.borrow_mut().subs.remove_out(k) else {
+    let Some(mut out) = sh.free_stream(k) else {
         return;
     };
-    if !out.backlog.is_empty() {
-        sh.metrics()
-            .add(M::BufferedBytes, -(out.backlog.len() as i64));
-    }
-    for &sk in &out.subs {
-        sh.unsubscribe(sk);
-    }
     let mut last = Vec::new();
     let gauge = match out.format {
         Format::Sse => {

@@ -209,16 +209,7 @@ impl Drop for StreamGuard<'_> {
         if self.out == usize::MAX {
             return;
         }
-        let out = self.sh.st.borrow_mut().subs.remove_out(self.out);
-        let Some(out) = out else { return };
-        for &sk in &out.subs {
-            self.sh.unsubscribe(sk);
-        }
-        if !out.backlog.is_empty() {
-            self.sh
-                .metrics()
-                .add(M::BufferedBytes, -(out.backlog.len() as i64));
-        }
+        self.sh.free_stream(self.out);
     }
 }
 

@@ -147,22 +147,27 @@ pub async fn stream(c: Conn, plan: Plan, counted: Counted) {
 /// Reads and acts on what the client of parked WebSocket `k` sent, until its socket is empty
 /// (or the shard wants it ended), then parks the session again.
 pub async fn burst(sh: Rc<Shard>, k: usize) {
-    let mut s = {
+    let taken = {
         let mut st = sh.st.borrow_mut();
         let st = &mut *st;
         let Some(o) = st.subs.outs.get_mut(k) else {
             return;
         };
         match o.session.take() {
-            Some(s) => *s,
-            None => {
-                // An idle raw WebSocket: its topic is its one subscription's.
-                let Some(topic) = o.subs.first().and_then(|&sk| st.subs.subs.get(sk)) else {
-                    return;
-                };
-                Session::new(&sh, topic.topic.clone(), false)
-            }
+            Some(s) => Some(*s),
+            // An idle raw WebSocket: its topic is its one subscription's.
+            None => o
+                .subs
+                .first()
+                .and_then(|&sk| st.subs.subs.get(sk))
+                .map(|sub| Session::new(&sh, sub.topic.clone(), false)),
         }
+    };
+    let Some(mut s) = taken else {
+        // No session and no subscription: nothing can serve this stream (not expected, but
+        // a stream left `busy` would never end).
+        park::finish(&sh, k, End::Close(ws::CLOSE_INTERNAL_ERROR));
+        return;
     };
     loop {
         let (fd, killed) = match sh.st.borrow_mut().subs.outs.get_mut(k) {
