@@ -19,12 +19,12 @@ pub mod publish;
 pub mod signal;
 pub mod sse;
 pub mod subs;
+pub mod topics;
 pub mod wire;
 pub mod ws;
 
 use std::cell::{Cell, RefCell};
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -42,6 +42,7 @@ use crate::{debug, info};
 use home::{HistoryBounds, HomeTopic};
 use signal::Signal;
 use subs::{Policy, Subscribers};
+use topics::{Side, SubList, Topic};
 
 /// Commands executed per inbox pass before other tasks get a turn.
 const MAX_CMDS_PER_PASS: usize = 4096;
@@ -59,7 +60,7 @@ pub struct Pending {
 
 #[derive(Default)]
 pub struct State {
-    pub homes: HashMap<Arc<str>, HomeTopic>,
+    /// Connections, subscriptions and every topic the shard knows (its homes among them).
     pub subs: Subscribers,
     pending: Slab<Pending>,
     next_gen: u32,
@@ -184,26 +185,52 @@ impl Shard {
 
     // ---- home side ------------------------------------------------------------------------
 
+    /// The key and home state of `topic`, whose home is this shard; made on first use (a new
+    /// epoch), within `--max-topics`.
     fn home_topic<'a>(
         &self,
         st: &'a mut State,
         topic: &Arc<str>,
-    ) -> Result<&'a mut HomeTopic, PublishError> {
-        // One hash of the topic per poll or publish (a lookup, then an insert, hashed twice).
-        match st.homes.entry(topic.clone()) {
-            Entry::Occupied(e) => Ok(e.into_mut()),
-            Entry::Vacant(v) => {
-                let n = self.node.topics.fetch_add(1, Ordering::Relaxed);
-                if n >= self.node.cfg.max_topics {
-                    self.node.topics.fetch_sub(1, Ordering::Relaxed);
-                    return Err(PublishError::TooManyTopics);
-                }
-                st.epoch_counter += 1;
-                let epoch = home::new_epoch(self.node.seed, topic, st.epoch_counter);
-                self.metrics().inc(M::Topics);
-                Ok(v.insert(HomeTopic::new(epoch, Instant::now())))
+    ) -> Result<(usize, &'a mut HomeTopic), PublishError> {
+        let topics = &mut st.subs.topics;
+        // One hash of the topic per poll or publish.
+        let h = topics.hash(topic);
+        let tk = match topics.find_hashed(h, topic) {
+            Some(tk) => tk,
+            None => self.new_home_topic(st, h, topic)?,
+        };
+        // Only `home_of(topic)` makes a `Home` entry, so this shard's entry for it is one.
+        match st.subs.topics.get_mut(tk).and_then(Topic::home) {
+            Some(t) => Ok((tk, t)),
+            None => {
+                debug_assert!(false, "topic {topic} homed here has a remote entry");
+                Err(PublishError::TooManyTopics)
             }
         }
+    }
+
+    fn new_home_topic(
+        &self,
+        st: &mut State,
+        h: u64,
+        topic: &Arc<str>,
+    ) -> Result<usize, PublishError> {
+        let n = self.node.topics.fetch_add(1, Ordering::Relaxed);
+        if n >= self.node.cfg.max_topics {
+            self.node.topics.fetch_sub(1, Ordering::Relaxed);
+            return Err(PublishError::TooManyTopics);
+        }
+        st.epoch_counter += 1;
+        let epoch = home::new_epoch(self.node.seed, topic, st.epoch_counter);
+        self.metrics().inc(M::Topics);
+        Ok(st.subs.topics.insert_hashed(
+            h,
+            Topic {
+                name: topic.clone(),
+                subs: SubList::default(),
+                side: Side::Home(HomeTopic::new(epoch, Instant::now())),
+            },
+        ))
     }
 
     fn home_publish(
@@ -219,7 +246,7 @@ impl Shard {
         }
         let now = Instant::now();
         let b = self.bounds;
-        let t = self
+        let (tk, t) = self
             .home_topic(st, topic)
             .map_err(|_| Refused::TooManyTopics)?;
         let mask = t.mask;
@@ -237,7 +264,7 @@ impl Shard {
                 self.send(st, to, Cmd::Deliver(msg.clone()));
             }
             let policy = self.policy();
-            st.subs.deliver(msg, &policy);
+            st.subs.deliver_to(tk, msg, &policy);
         }
         Ok(positions)
     }
@@ -253,7 +280,7 @@ impl Shard {
         let now = Instant::now();
         let b = self.bounds;
         let me = self.id;
-        let t = self.home_topic(st, topic)?;
+        let (_, t) = self.home_topic(st, topic)?;
         if let Some(s) = subscriber.filter(|&s| s != me) {
             t.mask |= 1 << s;
         }
@@ -284,8 +311,11 @@ impl Shard {
                 self.reply(st, reply, Reply::Window(r));
             }
             Cmd::Unsubscribe { topic, from } => {
-                if let Some(t) = st.homes.get_mut(&topic) {
-                    t.mask &= !(1u64 << from);
+                let topics = &mut st.subs.topics;
+                if let Some(t) = topics.find(&topic).and_then(|tk| topics.get_mut(tk)) {
+                    if let Some(h) = t.home() {
+                        h.mask &= !(1u64 << from);
+                    }
                 }
             }
             Cmd::Deliver(msg) => {
@@ -460,7 +490,15 @@ impl Shard {
         limit: usize,
     ) -> Result<(usize, Window), Fail> {
         let home = home_of(topic.as_bytes(), self.node.bus.shards());
-        let sk = self.st.borrow_mut().subs.subscribe(out, topic.clone()).0;
+        let sk = {
+            let mut st = self.st.borrow_mut();
+            let tk = if home == self.id {
+                self.home_topic(&mut st, &topic).map_err(Fail::from)?.0
+            } else {
+                st.subs.remote_topic(&topic)
+            };
+            st.subs.subscribe(out, tk)
+        };
         let w = if home == self.id {
             let mut st = self.st.borrow_mut();
             let w = self.home_window(&mut st, &topic, since, limit, Some(self.id));
@@ -557,7 +595,7 @@ impl Shard {
             self.metrics()
                 .add(M::BufferedBytes, -(out.backlog.len() as i64));
         }
-        for &sk in &out.subs {
+        for sk in out.subs.iter() {
             self.unsubscribe(sk);
         }
         Some(out)
@@ -736,14 +774,17 @@ fn free_idle_topics(sh: &Shard) {
     let idle = Duration::from_secs(sh.node.cfg.topic_idle_secs);
     let now = Instant::now();
     let mut st = sh.st.borrow_mut();
-    let State { homes, subs, .. } = &mut *st;
-    let before = homes.len();
-    homes.retain(|name, t| {
-        t.mask != 0
-            || subs.topics.contains_key(name)
-            || now.saturating_duration_since(t.touched) < idle
-    });
-    let freed = before - homes.len();
+    // A remote topic's entry goes with the interest (`Subscribers::sweep_idle_interest`).
+    let freed = st
+        .subs
+        .topics
+        .retain(|t| match &t.side {
+            Side::Home(h) => {
+                h.mask != 0 || !t.subs.is_empty() || now.saturating_duration_since(h.touched) < idle
+            }
+            Side::Remote(_) => true,
+        })
+        .len();
     if freed > 0 {
         sh.node.topics.fetch_sub(freed, Ordering::Relaxed);
         sh.metrics().add(M::Topics, -(freed as i64));
@@ -833,11 +874,13 @@ mod size_tests {
         ] {
             eprintln!("{n}: {s} bytes");
         }
-        assert!(out + sub <= 224, "Out + Sub = {} bytes", out + sub);
-        // Every topic has a home entry (and a `Recent` on each other shard with subscribers).
+        assert!(out + sub <= 200, "Out + Sub = {} bytes", out + sub);
+        // Every topic has one entry on its home and on each other shard with subscribers.
         let home = std::mem::size_of::<home::HomeTopic>();
-        eprintln!("home::HomeTopic: {home} bytes");
+        let topic = std::mem::size_of::<topics::Topic>();
+        eprintln!("home::HomeTopic: {home} bytes, topics::Topic: {topic} bytes");
         assert!(home <= 56, "HomeTopic = {home} bytes");
+        assert!(topic <= 96, "Topic = {topic} bytes");
         assert_eq!(
             std::mem::size_of::<home::Ring>(),
             8,

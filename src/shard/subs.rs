@@ -1,8 +1,9 @@
 //! Local subscribers: who on this shard listens to which topic, and their bounded send buffers.
 //!
 //! Owns: the `Out` of every streaming connection (SSE, WebSocket, a waiting long poll) in a
-//! slab, the `Sub`scriptions (connection × topic, with a cursor) in another, and the per-topic
-//! lists of subscription keys. Delivery encodes a message once per wire format per shard and
+//! slab, the `Sub`scriptions (connection × topic, with a cursor) in another, and the shard's
+//! topic table (`topics.rs`: each topic's subscription keys, its home state or `Recent` run),
+//! whose life it decides for remote topics. Delivery encodes a message once per wire format per shard and
 //! queues the shared bytes (`Rc<[u8]>`) for each subscriber; one flush per inbox pass writes
 //! them — one `send` (or `writev`) per connection, whatever number of messages the pass held.
 //! Invariants: a connection's queued bytes never exceed `--client-buffer-bytes`; a cursor only
@@ -11,7 +12,6 @@
 //! Must not: block or await; the connection task (or, for a parked stream, the shard's
 //! readiness set) does the waiting.
 
-use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -25,6 +25,7 @@ use crate::config::SlowClient;
 use crate::fanout::{MsgRef, Since, Window};
 use crate::metrics::{ShardMetrics, M};
 use crate::shard::home::{HistoryBounds, Ring};
+use crate::shard::topics::{key32, Side, SubList, Topic, Topics};
 use crate::shard::wire;
 
 /// How a connection wants messages.
@@ -78,7 +79,7 @@ pub struct Out {
     /// empty queue) not yet written: the bound is raised by this much while it drains.
     pub allowance: usize,
     /// A stream's subscriptions (SSE, WebSocket), freed with it.
-    pub subs: Vec<usize>,
+    pub subs: SubList,
     /// A parked stream: no task holds it, the shard's readiness set drives it and its `fd` is
     /// owned here (see `park.rs`).
     pub parked: bool,
@@ -108,7 +109,7 @@ impl Out {
             dirty: false,
             pong_due: 0,
             allowance: 0,
-            subs: Vec::new(),
+            subs: SubList::default(),
             parked: false,
             session: None,
             busy: false,
@@ -142,8 +143,9 @@ impl Out {
 
 /// One connection's interest in one topic.
 pub struct Sub {
-    pub out: usize,
-    pub topic: Arc<str>,
+    pub out: u32,
+    /// The topic's key in `Subscribers::topics`, valid while this `Sub` lives.
+    pub topic: u32,
     pub epoch: u64,
     /// Offset of the last message given to this subscription.
     pub cursor: u64,
@@ -173,11 +175,8 @@ impl Encoded {
 pub struct Subscribers {
     pub outs: Slab<Out>,
     pub subs: Slab<Sub>,
-    /// topic → subscription keys on this shard.
-    pub topics: HashMap<Arc<str>, Vec<usize>>,
-    /// Topics homed on another shard: the messages received here since the first subscriber's
-    /// window (see [`Recent`]). An entry lives exactly as long as the topic's entry in `topics`.
-    pub recent: HashMap<Arc<str>, Recent>,
+    /// Every topic this shard knows: homed here or elsewhere, with its subscription keys.
+    pub topics: Topics,
     /// Connections with bytes queued in this pass: (out key, bytes).
     pub pass: Vec<(usize, Rc<[u8]>)>,
     pub dirty: Vec<usize>,
@@ -267,18 +266,42 @@ impl Recent {
 }
 
 impl Subscribers {
-    /// Adds a subscription; returns its key and whether it is the first one here for `topic`.
-    pub fn subscribe(&mut self, out: usize, topic: Arc<str>) -> (usize, bool) {
+    /// The key of `name`'s entry, made `Remote` when the shard does not know the topic yet
+    /// (the caller knows its home is another shard; a home's entry is made by the home).
+    pub fn remote_topic(&mut self, name: &Arc<str>) -> usize {
+        let h = self.topics.hash(name);
+        match self.topics.find_hashed(h, name) {
+            Some(tk) => tk,
+            None => self.topics.insert_hashed(
+                h,
+                Topic {
+                    name: name.clone(),
+                    subs: SubList::default(),
+                    side: Side::Remote(None),
+                },
+            ),
+        }
+    }
+
+    /// Adds a subscription of connection `out` to the topic with key `tk`; returns its key.
+    pub fn subscribe(&mut self, out: usize, tk: usize) -> usize {
         let key = self.subs.insert(Sub {
-            out,
-            topic: topic.clone(),
+            out: key32(out),
+            topic: key32(tk),
             epoch: 0,
             cursor: 0,
             ready: false,
         });
-        let list = self.topics.entry(topic).or_default();
-        list.push(key);
-        (key, list.len() == 1)
+        if let Some(t) = self.topics.get_mut(tk) {
+            t.subs.push(key);
+        }
+        key
+    }
+
+    /// The name of subscription `sk`'s topic.
+    pub fn topic_of(&self, sk: usize) -> Option<&Arc<str>> {
+        let sub = self.subs.get(sk)?;
+        self.topics.get(sub.topic as usize).map(|t| &t.name)
     }
 
     /// Removes a subscription; returns its topic if it was the last one here and the shard's
@@ -289,23 +312,24 @@ impl Subscribers {
     /// and comes back for every message, and when one message answers all of a topic's polls
     /// here, the list empties just before the re-polls arrive. Ending the interest then cost
     /// an `Unsubscribe` to the home, the run, and a window round trip for the next poll (35% of
-    /// the re-polls of remote-homed topics at 2k long polls).
+    /// the re-polls of remote-homed topics at 2k long polls). A home's own topic stays until
+    /// the idle-topic sweep.
     pub fn unsubscribe(&mut self, key: usize) -> Option<Arc<str>> {
         let sub = self.subs.try_remove(key)?;
-        let list = self.topics.get_mut(&sub.topic)?;
-        if let Some(i) = list.iter().position(|&k| k == key) {
-            list.swap_remove(i);
+        let tk = sub.topic as usize;
+        let t = self.topics.get_mut(tk)?;
+        t.subs.remove(key);
+        if !t.subs.is_empty() {
+            return None;
         }
-        if list.is_empty() {
-            match self.recent.get_mut(&sub.topic) {
-                Some(r) => r.unsynced = true,
-                None => {
-                    self.topics.remove(&sub.topic);
-                    return Some(sub.topic);
-                }
+        match &mut t.side {
+            Side::Home(_) => None,
+            Side::Remote(Some(r)) => {
+                r.unsynced = true;
+                None
             }
+            Side::Remote(None) => self.topics.remove(tk).map(|t| t.name),
         }
-        None
     }
 
     /// Ends the interest in remote-homed topics that had no subscriber here at this sweep and
@@ -313,27 +337,26 @@ impl Subscribers {
     /// periods); returns those topics, whose homes must be told. Until then the home keeps
     /// sending every message, so the run stays exact.
     pub fn sweep_idle_interest(&mut self) -> Vec<Arc<str>> {
-        let mut ended = Vec::new();
-        let Subscribers { topics, recent, .. } = self;
-        topics.retain(|topic, list| {
-            let r = recent.get_mut(topic);
-            if !list.is_empty() {
-                if let Some(r) = r {
-                    r.idle = false;
-                }
-                return true;
-            }
-            if let Some(r) = r {
-                if !r.idle {
-                    r.idle = true;
+        self.topics
+            .retain(|t| {
+                let Side::Remote(recent) = &mut t.side else {
                     return true;
+                };
+                match recent {
+                    Some(r) if !t.subs.is_empty() => {
+                        r.idle = false;
+                        true
+                    }
+                    Some(r) if !r.idle => {
+                        r.idle = true;
+                        true
+                    }
+                    _ => !t.subs.is_empty(),
                 }
-                recent.remove(topic);
-            }
-            ended.push(topic.clone());
-            false
-        });
-        ended
+            })
+            .into_iter()
+            .map(|t| t.name)
+            .collect()
     }
 
     /// Starts the run of received messages for a remote-homed topic from the window its home
@@ -342,13 +365,16 @@ impl Subscribers {
         let Some(sub) = self.subs.get(sk) else {
             return;
         };
-        if let Some(r) = self.recent.get_mut(&sub.topic) {
+        let Some(t) = self.topics.get_mut(sub.topic as usize) else {
+            return;
+        };
+        let Side::Remote(recent) = &mut t.side else {
+            return;
+        };
+        if let Some(r) = recent {
             // The home's window came in inbox order, behind every message it sent before:
             // the run reaches the home's "now" again.
             r.unsynced = false;
-            return;
-        }
-        if !self.topics.contains_key(&sub.topic) {
             return;
         }
         let contiguous = w.msgs.last().is_some_and(|m| m.pos == w.current);
@@ -359,16 +385,13 @@ impl Subscribers {
         } else {
             w.current.offset
         };
-        self.recent.insert(
-            sub.topic.clone(),
-            Recent {
-                idle: false,
-                unsynced: false,
-                epoch: w.current.epoch,
-                base,
-                ring,
-            },
-        );
+        *recent = Some(Recent {
+            idle: false,
+            unsynced: false,
+            epoch: w.current.epoch,
+            base,
+            ring,
+        });
     }
 
     /// A window answered from this shard's run of received messages, when it can be.
@@ -379,24 +402,33 @@ impl Subscribers {
         limit: usize,
         b: &HistoryBounds,
     ) -> Option<Window> {
-        self.recent
-            .get_mut(topic)?
-            .window(since, limit, Instant::now(), b)
+        let tk = self.topics.find(topic)?;
+        match &mut self.topics.get_mut(tk)?.side {
+            Side::Remote(Some(r)) => r.window(since, limit, Instant::now(), b),
+            _ => None,
+        }
     }
 
-    /// Delivers one live message to every ready subscription of its topic on this shard.
+    /// Delivers one live message from another shard's home to its topic's subscribers here.
     pub fn deliver(&mut self, msg: &MsgRef, p: &Policy<'_>) {
-        let Some(list) = self.topics.get(&msg.topic) else {
+        if let Some(tk) = self.topics.find(&msg.topic) {
+            self.deliver_to(tk, msg, p);
+        }
+    }
+
+    /// Delivers one live message to every ready subscription of topic `tk` on this shard.
+    pub fn deliver_to(&mut self, tk: usize, msg: &MsgRef, p: &Policy<'_>) {
+        let Some(t) = self.topics.get_mut(tk) else {
             return;
         };
-        if let Some(r) = self.recent.get_mut(&msg.topic) {
-            if !r.push(msg, &p.bounds) {
+        if let Side::Remote(recent @ Some(_)) = &mut t.side {
+            if !recent.as_mut().is_some_and(|r| r.push(msg, &p.bounds)) {
                 // With no subscriber left, the next sweep ends the interest.
-                self.recent.remove(&msg.topic);
+                *recent = None;
             }
         }
         let mut encoded = Encoded::default();
-        for &sk in list {
+        for sk in t.subs.iter() {
             let Some(sub) = self.subs.get_mut(sk) else {
                 continue;
             };
@@ -405,7 +437,7 @@ impl Subscribers {
                 continue;
             }
             sub.cursor = msg.pos.offset;
-            let ok = sub.out;
+            let ok = sub.out as usize;
             let Some(out) = self.outs.get_mut(ok) else {
                 continue;
             };
@@ -434,8 +466,10 @@ impl Subscribers {
         sub.cursor = w.msgs.last().map_or(w.current.offset, |m| m.pos.offset);
         sub.ready = true;
         let msgs = &w.msgs;
-        let ok = sub.out;
-        let topic = sub.topic.clone();
+        let ok = sub.out as usize;
+        let Some(topic) = self.topics.get(sub.topic as usize).map(|t| t.name.clone()) else {
+            return;
+        };
         let Some(out) = self.outs.get_mut(ok) else {
             return;
         };
@@ -705,6 +739,11 @@ mod tests {
         w.msgs.iter().map(|m| m.pos.offset).collect()
     }
 
+    fn sub_remote(s: &mut Subscribers, out: usize, topic: &Arc<str>) -> usize {
+        let tk = s.remote_topic(topic);
+        s.subscribe(out, tk)
+    }
+
     #[test]
     fn recent_answers_only_inside_its_run() {
         let t0 = Instant::now();
@@ -761,7 +800,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Subscribers::default();
         let topic: Arc<str> = Arc::from("t");
-        let (a, _) = s.subscribe(0, topic.clone());
+        let a = sub_remote(&mut s, 0, &topic);
         let w = Window {
             reset: false,
             msgs: vec![msg(7, 1, t0)],
@@ -769,10 +808,11 @@ mod tests {
         };
         s.seed_recent(a, &w);
         assert_eq!(s.unsubscribe(a), None, "kept for its run");
-        assert!(s.topics["t"].is_empty());
+        let tk = s.topics.find("t").expect("kept for its run");
+        assert!(s.topics.get(tk).unwrap().subs.is_empty());
         // A poll coming back is answered from the run; a window from "now" is not, until a
         // window from the home has been applied.
-        let (b, _) = s.subscribe(1, topic.clone());
+        let b = sub_remote(&mut s, 1, &topic);
         let w = s
             .local_window("t", Since::At(Position::new(7, 0)), 10, &bounds(10))
             .unwrap();
@@ -787,7 +827,7 @@ mod tests {
         assert!(s.local_window("t", Since::None, 10, &bounds(10)).is_some());
         assert_eq!(s.unsubscribe(b), None);
         assert!(s.sweep_idle_interest().is_empty(), "first sweep marks it");
-        let (c, _) = s.subscribe(2, topic.clone());
+        let c = sub_remote(&mut s, 2, &topic);
         assert!(s.sweep_idle_interest().is_empty(), "a subscriber: kept");
         assert_eq!(s.unsubscribe(c), None);
         assert!(s.sweep_idle_interest().is_empty());
@@ -796,9 +836,9 @@ mod tests {
             std::slice::from_ref(&topic),
             "second empty sweep"
         );
-        assert!(s.topics.is_empty() && s.recent.is_empty());
+        assert!(s.topics.is_empty());
         // No run (a home's topic, or a broken run): the last subscriber ends the interest.
-        let (d, _) = s.subscribe(3, topic.clone());
+        let d = sub_remote(&mut s, 3, &topic);
         assert_eq!(s.unsubscribe(d), Some(topic));
         assert!(s.topics.is_empty());
     }

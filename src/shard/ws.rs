@@ -159,8 +159,8 @@ pub async fn burst(sh: Rc<Shard>, k: usize) {
             None => o
                 .subs
                 .first()
-                .and_then(|&sk| st.subs.subs.get(sk))
-                .map(|sub| Session::new(&sh, sub.topic.clone(), false)),
+                .and_then(|sk| st.subs.topic_of(sk))
+                .map(|topic| Session::new(&sh, topic.clone(), false)),
         }
     };
     let Some(mut s) = taken else {
@@ -437,7 +437,7 @@ impl Session {
                     let subs = &st.subs.outs[ok].subs;
                     let already = subs
                         .iter()
-                        .any(|&sk| st.subs.subs.get(sk).is_some_and(|s| *s.topic == *t));
+                        .any(|sk| st.subs.topic_of(sk).is_some_and(|s| **s == *t));
                     (already, subs.len())
                 };
                 if already {
@@ -467,11 +467,14 @@ impl Session {
                 let found = {
                     let mut st = sh.st.borrow_mut();
                     let st = &mut *st;
-                    let subs = &mut st.subs.outs[ok].subs;
-                    let i = subs
+                    let found = st.subs.outs[ok]
+                        .subs
                         .iter()
-                        .position(|&sk| st.subs.subs.get(sk).is_some_and(|s| *s.topic == *t));
-                    i.map(|i| subs.swap_remove(i))
+                        .find(|&sk| st.subs.topic_of(sk).is_some_and(|s| **s == *t));
+                    if let Some(sk) = found {
+                        st.subs.outs[ok].subs.remove(sk);
+                    }
+                    found
                 };
                 match found {
                     Some(sk) => {
