@@ -132,9 +132,13 @@ for c in $CASES; do
   done
   if [ "$c" = perwrite ]; then
     # The machine's price of one 128-byte write on the server's core, same run.
+    # Readers drained between rounds, and readers asleep in epoll_wait on core 1 (as the load
+    # tool's subscribers are), so a write also pays for waking one.
     for r in $(seq "$ROUNDS"); do
-      target/release/ringcast-writecost --pairs 9000 --size 128 --rounds 50 --core 0 |
-        python3 tools/bench_summary.py "writecost 9000 pairs core 0 r$r" "$RES" case=writecost round="$r"
+      for rd in drained waiting; do
+        target/release/ringcast-writecost --pairs 9000 --size 128 --rounds 50 --core 0 --readers $rd --reader-core 1 |
+          python3 tools/bench_summary.py "writecost 9000 pairs core 0 $rd r$r" "$RES" case=writecost readers=$rd round="$r"
+      done
     done
     # Write syscalls per delivery, in runs of their own (tracepoints cost a little per syscall).
     for tr in sse ws; do

@@ -308,12 +308,15 @@ def echo_section(recs):
 def writecost_section(recs):
     if not recs:
         return None
-    rows = [[fint(r.get("pairs")), fint(r.get("size")), f"{r.get('round_ns_per_write_p50', 0) / 1e3:.2f}",
-             f"{r.get('round_ns_per_write_min', 0) / 1e3:.2f}", fint(r.get("writes_per_sec_per_core"))] for r in recs]
+    rows = [[fint(r.get("pairs")), fint(r.get("size")), r.get("readers", "drained"),
+             f"{r.get('round_ns_per_write_p50', 0) / 1e3:.2f}",
+             f"{r.get('round_ns_per_write_min', 0) / 1e3:.2f}", f"{r.get('cpu_ns_per_write', 0) / 1e3:.2f}",
+             fint(r.get("writes_per_sec_per_core"))] for r in recs]
     return "\n".join(["### The machine's write() cost", "",
-                      "`ringcast-writecost`: one small `write()` to each of K loopback sockets on one core.", "",
-                      table(["sockets", "bytes", "µs/write (p50 of rounds)", "µs/write (best round)",
-                             "writes/s per core"], rows)])
+                      "`ringcast-writecost`: one small `write()` to each of K loopback sockets on one core; "
+                      "readers *drained* between rounds, or *waiting* in `epoll_wait` on another core.", "",
+                      table(["sockets", "bytes", "readers", "µs/write (p50 of rounds)", "µs/write (best round)",
+                             "CPU µs/write", "writes/s per core"], rows)])
 
 
 # ---------------------------------------------------------------- SVG

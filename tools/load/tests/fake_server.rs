@@ -334,3 +334,26 @@ fn echo_and_hold_against_a_fake_server() {
     assert_eq!(v["disconnected_during_hold"], 0, "{v}");
     assert!(v["server_rss_before_bytes"].as_u64().unwrap() > 0, "{v}");
 }
+
+/// The write baseline moves every byte it writes, with either kind of reader.
+#[test]
+fn writecost_counts_every_write_with_both_readers() {
+    for readers in ["drained", "waiting"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ringcast-writecost"))
+            .args(["--pairs", "50", "--size", "64", "--rounds", "5"])
+            .args(["--readers", readers])
+            .output()
+            .expect("run ringcast-writecost");
+        assert!(
+            out.status.success(),
+            "{readers}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+        assert_eq!(v["readers"], readers);
+        assert_eq!(v["writes"], 250, "{v}");
+        assert_eq!(v["short_writes"], 0, "{v}");
+        assert_eq!(v["bytes_drained"], 250 * 64, "{v}");
+        assert_eq!(v["reader_cpu_ns_per_write"].is_null(), readers == "drained");
+    }
+}
