@@ -73,6 +73,13 @@ pub struct Window {
     pub current: Position,
 }
 
+/// Messages for one topic, in the order they were published.
+#[derive(Debug)]
+pub struct TopicMsgs {
+    pub topic: Arc<str>,
+    pub msgs: Vec<NewMsg>,
+}
+
 #[derive(Debug)]
 pub enum PublishError {
     /// `--max-topics` reached.
@@ -81,19 +88,28 @@ pub enum PublishError {
 
 #[derive(Debug)]
 pub enum Reply {
-    Published(Result<Vec<Position>, PublishError>),
-    /// The home's fanout is behind (its queues to other shards are full): the messages come
-    /// back unpublished, so the publisher can wait and try again (`--publish-timeout-ms`).
-    Busy(Vec<NewMsg>),
+    /// One result per group of a `Publish`, in the order of the groups.
+    Published(Vec<Result<Vec<Position>, PublishError>>),
+    /// The home's fanout is behind (its queues to other shards are full): the groups in `back`
+    /// come back unpublished, so the publisher can wait and try again (`--publish-timeout-ms`).
+    /// A home that is behind when the command arrives refuses it as a whole (`done` is empty);
+    /// only a command whose own fanout fills the queues midway has its first groups published
+    /// (`done`, in order) and the rest, always a suffix, in `back`.
+    Busy {
+        done: Vec<Result<Vec<Position>, PublishError>>,
+        back: Vec<TopicMsgs>,
+    },
     Window(Result<Window, PublishError>),
 }
 
 #[derive(Debug)]
 pub enum Cmd {
-    /// To a topic's home: give these messages positions, in order, and fan them out.
+    /// To the home of every topic in `groups`: give the messages positions, group after
+    /// group, and fan them out, all in one inbox pass (so a subscriber gets them in one write).
+    /// One group is one `POST /pub/{topic}`, a topic's share of a `POST /pub` batch, or a
+    /// WebSocket's publishes; several are the publishes one connection pipelined (`conn.rs`).
     Publish {
-        topic: Arc<str>,
-        msgs: Vec<NewMsg>,
+        groups: Vec<TopicMsgs>,
         reply: ReplyTo,
     },
     /// To a topic's home: answer the window after `since`; if `subscribe`, also start sending

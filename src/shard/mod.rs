@@ -35,7 +35,7 @@ use slab::Slab;
 
 use crate::codec::position::Position;
 use crate::fanout::{
-    home_of, Cmd, MsgRef, NewMsg, Node, PublishError, Reply, ReplyTo, Since, Window,
+    home_of, Cmd, MsgRef, NewMsg, Node, PublishError, Reply, ReplyTo, Since, TopicMsgs, Window,
 };
 use crate::metrics::{ShardMetrics, M};
 use crate::{debug, info};
@@ -289,13 +289,30 @@ impl Shard {
 
     fn handle(&self, st: &mut State, cmd: Cmd) {
         match cmd {
-            Cmd::Publish { topic, msgs, reply } => {
-                let r = match self.home_publish(st, &topic, msgs) {
-                    Ok(ps) => Reply::Published(Ok(ps)),
-                    Err(Refused::Busy(msgs)) => Reply::Busy(msgs),
-                    Err(Refused::TooManyTopics) => {
-                        Reply::Published(Err(PublishError::TooManyTopics))
+            Cmd::Publish { groups, reply } => {
+                // Every message of the command is delivered here before this pass flushes, so
+                // a subscriber gets the command's messages in one write.
+                let mut done = Vec::with_capacity(groups.len());
+                let mut groups = groups.into_iter();
+                let mut back = Vec::new();
+                while let Some(TopicMsgs { topic, msgs }) = groups.next() {
+                    match self.home_publish(st, &topic, msgs) {
+                        Ok(ps) => done.push(Ok(ps)),
+                        Err(Refused::TooManyTopics) => done.push(Err(PublishError::TooManyTopics)),
+                        // Refused before the first group: the whole command comes back. Later,
+                        // only because this command's own fanout filled the queues: the rest
+                        // comes back, and the publisher retries it before anything else.
+                        Err(Refused::Busy(msgs)) => {
+                            back.push(TopicMsgs { topic, msgs });
+                            back.extend(groups);
+                            break;
+                        }
                     }
+                }
+                let r = if back.is_empty() {
+                    Reply::Published(done)
+                } else {
+                    Reply::Busy { done, back }
                 };
                 self.reply(st, reply, r);
             }
@@ -386,12 +403,19 @@ impl Shard {
         batched: bool,
     ) -> Result<Vec<Position>, Fail> {
         let home = home_of(topic.as_bytes(), self.node.bus.shards());
+        if home != self.id {
+            let done = self
+                .publish_remote(home, vec![TopicMsgs { topic, msgs }])
+                .await;
+            // One result per group.
+            return done.into_iter().next().unwrap_or(Err(Fail::Overloaded));
+        }
         // Read the clock only when a busy home first hands the messages back.
         let mut deadline: Option<Instant> = None;
         let mut msgs = msgs;
         loop {
             self.backpressure(home).await?;
-            let r = if home == self.id {
+            let r = {
                 let mut st = self.st.borrow_mut();
                 let r = self.home_publish(&mut st, &topic, msgs);
                 // A connection the shard is ending closes as soon as its task runs: bytes
@@ -404,31 +428,11 @@ impl Shard {
                     self.node.bus.wake(self.id);
                 }
                 r
-            } else {
-                let t = topic.clone();
-                match self
-                    .request(home, |reply| Cmd::Publish {
-                        topic: t,
-                        msgs,
-                        reply,
-                    })
-                    .await
-                {
-                    Reply::Published(Ok(ps)) => Ok(ps),
-                    Reply::Published(Err(_)) => Err(Refused::TooManyTopics),
-                    Reply::Busy(back) => Err(Refused::Busy(back)),
-                    Reply::Window(_) => unreachable!("a publish is answered with positions"),
-                }
             };
             match r {
                 Ok(ps) => return Ok(ps),
                 Err(Refused::TooManyTopics) => return Err(Fail::TooManyTopics),
-                Err(Refused::Busy(back))
-                    if Instant::now()
-                        < *deadline.get_or_insert_with(|| {
-                            Instant::now() + Duration::from_millis(self.node.cfg.publish_timeout_ms)
-                        }) =>
-                {
+                Err(Refused::Busy(back)) if self.may_retry(&mut deadline) => {
                     msgs = back;
                     monoio::time::sleep(OUTQ_RETRY).await;
                 }
@@ -437,6 +441,60 @@ impl Shard {
                     return Err(Fail::Overloaded);
                 }
             }
+        }
+    }
+
+    /// Whether a publish the home handed back may be tried again: until `--publish-timeout-ms`
+    /// after the first refusal (`deadline` is set then, so the clock is read only once busy).
+    fn may_retry(&self, deadline: &mut Option<Instant>) -> bool {
+        let timeout = Duration::from_millis(self.node.cfg.publish_timeout_ms);
+        Instant::now() < *deadline.get_or_insert_with(|| Instant::now() + timeout)
+    }
+
+    /// Publishes `groups`, whose topics are all homed on shard `home` (not this one), as one
+    /// `Cmd::Publish`, and returns one result per group, in order. The same waits as a
+    /// publish homed here: while the way to the home is congested, and while the home hands
+    /// the messages back (`Reply::Busy`), retried every millisecond until
+    /// `--publish-timeout-ms`; then `Fail::Overloaded` for every group not published. One
+    /// command is in flight per call, and what comes back is retried before the call returns,
+    /// so the groups are published in their order (ARCHITECTURE.md, pipelined publishes).
+    pub async fn publish_remote(
+        self: &Rc<Self>,
+        home: usize,
+        groups: Vec<TopicMsgs>,
+    ) -> Vec<Result<Vec<Position>, Fail>> {
+        debug_assert_ne!(home, self.id);
+        let mut results: Vec<Result<Vec<Position>, Fail>> = Vec::with_capacity(groups.len());
+        let mut deadline: Option<Instant> = None;
+        let mut groups = groups;
+        loop {
+            // How many overloaded publishes `backpressure` counted already.
+            let (overloaded, counted) = match self.backpressure(home).await {
+                Ok(()) => {
+                    let reply = self
+                        .request(home, |reply| Cmd::Publish { groups, reply })
+                        .await;
+                    let (done, back) = match reply {
+                        Reply::Published(done) => (done, Vec::new()),
+                        Reply::Busy { done, back } => (done, back),
+                        Reply::Window(_) => unreachable!("a publish is answered with positions"),
+                    };
+                    results.extend(done.into_iter().map(|r| r.map_err(Fail::from)));
+                    groups = back;
+                    if groups.is_empty() {
+                        return results;
+                    }
+                    (!self.may_retry(&mut deadline), 0)
+                }
+                Err(_) => (true, 1),
+            };
+            if overloaded {
+                self.metrics()
+                    .add(M::PublishOverload, groups.len() as i64 - counted);
+                results.extend(groups.iter().map(|_| Err(Fail::Overloaded)));
+                return results;
+            }
+            monoio::time::sleep(OUTQ_RETRY).await;
         }
     }
 
@@ -474,7 +532,7 @@ impl Shard {
             .await
         {
             Reply::Window(r) => r.map_err(Fail::from),
-            Reply::Published(_) | Reply::Busy(_) => {
+            Reply::Published(_) | Reply::Busy { .. } => {
                 unreachable!("a window request is answered with a window")
             }
         }
@@ -522,7 +580,7 @@ impl Shard {
                 .await;
             match r {
                 Reply::Window(r) => r.map_err(Fail::from),
-                Reply::Published(_) | Reply::Busy(_) => {
+                Reply::Published(_) | Reply::Busy { .. } => {
                     unreachable!("a window request is answered with a window")
                 }
             }
@@ -887,5 +945,187 @@ mod size_tests {
             "an empty ring is one pointer"
         );
         assert!(session <= 192, "ws::Session = {session} bytes");
+    }
+}
+
+#[cfg(test)]
+mod publish_tests {
+    use super::*;
+
+    /// Shard 0 of a two-shard node with these flags, outside any runtime: enough to run the
+    /// home's side of commands, with shard 1's inbox as the place its sends land.
+    fn home_shard(args: &[&str]) -> Shard {
+        let mut argv = vec!["ringcast", "--shards", "2"];
+        argv.extend_from_slice(args);
+        let cfg = crate::config::Config::from_args(argv).unwrap();
+        let bounds = HistoryBounds::from_config(&cfg);
+        Shard {
+            id: 0,
+            bounds,
+            node: Arc::new(Node::new(cfg)),
+            st: RefCell::new(State {
+                outq: (0..2).map(|_| VecDeque::new()).collect(),
+                ..State::default()
+            }),
+            date: Cell::new([b' '; 29]),
+            draining: Signal::default(),
+            outq_nonempty: Cell::new(false),
+            ep: -1,
+            flush_wanted: Cell::new(false),
+        }
+    }
+
+    const TO_SHARD_1: ReplyTo = ReplyTo {
+        shard: 1,
+        slot: 7,
+        gen: 1,
+    };
+
+    fn group(topic: &str, n: usize) -> TopicMsgs {
+        TopicMsgs {
+            topic: Arc::from(topic),
+            msgs: (0..n)
+                .map(|i| NewMsg {
+                    event: None,
+                    data: format!("{topic}-{i}").into_bytes().into(),
+                    binary: false,
+                })
+                .collect(),
+        }
+    }
+
+    /// The commands shard 0 sent to shard 1: its inbox, then what waits in the overflow.
+    fn sent_to_1(sh: &Shard) -> Vec<Cmd> {
+        let mut v = Vec::new();
+        while let Some(c) = sh.node.bus.pop(1) {
+            v.push(c);
+        }
+        v.extend(sh.st.borrow_mut().outq[1].drain(..));
+        sh.st.borrow_mut().outq_len = 0;
+        v
+    }
+
+    fn offsets(r: &Result<Vec<Position>, PublishError>) -> Vec<u64> {
+        r.as_ref().unwrap().iter().map(|p| p.offset).collect()
+    }
+
+    /// Groups are published in order, each topic's offsets following on, and one topic the
+    /// home may not create is refused alone.
+    #[test]
+    fn a_publish_command_publishes_its_groups_in_order() {
+        let sh = home_shard(&["--max-topics", "2"]);
+        let mut st = sh.st.borrow_mut();
+        let groups = vec![group("a", 2), group("b", 1), group("c", 1), group("a", 1)];
+        sh.handle(
+            &mut st,
+            Cmd::Publish {
+                groups,
+                reply: TO_SHARD_1,
+            },
+        );
+        drop(st);
+        let sent = sent_to_1(&sh);
+        let [Cmd::Reply {
+            to,
+            reply: Reply::Published(done),
+        }] = &sent[..]
+        else {
+            panic!("expected one Published reply, got {sent:?}");
+        };
+        assert_eq!(*to, TO_SHARD_1);
+        assert_eq!(done.len(), 4);
+        assert_eq!(offsets(&done[0]), [1, 2]);
+        assert_eq!(offsets(&done[1]), [1]);
+        assert!(matches!(done[2], Err(PublishError::TooManyTopics)));
+        assert_eq!(offsets(&done[3]), [3]);
+    }
+
+    /// A home that is behind refuses a command whole; one whose own fanout fills the queue
+    /// midway publishes a prefix and hands back the rest, in order.
+    #[test]
+    fn a_busy_home_hands_back_the_whole_command_or_a_suffix() {
+        // Shard 1's inbox holds one command; more waits in shard 0's overflow, whose bound
+        // (`--inbox-capacity`, 1) refuses new publishes once exceeded.
+        let sh = home_shard(&["--inbox-capacity", "1"]);
+        // Shard 1 subscribes to "a", so each message of "a" is a `Deliver` to it.
+        sh.handle(
+            &mut sh.st.borrow_mut(),
+            Cmd::Window {
+                topic: Arc::from("a"),
+                since: Since::None,
+                limit: 0,
+                subscribe: true,
+                reply: TO_SHARD_1,
+            },
+        );
+        assert_eq!(sent_to_1(&sh).len(), 1, "the window reply");
+
+        // Three deliveries of "a": one fits the inbox, two overflow (2 > 1), so "b" and "c"
+        // come back.
+        sh.handle(
+            &mut sh.st.borrow_mut(),
+            Cmd::Publish {
+                groups: vec![group("a", 3), group("b", 1), group("c", 2)],
+                reply: TO_SHARD_1,
+            },
+        );
+        let sent = sent_to_1(&sh);
+        assert_eq!(sent.len(), 4, "three deliveries and the reply: {sent:?}");
+        match &sent[3] {
+            Cmd::Reply {
+                reply: Reply::Busy { done, back },
+                ..
+            } => {
+                assert_eq!(done.len(), 1);
+                assert_eq!(offsets(&done[0]), [1, 2, 3]);
+                let back: Vec<(&str, usize)> =
+                    back.iter().map(|g| (&*g.topic, g.msgs.len())).collect();
+                assert_eq!(back, [("b", 1), ("c", 2)]);
+            }
+            other => panic!("expected Busy, got {other:?}"),
+        }
+
+        // Behind from the start: nothing is published, everything comes back.
+        {
+            let mut st = sh.st.borrow_mut();
+            st.outq[1].extend([Cmd::Shutdown, Cmd::Shutdown]);
+            st.outq_len = 2;
+        }
+        sh.handle(
+            &mut sh.st.borrow_mut(),
+            Cmd::Publish {
+                groups: vec![group("a", 1), group("b", 1)],
+                reply: TO_SHARD_1,
+            },
+        );
+        let sent = sent_to_1(&sh);
+        match &sent[..] {
+            [Cmd::Shutdown, Cmd::Shutdown, Cmd::Reply {
+                reply: Reply::Busy { done, back },
+                ..
+            }] => {
+                assert!(done.is_empty());
+                assert_eq!(back.len(), 2);
+                assert_eq!(&*back[0].topic, "a");
+                assert_eq!(&*back[1].topic, "b");
+            }
+            other => panic!("expected a whole refusal, got {other:?}"),
+        }
+        // Nothing of the refused command was published: "a" goes on at 4.
+        sh.handle(
+            &mut sh.st.borrow_mut(),
+            Cmd::Publish {
+                groups: vec![group("a", 1)],
+                reply: TO_SHARD_1,
+            },
+        );
+        let sent = sent_to_1(&sh);
+        match sent.last() {
+            Some(Cmd::Reply {
+                reply: Reply::Published(done),
+                ..
+            }) => assert_eq!(offsets(&done[0]), [4]),
+            other => panic!("expected Published, got {other:?}"),
+        }
     }
 }

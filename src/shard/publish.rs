@@ -2,7 +2,9 @@
 //!
 //! Owns: who may publish (`--publish-token`, else loopback peers only), the text/binary rule
 //! (text = valid UTF-8 and not `Content-Type: application/octet-stream`), event-name checks and
-//! the all-or-nothing validation of a batch before anything is published.
+//! the all-or-nothing validation of a batch before anything is published. `message` is the one
+//! set of checks a `POST /pub/{topic}` passes, whether it is published alone or with the
+//! requests pipelined behind it (`pipelined`, gathered by `conn.rs`).
 //! Must not: order messages (the topic's home does).
 
 use std::rc::Rc;
@@ -13,7 +15,7 @@ use serde::Deserialize;
 
 use crate::codec::position::Position;
 use crate::codec::route;
-use crate::fanout::NewMsg;
+use crate::fanout::{NewMsg, TopicMsgs};
 use crate::metrics::M;
 use crate::shard::conn::{Answer, Next, Req};
 use crate::shard::{Fail, Shard};
@@ -108,26 +110,32 @@ fn ids_json(ps: &[Position], batch: bool) -> Vec<u8> {
         out.extend_from_slice(b"]}");
     } else {
         out.extend_from_slice(b"{\"id\":\"");
-        ps[0].write(&mut out);
+        // A home gives every message a position: one message, one.
+        if let Some(p) = ps.first() {
+            p.write(&mut out);
+        }
         out.extend_from_slice(b"\"}");
     }
     out
 }
 
-pub async fn single(sh: &Rc<Shard>, req: &Req<'_>, a: &mut Answer<'_>, topic: String) -> Next {
-    if let Err((s, r)) = authorize(sh, req) {
-        return deny(sh, a, s, r);
-    }
+/// Why a publish request is refused before anything is published: (status, reason).
+pub type Refusal = (u16, &'static str);
+
+/// The message a `POST /pub/{topic}` carries, after the checks every such request passes —
+/// publisher, event name, text or binary. The body limit is the connection's (it read the
+/// body). A request pipelined behind a remote-homed publish passes the same checks before it
+/// may join its batch (`conn.rs`).
+pub fn message(sh: &Shard, req: &Req<'_>) -> Result<NewMsg, Refusal> {
+    authorize(sh, req)?;
     let event = match route::query_param(req.query(), "event") {
         None => None,
         Some(e) if valid_event(&e) => Some(String::from_utf8_lossy(&e).into()),
         Some(_) => {
-            return deny(
-                sh,
-                a,
+            return Err((
                 400,
                 "bad event name (1-64 printable ASCII bytes, no spaces)",
-            )
+            ))
         }
     };
     let octet = req
@@ -138,12 +146,21 @@ pub async fn single(sh: &Rc<Shard>, req: &Req<'_>, a: &mut Answer<'_>, topic: St
         })
         .unwrap_or(false);
     let binary = octet || std::str::from_utf8(req.body).is_err();
-    let msg = NewMsg {
+    Ok(NewMsg {
         event,
         data: req.body.into(),
         binary,
-    };
-    match sh.publish_batched(Arc::from(topic), vec![msg]).await {
+    })
+}
+
+/// Answers a request `message` refused.
+pub fn refuse(sh: &Shard, a: &mut Answer<'_>, (status, reason): Refusal) -> Next {
+    deny(sh, a, status, reason)
+}
+
+/// Answers a `POST /pub/{topic}` with its position or why it was not published.
+pub fn answer(a: &mut Answer<'_>, r: Result<Vec<Position>, Fail>) -> Next {
+    match r {
         Ok(ps) => {
             a.send(
                 200,
@@ -154,6 +171,32 @@ pub async fn single(sh: &Rc<Shard>, req: &Req<'_>, a: &mut Answer<'_>, topic: St
         }
         Err(f) => fail(a, f),
     }
+}
+
+pub async fn single(sh: &Rc<Shard>, req: &Req<'_>, a: &mut Answer<'_>, topic: String) -> Next {
+    let msg = match message(sh, req) {
+        Ok(m) => m,
+        Err(r) => return refuse(sh, a, r),
+    };
+    answer(a, sh.publish_batched(Arc::from(topic), vec![msg]).await)
+}
+
+/// `POST /pub/{topic}` requests of one connection, in order, whose topics are all homed on
+/// shard `home` (another shard): checked with `message` already, published as one command
+/// (`Shard::publish_remote`). Returns one result per request, in order.
+pub async fn pipelined(
+    sh: &Rc<Shard>,
+    home: usize,
+    msgs: Vec<(Arc<str>, NewMsg)>,
+) -> Vec<Result<Vec<Position>, Fail>> {
+    let groups = msgs
+        .into_iter()
+        .map(|(topic, m)| TopicMsgs {
+            topic,
+            msgs: vec![m],
+        })
+        .collect();
+    sh.publish_remote(home, groups).await
 }
 
 #[derive(Deserialize)]
