@@ -3,10 +3,10 @@
 //!
 //! Owns: the connection loop — keep-alive, pipelining (responses leave in request order, one
 //! write per batch; publishes to a remote home pipelined behind one another go to it as one
-//! command, `publish_pipeline`), HTTP/1.0, `Connection: close`, `Expect: 100-continue`, Content-Length and
-//! chunked bodies, HEAD, every limit and timeout of a request, CORS and the accept-time
-//! connection cap. The read buffer comes from the shard's pool while a request is being read
-//! and goes back before the connection waits for the next one, so an idle keep-alive
+//! command, `publish_pipeline`), HTTP/1.0, `Connection: close`, `Expect: 100-continue`,
+//! Content-Length and chunked bodies, HEAD, every limit and timeout of a request, CORS and the
+//! accept-time connection cap. The read buffer comes from the shard's pool while a request is
+//! being read and goes back before the connection waits for the next one, so an idle keep-alive
 //! connection holds no buffer.
 //! Must not: parse bytes itself (the codecs do), or hold a `RefCell` borrow across an await.
 
