@@ -6,7 +6,9 @@
 # workers) and CPU microseconds per delivery — the figure a noisy, shared machine moves least.
 # Ports and the nchan run directory are private, so other servers on the machine are untouched.
 # BINS="a b" measures several ringcast builds in each round (e.g. before and after a change).
-# Usage: ROUNDS=2 [SUBS=10000] [TOPICS=10] [RATE=200] [SECS=5] [BINS=...] tools/bench-longpoll.sh
+# PROCS load processes (default 2): with one, the load tool itself was the limit against ringcast
+# (server 0.74 core, load tool 0.62, machine 1.37 of 2 cores busy at 10k; PERF.md).
+# Usage: ROUNDS=2 [SUBS=10000] [TOPICS=10] [RATE=200] [SECS=5] [PROCS=2] [BINS=...] tools/bench-longpoll.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-2}
@@ -14,6 +16,7 @@ SUBS=${SUBS:-10000}
 TOPICS=${TOPICS:-10}
 RATE=${RATE:-200}
 SECS=${SECS:-5}
+PROCS=${PROCS:-2}
 N=$(nproc)
 BINS=${BINS:-target/release/ringcast}
 LOAD=target/release/ringcast-load
@@ -46,7 +49,7 @@ fanout() { # url-sub url-pub [extra...]
   local sub=$1 pub=$2
   shift 2
   $LOAD fanout --transport longpoll --subscribers "$SUBS" --topics "$TOPICS" --size 128 \
-    --rate "$RATE" --seconds "$SECS" --quiet --url-sub "$sub" --url-pub "$pub" "$@"
+    --rate "$RATE" --seconds "$SECS" --processes "$PROCS" --quiet --url-sub "$sub" --url-pub "$pub" "$@"
 }
 
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r), $(rustc --version)"
