@@ -4,7 +4,7 @@
 # the same run. Each server is pinned to core 0, the load tool to core 1. Servers alternate over
 # ROUNDS rounds (default 2); each run prints the load tool's summary plus the server's CPU
 # seconds and round trips per server CPU-second, and appends one JSON line to RESULTS.
-# Usage: ROUNDS=2 [RESULTS=file.jsonl] tools/bench-echo.sh [seconds] [connections] [size]
+# Usage: ROUNDS=2 [RESULTS=file.jsonl] [BIN=path/to/ringcast] tools/bench-echo.sh [seconds] [connections] [size]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-2}
@@ -15,7 +15,7 @@ PORT_RC=18490
 PORT_AX=18493
 RESULTS=${RESULTS:-bench-results/echo-$(date -u +%Y-%m-%dT%H%M%SZ).jsonl}
 mkdir -p "$(dirname "$RESULTS")"
-BIN=target/release/ringcast
+BIN=${BIN:-target/release/ringcast}
 LOAD=target/release/ringcast-load
 [ -x "$BIN" ] && [ -x "$LOAD" ] || cargo build --release -q --workspace
 
