@@ -26,7 +26,9 @@
 # independent publishers; with 1, a topic has at most one message on its way at a time.
 # SERVERS may also name ringcast-base: the binary BASE_BIN (e.g. a build of the main branch),
 # for before/after comparisons in the same run.
-# Usage: [ROUNDS=2] [PROCS=2] [PUB_PIPELINE=1] [CASES="saturated split rate20 idle perwrite"] [SERVERS="ringcast nchan axum"] tools/bench-fanout.sh
+# SAT_MSGS (default 1000) and SAT_TIMEOUT (s, default 60) lengthen the saturated case, to measure the
+# steady state past the first second's ramp.
+# Usage: [ROUNDS=2] [PROCS=2] [PUB_PIPELINE=1] [SAT_MSGS=1000] [CASES="saturated split rate20 idle perwrite"] [SERVERS="ringcast nchan axum"] tools/bench-fanout.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ulimit -n "$(ulimit -Hn)"
@@ -107,7 +109,7 @@ fanout() { # case server round transport load-cpus subs topics rate messages tim
 # case → server cores, load cpus, subscribers, topics, msg/s, messages, timeout, processes
 params() {
   case $1 in
-  saturated) echo "2 0-1 $SUBS 10 1000 1000 60 $PROCS" ;;
+  saturated) echo "2 0-1 $SUBS 10 1000 ${SAT_MSGS:-1000} ${SAT_TIMEOUT:-60} $PROCS" ;;
   split) echo "1 1 $SUBS 10 1000 500 60 1" ;;
   rate20) echo "2 0-1 $SUBS 10 200 1000 30 $PROCS" ;;
   idle) echo "2 0-1 1 1 100 1000 5 1" ;;
