@@ -637,14 +637,6 @@ impl Shard {
         }
     }
 
-    /// Ends the interests that outlived their last subscriber (see `Subscribers::unsubscribe`).
-    fn sweep_idle_interest(&self) {
-        let mut st = self.st.borrow_mut();
-        for topic in st.subs.sweep_idle_interest() {
-            self.interest_ended(&mut st, topic);
-        }
-    }
-
     /// Frees a stream's shard state however it ends: its `Out` (with any bytes still queued
     /// for it) and its subscriptions. Returns the `Out` for the caller's last words and fd.
     pub fn free_stream(&self, k: usize) -> Option<subs::Out> {
@@ -807,8 +799,7 @@ async fn ticker_task(sh: Rc<Shard>) {
         refresh_date(&sh);
         monoio::time::sleep(Duration::from_secs(1)).await;
         tick += 1;
-        sh.sweep_idle_interest();
-        free_idle_topics(&sh);
+        sweep_topics(&sh);
         let hb = sh.node.cfg.heartbeat_secs;
         if hb > 0 && tick % hb == 0 {
             sse::heartbeat(&sh, tick);
@@ -828,21 +819,15 @@ fn refresh_date(sh: &Shard) {
     sh.date.set(d);
 }
 
-fn free_idle_topics(sh: &Shard) {
+/// Ends the interests that outlived their last subscriber (see `Subscribers::unsubscribe`) and
+/// frees idle topics homed here, in one walk of the topic table.
+fn sweep_topics(sh: &Shard) {
     let idle = Duration::from_secs(sh.node.cfg.topic_idle_secs);
-    let now = Instant::now();
     let mut st = sh.st.borrow_mut();
-    // A remote topic's entry goes with the interest (`Subscribers::sweep_idle_interest`).
-    let freed = st
-        .subs
-        .topics
-        .retain(|t| match &t.side {
-            Side::Home(h) => {
-                h.mask != 0 || !t.subs.is_empty() || now.saturating_duration_since(h.touched) < idle
-            }
-            Side::Remote(_) => true,
-        })
-        .len();
+    let (ended, freed) = st.subs.sweep(Instant::now(), idle);
+    for topic in ended {
+        sh.interest_ended(&mut st, topic);
+    }
     if freed > 0 {
         sh.node.topics.fetch_sub(freed, Ordering::Relaxed);
         sh.metrics().add(M::Topics, -(freed as i64));

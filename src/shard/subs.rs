@@ -16,7 +16,7 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Waker;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
@@ -197,7 +197,7 @@ pub struct Policy<'a> {
 /// no round trip to the home. Bounded by the same history bounds as the home's ring. Anything
 /// it cannot answer (an older position, another epoch, a bad one) goes to the home.
 pub struct Recent {
-    /// No subscriber here at the last sweep (see [`Subscribers::sweep_idle_interest`]).
+    /// No subscriber here at the last sweep (see [`Subscribers::sweep`]).
     idle: bool,
     /// The run outlived its last subscriber here and no window from the home has been applied
     /// since: it is exact for positions inside it, but its end is not "now" (a message the home
@@ -308,7 +308,7 @@ impl Subscribers {
     /// interest in the topic ends now (the home must be told).
     ///
     /// The interest in a remote-homed topic with a run of received messages outlives its last
-    /// subscriber until the next sweeps ([`Self::sweep_idle_interest`]): a long poll leaves
+    /// subscriber until the next sweeps ([`Self::sweep`]): a long poll leaves
     /// and comes back for every message, and when one message answers all of a topic's polls
     /// here, the list empties just before the re-polls arrive. Ending the interest then cost
     /// an `Unsubscribe` to the home, the run, and a window round trip for the next poll (35% of
@@ -332,31 +332,38 @@ impl Subscribers {
         }
     }
 
-    /// Ends the interest in remote-homed topics that had no subscriber here at this sweep and
-    /// the one before (so an interest outlives its last subscriber by one to two sweep
-    /// periods); returns those topics, whose homes must be told. Until then the home keeps
-    /// sending every message, so the run stays exact.
-    pub fn sweep_idle_interest(&mut self) -> Vec<Arc<str>> {
-        self.topics
-            .retain(|t| {
-                let Side::Remote(recent) = &mut t.side else {
-                    return true;
-                };
-                match recent {
-                    Some(r) if !t.subs.is_empty() => {
-                        r.idle = false;
-                        true
-                    }
-                    Some(r) if !r.idle => {
-                        r.idle = true;
-                        true
-                    }
-                    _ => !t.subs.is_empty(),
-                }
-            })
-            .into_iter()
-            .map(|t| t.name)
-            .collect()
+    /// The shard's once-a-second pass over its topics, in one walk of the table:
+    /// - ends the interest in remote-homed topics that had no subscriber here at this sweep and
+    ///   the one before (so an interest outlives its last subscriber by one to two sweep
+    ///   periods; until then the home keeps sending every message, so the run stays exact);
+    /// - frees the topics homed here that have no subscriber on any shard and no publish for
+    ///   `idle` (`--topic-idle-secs`).
+    ///
+    /// Returns the remote topics whose homes must be told, and how many home topics went.
+    pub fn sweep(&mut self, now: Instant, idle: Duration) -> (Vec<Arc<str>>, usize) {
+        let gone = self.topics.retain(|t| match &mut t.side {
+            Side::Home(h) => {
+                h.mask != 0 || !t.subs.is_empty() || now.saturating_duration_since(h.touched) < idle
+            }
+            Side::Remote(Some(r)) if !t.subs.is_empty() => {
+                r.idle = false;
+                true
+            }
+            Side::Remote(Some(r)) if !r.idle => {
+                r.idle = true;
+                true
+            }
+            Side::Remote(_) => !t.subs.is_empty(),
+        });
+        let mut freed_homes = 0;
+        let mut ended = Vec::new();
+        for t in gone {
+            match t.side {
+                Side::Home(_) => freed_homes += 1,
+                Side::Remote(_) => ended.push(t.name),
+            }
+        }
+        (ended, freed_homes)
     }
 
     /// Starts the run of received messages for a remote-homed topic from the window its home
@@ -826,13 +833,19 @@ mod tests {
         s.seed_recent(b, &home);
         assert!(s.local_window("t", Since::None, 10, &bounds(10)).is_some());
         assert_eq!(s.unsubscribe(b), None);
-        assert!(s.sweep_idle_interest().is_empty(), "first sweep marks it");
+        assert!(
+            s.sweep(t0, Duration::MAX).0.is_empty(),
+            "first sweep marks it"
+        );
         let c = sub_remote(&mut s, 2, &topic);
-        assert!(s.sweep_idle_interest().is_empty(), "a subscriber: kept");
+        assert!(
+            s.sweep(t0, Duration::MAX).0.is_empty(),
+            "a subscriber: kept"
+        );
         assert_eq!(s.unsubscribe(c), None);
-        assert!(s.sweep_idle_interest().is_empty());
+        assert!(s.sweep(t0, Duration::MAX).0.is_empty());
         assert_eq!(
-            s.sweep_idle_interest(),
+            s.sweep(t0, Duration::MAX).0,
             std::slice::from_ref(&topic),
             "second empty sweep"
         );
@@ -841,6 +854,38 @@ mod tests {
         let d = sub_remote(&mut s, 3, &topic);
         assert_eq!(s.unsubscribe(d), Some(topic));
         assert!(s.topics.is_empty());
+    }
+
+    /// The same sweep frees a home topic only when no shard follows it, nobody here
+    /// subscribes, and nothing was published for the idle period.
+    #[test]
+    fn sweep_frees_idle_home_topics_only() {
+        use crate::shard::home::HomeTopic;
+        let t0 = Instant::now();
+        let idle = Duration::from_secs(60);
+        let mut s = Subscribers::default();
+        let home = |name: &str, s: &mut Subscribers| {
+            let h = s.topics.hash(name);
+            s.topics.insert_hashed(
+                h,
+                Topic {
+                    name: Arc::from(name),
+                    subs: SubList::default(),
+                    side: Side::Home(HomeTopic::new(1, t0)),
+                },
+            )
+        };
+        let _quiet = home("quiet", &mut s);
+        let followed = home("followed", &mut s);
+        let watched = home("watched", &mut s);
+        if let Some(Side::Home(h)) = s.topics.get_mut(followed).map(|t| &mut t.side) {
+            h.mask = 0b10;
+        }
+        s.subscribe(0, watched);
+        assert_eq!(s.sweep(t0 + Duration::from_secs(59), idle), (vec![], 0));
+        assert_eq!(s.sweep(t0 + Duration::from_secs(61), idle), (vec![], 1));
+        assert_eq!(s.topics.find("quiet"), None);
+        assert!(s.topics.find("followed").is_some() && s.topics.find("watched").is_some());
     }
 
     #[test]
