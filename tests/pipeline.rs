@@ -19,7 +19,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use ringcast::fanout::home_of;
-use server::{read_response, Response, Server};
+use server::{pos, read_response, Response, Server};
 use sse_parser::{SseEvent, SseParser};
 
 // ---- helpers ------------------------------------------------------------------------------
@@ -38,21 +38,6 @@ fn topics_by_home(prefix: &str, per_home: usize) -> [Vec<String>; 2] {
         }
     }
     unreachable!()
-}
-
-/// `EPOCH:OFFSET` → (epoch, offset).
-fn pos(id: &str) -> (String, u64) {
-    let (e, o) = id
-        .split_once(':')
-        .unwrap_or_else(|| panic!("not a position: {id}"));
-    (e.to_string(), o.parse().unwrap())
-}
-
-/// The current position of a topic (a poll without `since`); creates the topic.
-fn current(srv: &Server, topic: &str) -> String {
-    let r = srv.get(&format!("/poll/{topic}"));
-    assert_eq!(r.status, 200);
-    r.json()["next"].as_str().unwrap().to_string()
 }
 
 fn publish_req(topic: &str, query: &str, body: &str, extra: &str) -> Vec<u8> {
@@ -224,7 +209,7 @@ fn subscribe_all(srv: &Server, topics: &[&String]) -> Subscribers {
         ws: Vec::new(),
     };
     for &t in topics {
-        let cur = current(srv, t);
+        let cur = srv.current(t);
         subs.sse.push((t.clone(), sse_open(srv, t, &cur)));
         subs.ws.push((t.clone(), ws_open(srv, t, &cur)));
         subs.starts.insert(t.clone(), pos(&cur));

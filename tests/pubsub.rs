@@ -13,18 +13,10 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use server::{publish_on, read_response, Response, Server};
+use server::{pos, publish_on, read_response, Response, Server};
 use sse_parser::{SseEvent, SseParser};
 
 // ---- helpers ------------------------------------------------------------------------------
-
-/// `EPOCH:OFFSET` → (epoch, offset).
-fn pos(id: &str) -> (String, u64) {
-    let (e, o) = id
-        .split_once(':')
-        .unwrap_or_else(|| panic!("not a position: {id}"));
-    (e.to_string(), o.parse().unwrap())
-}
 
 /// Publishes on a keep-alive connection; returns the new position.
 /// The current position of a topic (a poll without `since`).

@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use server::{publish_on, read_response, Response, Server};
+use server::{pos, publish_on, read_response, Response, Server};
 use sse_parser::{SseEvent, SseParser};
 
 /// An open SSE stream: its head, its parser and the raw bytes read so far.
@@ -71,20 +71,6 @@ impl Stream {
         }
         out
     }
-}
-
-fn pos(id: &str) -> (String, u64) {
-    let (e, o) = id
-        .split_once(':')
-        .unwrap_or_else(|| panic!("not a position: {id}"));
-    (e.to_string(), o.parse().unwrap())
-}
-
-fn current(srv: &Server, topic: &str) -> String {
-    srv.get(&format!("/poll/{topic}")).json()["next"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 fn publish_raw(srv: &Server, path: &str, ctype: Option<&str>, body: &[u8]) -> String {
@@ -165,7 +151,7 @@ type Case = (
 #[test]
 fn events_carry_ids_names_multiline_and_binary_payloads() {
     let srv = Server::start(&["--shards", "2"]);
-    let cur = current(&srv, "enc");
+    let cur = srv.current("enc");
     let mut st = Stream::open(&srv, "/sse/enc", &format!("Last-Event-ID: {cur}\r\n"));
     wait_streams(&srv, 1);
     // (path, content type, body, expected event, expected data)
@@ -290,7 +276,7 @@ fn events_carry_ids_names_multiline_and_binary_payloads() {
 #[test]
 fn resume_by_header_and_query_replays_exactly_the_missed_messages() {
     let srv = Server::start(&["--shards", "2"]);
-    let start = current(&srv, "res");
+    let start = srv.current("res");
     let ids: Vec<String> = (1..=5)
         .map(|i| srv.publish("res", format!("m{i}").as_bytes()))
         .collect();
@@ -339,7 +325,7 @@ fn resume_by_header_and_query_replays_exactly_the_missed_messages() {
 fn reconnects_while_publishing_have_no_gap_and_no_duplicate() {
     const N: usize = 400;
     let srv = Server::start(&["--shards", "2", "--history-messages", "2000"]);
-    let start = current(&srv, "seam");
+    let start = srv.current("seam");
     let stop = AtomicBool::new(false);
     let (published, seen) = std::thread::scope(|sc| {
         let publisher = sc.spawn(|| {
@@ -391,7 +377,7 @@ fn reconnects_while_publishing_have_no_gap_and_no_duplicate() {
 #[test]
 fn resume_outside_history_or_malformed_gets_a_reset_then_live() {
     let srv = Server::start(&["--shards", "2", "--history-messages", "3"]);
-    let start = current(&srv, "rst");
+    let start = srv.current("rst");
     let (epoch, _) = pos(&start);
     let ids: Vec<String> = (1..=6)
         .map(|i| srv.publish("rst", format!("m{i}").as_bytes()))
@@ -497,7 +483,7 @@ fn disconnect_frees_the_stream_and_the_connection() {
     let mut streams: Vec<Stream> = (0..8)
         .map(|i| {
             let topic = format!("free-{}", i % 3);
-            let cur = current(&srv, &topic);
+            let cur = srv.current(&topic);
             Stream::open(
                 &srv,
                 &format!("/sse/{topic}"),
@@ -605,7 +591,7 @@ fn cors_allow_listed_origin_and_preflight() {
     assert_eq!(req(&srv, "GET", "/poll/c", other).status, 403);
     assert_eq!(req(&srv, "OPTIONS", "/sse/c", other).status, 403);
     // An allowed origin's stream still works end to end.
-    let cur = current(&srv, "c");
+    let cur = srv.current("c");
     let mut st = Stream::open(&srv, "/sse/c", &format!("{app}Last-Event-ID: {cur}\r\n"));
     wait_streams(&srv, 1);
     let id = srv.publish("c", b"hi");

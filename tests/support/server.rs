@@ -129,6 +129,13 @@ impl Server {
         v["id"].as_str().unwrap().to_string()
     }
 
+    /// The current position of a topic (a poll without `since`); creates the topic.
+    pub fn current(&self, topic: &str) -> String {
+        let r = self.get(&format!("/poll/{topic}"));
+        assert_eq!(r.status, 200, "poll: {}", r.text());
+        r.json()["next"].as_str().unwrap().to_string()
+    }
+
     /// Sum over shards of one metric.
     pub fn metric(&self, name: &str) -> i64 {
         let r = self.get("/metrics");
@@ -294,4 +301,12 @@ pub fn publish_on(s: &mut TcpStream, topic: &str, body: &[u8]) -> String {
     let r = read_response(s, false).expect("publish answer");
     assert_eq!(r.status, 200, "publish: {}", r.text());
     r.json()["id"].as_str().unwrap().to_string()
+}
+
+/// `EPOCH:OFFSET` → (epoch, offset).
+pub fn pos(id: &str) -> (String, u64) {
+    let (e, o) = id
+        .split_once(':')
+        .unwrap_or_else(|| panic!("not a position: {id}"));
+    (e.to_string(), o.parse().unwrap())
 }
