@@ -775,6 +775,51 @@ fn sigterm_with_idle_keep_alive_exits_zero() {
     assert_closed_or_reset(&mut idle, "idle connection at shutdown");
 }
 
+/// Once the node drains, its port stops listening at once: a new client is refused instead of
+/// waiting in a listen queue nobody accepts from, and the port can be bound again the moment the
+/// process is gone (a restart does not fail with "address in use" while the old process's
+/// io_uring is torn down).
+#[test]
+fn sigterm_stops_listening_at_once_and_frees_the_port() {
+    let mut server = drain_server();
+    // Keep-alive clients on both shards, busy until the signal (as a load tool's are).
+    let mut idle: Vec<TcpStream> = (0..10).map(|_| server.connect()).collect();
+    for c in &mut idle {
+        assert_eq!(exchange(c, &get_raw("/healthz")).status, 200);
+    }
+    // A stream keeps the drain going for a while.
+    let mut stream = server.connect();
+    send(&mut stream, &get_raw("/sse/drain-listen"));
+    assert_eq!(
+        server.wait_metric("ringcast_sse_streams_open", 1, Duration::from_secs(5)),
+        1
+    );
+    server.signal(libc::SIGTERM);
+    assert!(
+        server.wait_log("draining", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    let t = Instant::now();
+    let refused = loop {
+        match std::net::TcpStream::connect_timeout(&server.addr, Duration::from_millis(500)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break true,
+            _ if t.elapsed() > Duration::from_secs(1) => break false,
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    assert!(
+        refused,
+        "a connection attempt during the drain was not refused"
+    );
+    let status = server
+        .wait_exit(Duration::from_secs(DRAIN_SECS) + EXIT_MARGIN)
+        .expect("exits within the drain timeout");
+    assert_eq!(status.code(), Some(0), "{}", server.log());
+    let again = std::net::TcpListener::bind(server.addr);
+    assert!(again.is_ok(), "the port is still taken: {:?}", again.err());
+}
+
 #[test]
 fn sigterm_with_long_poll_in_flight_exits_zero() {
     let mut server = drain_server();

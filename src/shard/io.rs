@@ -142,6 +142,19 @@ pub fn shutdown_write(fd: RawFd) {
     }
 }
 
+/// Takes a listening socket out of LISTEN now, whoever else still holds its file. A closed
+/// listener's file lives on while an io_uring accept refers to it (until the ring's teardown,
+/// after the process exits): meanwhile the kernel would keep completing handshakes nobody
+/// accepts, and a restarted node could not bind the port. After this, connection attempts are
+/// refused at once and the port is free.
+pub fn stop_listening(fd: RawFd) {
+    // SAFETY: shutdown(2) on a listening socket the caller owns; on Linux it stops the listen
+    // queue (pending accepts fail) and the fd stays valid until the caller closes it.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
 /// A `sockaddr_storage` and its length for `addr`, for bind(2).
 pub fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: an all-zero sockaddr_storage is a valid value; the family-specific view written

@@ -872,6 +872,7 @@ pub async fn run(node: Arc<Node>, id: usize, listener: std::net::TcpListener) {
         }
     };
     conn::accept_loop(&sh, &listener).await;
+    io::stop_listening(std::os::fd::AsRawFd::as_raw_fd(&listener));
     drop(listener);
     drain(&sh).await;
     info!("shard {id} stopped");
