@@ -16,7 +16,7 @@ mod sse_parser;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ringcast::fanout::home_of;
 use server::{pos, read_response, Response, Server};
@@ -125,25 +125,7 @@ fn sse_open(srv: &Server, topic: &str, since: &str) -> TcpStream {
 
 /// Reads SSE events until `n` arrived or `within` ends.
 fn sse_read(s: &mut TcpStream, n: usize, within: Duration) -> Vec<SseEvent> {
-    let mut p = SseParser::new();
-    let t = Instant::now();
-    s.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    while out.len() < n && t.elapsed() < within {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(k) => out.extend(p.feed(&buf[..k])),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => break,
-        }
-    }
-    out
+    sse_parser::read_events(s, &mut SseParser::new(), n, within)
 }
 
 /// Opens a plain WebSocket resuming at `since` and returns the socket after the 101.

@@ -102,21 +102,7 @@ fn sse_open_now(srv: &Server, topic: &str) -> TcpStream {
 
 /// Reads an SSE stream into `p` until `n` events or EOF or `within`; returns the events.
 fn sse_read(s: &mut TcpStream, p: &mut SseParser, n: usize, within: Duration) -> Vec<SseEvent> {
-    let t = Instant::now();
-    s.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    while out.len() < n && t.elapsed() < within {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(k) => out.extend(p.feed(&buf[..k])),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(_) => break,
-        }
-    }
-    out
+    sse_parser::read_events(s, p, n, within)
 }
 
 /// Reads until the server closes (bounded); returns the events and whether EOF was seen.

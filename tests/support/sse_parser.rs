@@ -172,3 +172,32 @@ impl SseParser {
         })
     }
 }
+
+/// Reads an SSE stream into `p` until `n` events arrived, EOF, or `within` ends; returns the
+/// events.
+pub fn read_events(
+    s: &mut std::net::TcpStream,
+    p: &mut SseParser,
+    n: usize,
+    within: std::time::Duration,
+) -> Vec<SseEvent> {
+    use std::io::Read;
+    let t = std::time::Instant::now();
+    s.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while out.len() < n && t.elapsed() < within {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => out.extend(p.feed(&buf[..k])),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    out
+}
