@@ -27,6 +27,7 @@ pub const DEFAULT_HISTORY_SECS: u64 = 3600;
 pub const DEFAULT_CLIENT_BUFFER_BYTES: usize = 256 * 1024;
 pub const DEFAULT_INBOX_CAPACITY: usize = 65536;
 pub const DEFAULT_PUBLISH_TIMEOUT_MS: u64 = 2000;
+pub const DEFAULT_MAX_PIPELINED_PUBLISHES: usize = 64;
 pub const DEFAULT_LONGPOLL_MAX_SECS: u64 = 60;
 pub const DEFAULT_POLL_LIMIT: usize = 100;
 pub const DEFAULT_SSE_RETRY_MS: u64 = 3000;
@@ -150,6 +151,10 @@ pub struct Config {
     /// How long a publish waits for a full inbox before answering 503, milliseconds.
     #[arg(long, default_value_t = DEFAULT_PUBLISH_TIMEOUT_MS)]
     pub publish_timeout_ms: u64,
+    /// Most `POST /pub/{topic}` requests pipelined on one connection that go to another
+    /// shard's topic home as one command, requests (the first and those already read behind it).
+    #[arg(long, default_value_t = DEFAULT_MAX_PIPELINED_PUBLISHES)]
+    pub max_pipelined_publishes: usize,
     /// Require `Authorization: Bearer TOKEN` to publish (default: loopback peers only).
     #[arg(long)]
     pub publish_token: Option<String>,
@@ -206,6 +211,7 @@ impl Config {
             ("--history-bytes", self.history_bytes),
             ("--client-buffer-bytes", self.client_buffer_bytes),
             ("--inbox-capacity", self.inbox_capacity),
+            ("--max-pipelined-publishes", self.max_pipelined_publishes),
             ("--poll-limit", self.poll_limit),
             ("--max-connections", self.max_connections),
         ];
@@ -283,6 +289,7 @@ mod tests {
     #[test]
     fn rejects_zero_bounds_and_bad_tokens() {
         assert!(Config::from_args(["ringcast", "--client-buffer-bytes", "0"]).is_err());
+        assert!(Config::from_args(["ringcast", "--max-pipelined-publishes", "0"]).is_err());
         assert!(Config::from_args(["ringcast", "--publish-token", "a b"]).is_err());
         assert!(Config::from_args(["ringcast", "--max-head-bytes", "10"]).is_err());
         assert!(Config::from_args(["ringcast", "--shards", "1000"]).is_err());

@@ -489,6 +489,8 @@ fn pipelined_publishes_wait_through_full_inboxes_and_keep_their_order() {
         "30000",
         "--history-messages",
         "1000",
+        "--max-pipelined-publishes",
+        "8",
     ]);
     // Two topics per connection, one homed on each shard.
     let homes = topics_by_home("tight", CONNS);
@@ -532,8 +534,13 @@ fn pipelined_publishes_wait_through_full_inboxes_and_keep_their_order() {
         srv.metric("ringcast_inbox_full_total") > 0,
         "the test must have exercised the full-inbox path"
     );
+    let sizes = gathered(&srv);
     assert!(
-        !gathered(&srv).is_empty(),
+        !sizes.is_empty(),
         "remote-homed publishes were never gathered"
+    );
+    assert!(
+        sizes.iter().all(|&n| (2..=8).contains(&n)),
+        "--max-pipelined-publishes 8 bounds a command: {sizes:?}"
     );
 }

@@ -832,11 +832,6 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
     next
 }
 
-/// Most `POST /pub/{topic}` requests sent to a remote home in one command: the request being
-/// answered and up to 63 pipelined behind it. Bounds the answers a connection writes at once
-/// and the command's size; a pipelining publisher rarely has more than a few dozen in flight.
-pub const MAX_PIPELINED_PUBLISHES: usize = 64;
-
 /// `POST /pub/{topic}`. When the topic's home is another shard, the publishes pipelined behind
 /// this one that are already complete in `rest` (bytes after this request) and whose topics
 /// have the same home go with it, as one command: the home publishes them in one inbox pass, so
@@ -869,7 +864,7 @@ async fn publish_pipeline(
     if a.keep_alive {
         let lim = PipeLimits::of(sh);
         let mut head = Head::default();
-        while msgs.len() < MAX_PIPELINED_PUBLISHES {
+        while msgs.len() < sh.node.cfg.max_pipelined_publishes {
             let buf = &rest[used..];
             let Some(p) = pipelined_publish(buf, &lim, &mut head) else {
                 break;
