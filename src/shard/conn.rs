@@ -266,14 +266,17 @@ pub enum ReadErr {
 /// Lends a pooled read buffer to `rbuf` if it has none.
 fn take_buf(sh: &Shard, rbuf: &mut Vec<u8>) {
     if rbuf.capacity() == 0 {
-        if let Some(b) = sh.st.borrow_mut().bufpool.pop() {
-            *rbuf = b;
-        }
+        *rbuf = take_pooled(sh);
     }
 }
 
+/// A pooled read buffer (or a new, empty one when the pool has none).
+pub(crate) fn take_pooled(sh: &Shard) -> Vec<u8> {
+    sh.st.borrow_mut().bufpool.pop().unwrap_or_default()
+}
+
 /// Gives an empty read buffer back to the pool so an idle connection holds none.
-fn release_buf(sh: &Shard, rbuf: &mut Vec<u8>) {
+pub(crate) fn release_buf(sh: &Shard, rbuf: &mut Vec<u8>) {
     if rbuf.is_empty() && rbuf.capacity() > 0 {
         let b = std::mem::take(rbuf);
         let mut st = sh.st.borrow_mut();

@@ -28,7 +28,7 @@ use crate::codec::position::Position;
 use crate::codec::{route, ws};
 use crate::fanout::{NewMsg, Since};
 use crate::metrics::M;
-use crate::shard::conn::{cors, Answer, Conn, Counted, Next, Req};
+use crate::shard::conn::{cors, release_buf, take_pooled, Answer, Conn, Counted, Next, Req};
 use crate::shard::io::{self, ReadOutcome};
 use crate::shard::park::{self, End};
 use crate::shard::poll::since_of;
@@ -197,7 +197,7 @@ pub async fn burst(sh: Rc<Shard>, k: usize) {
     }
     if let Some(o) = sh.st.borrow_mut().subs.outs.get_mut(k) {
         o.busy = false;
-        if s.v1 || !s.dec.is_idle() || s.carry_len > 0 {
+        if s.v1 || !s.rx.is_idle() {
             o.session = Some(Box::new(s));
         }
     }
@@ -273,10 +273,8 @@ pub struct Session {
     /// The URL's topic: where a raw client's messages go, a v1 `publish`'s default.
     topic: Arc<str>,
     v1: bool,
-    dec: ws::Decoder,
-    /// An incomplete frame header left from the last read (at most 14 bytes).
-    carry: [u8; ws::MAX_HEADER_BYTES],
-    carry_len: usize,
+    /// The frame decoder and the partial header carried between reads.
+    rx: ws::Inbound,
 }
 
 impl Session {
@@ -284,18 +282,16 @@ impl Session {
         Session {
             topic,
             v1,
-            dec: ws::Decoder::new(sh.node.cfg.max_message_bytes),
-            carry: [0; ws::MAX_HEADER_BYTES],
-            carry_len: 0,
+            rx: ws::Inbound::new(sh.node.cfg.max_message_bytes),
         }
     }
 
     /// Reads once what the client sent and acts on every complete frame.
     async fn read(&mut self, sh: &Rc<Shard>, k: usize, fd: std::os::fd::RawFd) -> Step {
-        let mut buf = sh.st.borrow_mut().bufpool.pop().unwrap_or_default();
-        buf.clear();
-        buf.extend_from_slice(&self.carry[..self.carry_len]);
-        self.carry_len = 0;
+        let mut buf = take_pooled(sh);
+        // The buffer starts with the carried partial header; the carry stays in `rx` until the
+        // buffer is decoded to its end, so a read that brings nothing loses nothing.
+        self.rx.start(&mut buf);
         let step = match io::read_some(fd, &mut buf, READ_CHUNK_BYTES) {
             Ok(ReadOutcome::Data(n)) => {
                 let more = n == READ_CHUNK_BYTES;
@@ -309,12 +305,10 @@ impl Session {
             Ok(ReadOutcome::WouldBlock) => Step::Idle,
             Ok(ReadOutcome::Eof) | Err(_) => Step::End(End::Gone),
         };
-        if buf.capacity() <= 64 * 1024 {
-            buf.clear();
-            sh.st.borrow_mut().bufpool.push(buf);
-        }
-        if self.dec.is_idle() {
-            self.dec.release_buffers();
+        buf.clear();
+        release_buf(sh, &mut buf);
+        if self.rx.is_idle() {
+            self.rx.decoder().release_buffers();
         }
         step
     }
@@ -343,29 +337,21 @@ impl Session {
     ) -> Option<End> {
         let mut pos = 0;
         loop {
-            let (used, ev) = match self.dec.decode(&mut buf[pos..]) {
-                Ok(x) => x,
+            let ev = match self.rx.next(buf, &mut pos) {
+                Ok(Some(ev)) => ev,
+                // The read is used up; its trailing partial header is carried.
+                Ok(None) => return None,
                 Err(e) => {
                     sh.metrics().inc(M::BadRequests);
                     crate::debug!("websocket on topic {}: protocol error: {e}", self.topic);
                     return Some(End::Close(e.close_code()));
                 }
             };
-            pos += used;
-            let Some(ev) = ev else {
-                if used == 0 {
-                    // An incomplete header: keep it for the next read.
-                    let rest = &buf[pos..];
-                    self.carry[..rest.len()].copy_from_slice(rest);
-                    self.carry_len = rest.len();
-                    return None;
-                }
-                continue;
-            };
             match ev {
                 ws::Event::Ping => {
-                    let mut f = Vec::with_capacity(2 + self.dec.control_payload().len());
-                    ws::encode_frame(&mut f, ws::OpCode::Pong, self.dec.control_payload());
+                    let ping = self.rx.decoder().control_payload();
+                    let mut f = Vec::with_capacity(2 + ping.len());
+                    ws::encode_frame(&mut f, ws::OpCode::Pong, ping);
                     queue(sh, ok, f);
                 }
                 ws::Event::Pong => {
@@ -378,7 +364,7 @@ impl Session {
                     return Some(End::Close(code.unwrap_or(ws::CLOSE_NORMAL)));
                 }
                 ws::Event::Message { binary } => {
-                    let data = self.dec.take_message().into_boxed_slice();
+                    let data = self.rx.decoder().take_message().into_boxed_slice();
                     if !self.v1 {
                         if !sh.node.cfg.client_publish() {
                             return Some(End::Close(ws::CLOSE_POLICY_VIOLATION));
