@@ -22,5 +22,8 @@ fi
 # tests/autobahn.rs: the Autobahn|Testsuite in a Python 2.7 venv under target/ (idempotent, quiet).
 ./tools/autobahn/install.sh
 
+# tests/autobahn.rs runs the suite against the release binary too (what users run).
+cargo build --release --locked --bin ringcast
+
 # Every test binary (unit, integration, doc) in one run; the benches are built, not timed.
 cargo test --workspace --all-targets --locked
