@@ -13,6 +13,10 @@
 //! - [`metrics`]: per-shard counters, rendered as Prometheus text on `GET /metrics`.
 //! - [`log`]: leveled one-line logging to stderr.
 
+// Unsafe is rare, fenced and argued: every block says why it is sound, every `unsafe fn` what
+// its caller must guarantee.
+#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+
 pub mod codec;
 pub mod config;
 pub mod fanout;

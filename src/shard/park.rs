@@ -61,12 +61,31 @@ thread_local! {
     static WOKEN: RefCell<Woken> = RefCell::new(Woken::default());
 }
 
+// A key waker's data pointer is not a pointer: it is the slab key of a parked stream's `Out`,
+// cast, and never dereferenced. The vtable functions are `unsafe fn` only because
+// `RawWakerVTable` says so; none of them does anything unsafe.
 static KEY_WAKER: RawWakerVTable = RawWakerVTable::new(kw_clone, kw_wake, kw_wake, kw_drop);
 
+/// Clones a key waker: the key is copied, nothing is allocated.
+///
+/// # Safety
+///
+/// Called only by `Waker` through [`KEY_WAKER`], with the data of a waker [`key_waker`] made.
+/// `p` is never dereferenced, so any value is sound.
 unsafe fn kw_clone(p: *const ()) -> RawWaker {
     RawWaker::new(p, &KEY_WAKER)
 }
 
+/// Wakes (or wakes by reference) a key waker: pushes its key on this thread's woken list and
+/// wakes the reactor.
+///
+/// # Safety
+///
+/// Called only by `Waker` through [`KEY_WAKER`], with the data of a waker [`key_waker`] made.
+/// `p` is never dereferenced, so any value is sound. The caller must be on the shard thread
+/// that made the waker (the woken list is that thread's): a key woken on another thread lands
+/// on that thread's list, where it names nothing or another stream — wrong, but never memory
+/// unsafety, since keys are only ever looked up in a slab.
 unsafe fn kw_wake(p: *const ()) {
     let reactor = WOKEN.with(|w| {
         let mut w = w.borrow_mut();
@@ -78,6 +97,11 @@ unsafe fn kw_wake(p: *const ()) {
     }
 }
 
+/// Drops a key waker: there is nothing to free.
+///
+/// # Safety
+///
+/// Called only by `Waker` through [`KEY_WAKER`]; the argument is never used.
 unsafe fn kw_drop(_: *const ()) {}
 
 /// A waker that asks the reactor to serve parked stream `k`. It allocates nothing: the key is
