@@ -31,6 +31,8 @@ use std::fmt;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
+use crate::codec::decimal;
+
 /// Hard cap on header fields per request, whatever [`Limits::max_headers`] says: the size of
 /// the stack array httparse parses into (32 bytes per entry).
 pub const MAX_HEADERS_CAP: usize = 128;
@@ -908,7 +910,7 @@ pub fn write_response_head(
     write_status_and_headers(out, status, headers, date);
     if !bodyless(status) {
         out.extend_from_slice(b"Content-Length: ");
-        write_decimal(out, body_len as u64);
+        decimal::write_u64(out, body_len as u64);
         out.extend_from_slice(b"\r\n");
     }
     if !keep_alive {
@@ -931,7 +933,7 @@ fn write_status_and_headers(
     date: &[u8],
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
-    write_decimal(out, u64::from(status));
+    decimal::write_u64(out, u64::from(status));
     out.push(b' ');
     out.extend_from_slice(reason_phrase(status).as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -946,20 +948,6 @@ fn write_status_and_headers(
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-}
-
-fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// Writes the IMF-fixdate (RFC 9110 §5.6.7) for `unix_secs`, e.g.

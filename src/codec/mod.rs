@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub(crate) mod decimal;
 pub mod http1;
 pub mod position;
 pub mod route;
