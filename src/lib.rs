@@ -10,6 +10,8 @@
 //!   SSE events, WebSocket frames. No I/O, no clock, no shard state.
 //! - [`shard`]: one core's world (`!Send`): listener, connections in a slab, topics, history.
 //! - [`fanout`]: the only code that crosses threads: per-shard lock-free inboxes and wake-ups.
+//! - [`sys`]: every libc call and `unsafe` block — sockets, listeners, the epoll readiness set,
+//!   key wakers, signals — each argued.
 //! - [`metrics`]: per-shard counters, rendered as Prometheus text on `GET /metrics`.
 //! - [`log`]: leveled one-line logging to stderr.
 
@@ -24,3 +26,4 @@ pub mod log;
 pub mod metrics;
 pub mod runtime;
 pub mod shard;
+pub mod sys;
