@@ -5,6 +5,10 @@
 //! OS clock or the shard, and, being the bottom of the module stack, imports nothing from the
 //! crate outside itself. A file that merely *mentions* one of these (even in a comment) fails:
 //! the codec has no reason to talk about them.
+//!
+//! `src/sys/` holds every libc call and every `unsafe` block (DESIGN.md, "Where things live"):
+//! outside it, code does not name `libc::`, and the only `unsafe` is the short list below, each
+//! entry saying why the proof obligation cannot move into `sys`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -22,6 +26,13 @@ const FORBIDDEN_IN_CODEC: &[(&str, &str)] = &[
     ("SystemTime", "the clock (time is a parameter)"),
     ("crate::shard", "the shard (codecs are below it)"),
 ];
+
+/// `unsafe` blocks outside `src/sys/`: (file, the exact line, why it is not in `sys`).
+const UNSAFE_OUTSIDE_SYS: &[(&str, &str, &str)] = &[(
+    "src/shard/park.rs",
+    "unsafe { socket::close(out.fd) };",
+    "that a parked stream's `Out` owns its fd is the shard's invariant, so the shard argues it",
+)];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let entries = fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display()));
@@ -100,6 +111,57 @@ fn codec_imports_nothing_of_the_crate_outside_codec() {
         "src/codec/ is the bottom of the module stack; it may use only `crate::codec`:\n{}",
         found.join("\n")
     );
+}
+
+#[test]
+fn libc_and_unsafe_live_in_sys() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut paths = Vec::new();
+    rust_files(&root.join("src"), &mut paths);
+    let sys = root.join("src/sys");
+    assert!(
+        paths.iter().any(|p| p.starts_with(&sys)),
+        "src/sys not found"
+    );
+    let mut found = Vec::new();
+    let mut excepted = Vec::new();
+    for path in paths.iter().filter(|p| !p.starts_with(&sys)) {
+        let rel = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        for (n, line) in text.lines().enumerate() {
+            let code = line.trim();
+            if code.starts_with("//") {
+                continue;
+            }
+            let is_unsafe = ["unsafe {", "unsafe fn", "unsafe impl", "unsafe extern"]
+                .iter()
+                .any(|u| code.contains(u));
+            if is_unsafe
+                && UNSAFE_OUTSIDE_SYS
+                    .iter()
+                    .any(|(f, l, _)| *f == rel && *l == code)
+            {
+                excepted.push((rel.clone(), code.to_string()));
+            } else if is_unsafe || code.contains("libc::") {
+                found.push(format!("{rel}:{}: {code}", n + 1));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "libc calls and unsafe belong in src/sys/ (or, argued, in UNSAFE_OUTSIDE_SYS):\n{}",
+        found.join("\n")
+    );
+    for (file, line, _) in UNSAFE_OUTSIDE_SYS {
+        assert!(
+            excepted.iter().any(|(f, l)| f == file && l == line),
+            "stale exception, remove it: {file}: {line}"
+        );
+    }
 }
 
 #[test]
