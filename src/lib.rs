@@ -10,8 +10,14 @@
 //!   SSE events, WebSocket frames. No I/O, no clock, no shard state.
 //! - [`shard`]: one core's world (`!Send`): listener, connections in a slab, topics, history.
 //! - [`fanout`]: the only code that crosses threads: per-shard lock-free inboxes and wake-ups.
+//! - [`sys`]: every libc call and `unsafe` block — sockets, listeners, the epoll readiness set,
+//!   key wakers, signals — each argued.
 //! - [`metrics`]: per-shard counters, rendered as Prometheus text on `GET /metrics`.
 //! - [`log`]: leveled one-line logging to stderr.
+
+// Unsafe is rare, fenced and argued: every block says why it is sound, every `unsafe fn` what
+// its caller must guarantee.
+#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
 pub mod codec;
 pub mod config;
@@ -20,3 +26,4 @@ pub mod log;
 pub mod metrics;
 pub mod runtime;
 pub mod shard;
+pub mod sys;

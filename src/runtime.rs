@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::config::{Config, Driver};
 use crate::fanout::{Cmd, Node};
+use crate::sys::{listener, signal};
 use crate::{error, info, warn};
 
 /// io_uring submission queue size per shard. Readiness polls for idle connections stay in the
@@ -107,9 +108,9 @@ pub fn bind_listeners(addr: SocketAddr, n: usize) -> io::Result<Vec<TcpListener>
 /// first bind a plain socket (SO_REUSEADDR only, which still refuses a port that has a
 /// listener): if that fails, someone is there, and we say so instead of sharing.
 fn ensure_port_free(addr: SocketAddr) -> io::Result<()> {
-    let probe = new_socket(addr)?;
-    set_flag(&probe, libc::SO_REUSEADDR)?;
-    bind_to(&probe, addr).map_err(|e| {
+    let probe = listener::new_socket(addr)?;
+    listener::set_reuseaddr(&probe)?;
+    listener::bind(&probe, addr).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!(
@@ -120,101 +121,25 @@ fn ensure_port_free(addr: SocketAddr) -> io::Result<()> {
     })
 }
 
-fn new_socket(addr: SocketAddr) -> io::Result<TcpListener> {
-    use std::os::fd::FromRawFd;
-    let domain = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain socket(2); the fd is owned by the TcpListener below.
-    let fd = unsafe {
-        libc::socket(
-            domain,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh socket we own; the listener closes it on drop.
-    Ok(unsafe { TcpListener::from_raw_fd(fd) })
-}
-
-fn set_flag(sock: &TcpListener, opt: libc::c_int) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt with a valid fd and a pointer to a live c_int of the given size.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            opt,
-            &one as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn bind_to(sock: &TcpListener, addr: SocketAddr) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let (sa, len) = crate::shard::io::sockaddr_of(addr);
-    // SAFETY: sa is a properly initialised sockaddr of `len` bytes.
-    if unsafe {
-        libc::bind(
-            sock.as_raw_fd(),
-            &sa as *const _ as *const libc::sockaddr,
-            len,
-        )
-    } < 0
-    {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
-    use std::os::fd::AsRawFd;
-    let listener = new_socket(addr)?;
-    set_flag(&listener, libc::SO_REUSEADDR)?;
-    set_flag(&listener, libc::SO_REUSEPORT)?;
-    bind_to(&listener, addr).map_err(|e| {
+    let l = listener::new_socket(addr)?;
+    listener::set_reuseaddr(&l)?;
+    listener::set_reuseport(&l)?;
+    listener::bind(&l, addr).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!("cannot bind {addr}: {e} (is another process on that port? try --listen)"),
         )
     })?;
-    // SAFETY: listen(2) on a bound socket we own.
-    if unsafe { libc::listen(listener.as_raw_fd(), 65535) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(listener)
-}
-
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: sigset manipulation on a local, then pthread_sigmask for this thread (inherited by
-    // the shard threads spawned after it), so only the waiting thread receives SIGINT/SIGTERM.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        // A peer that vanishes must never kill the process through a write.
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        set
-    }
+    listener::listen(&l, 65535)?;
+    Ok(l)
 }
 
 /// Runs the node until a signal drains it. Returns when every shard has stopped.
 pub fn run(cfg: Config) -> io::Result<()> {
     crate::log::set_level(cfg.log_level);
-    let sigset = block_signals();
+    // Before any thread starts, so every shard thread inherits the mask.
+    let signals = signal::block_shutdown_signals();
     let driver = choose_driver(cfg.driver)?;
     let listeners = bind_listeners(cfg.listen, cfg.shards)?;
     let local = listeners[0].local_addr()?;
@@ -257,7 +182,7 @@ pub fn run(cfg: Config) -> io::Result<()> {
             })?;
         threads.push(t);
     }
-    wait_for_signal(&sigset, &node, &threads);
+    wait_for_signal(&signals, &node, &threads);
     for t in threads {
         let _ = t.join();
     }
@@ -293,15 +218,13 @@ fn run_shard(
 
 /// Waits for SIGINT/SIGTERM (or for every shard to have stopped on its own), then tells every
 /// shard to drain.
-fn wait_for_signal(set: &libc::sigset_t, node: &Node, threads: &[std::thread::JoinHandle<()>]) {
-    let ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 200_000_000,
-    };
+fn wait_for_signal(
+    signals: &signal::ShutdownSignals,
+    node: &Node,
+    threads: &[std::thread::JoinHandle<()>],
+) {
     loop {
-        // SAFETY: sigtimedwait with a valid set and timeout; no siginfo wanted.
-        let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
-        if sig == libc::SIGINT || sig == libc::SIGTERM {
+        if let Some(sig) = signals.wait(Duration::from_millis(200)) {
             info!(
                 "signal {sig}: draining (up to {}s)",
                 node.cfg.drain_timeout_secs

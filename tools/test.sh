@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: installs what the tests need, then runs them.
+# The whole test suite, from a fresh machine: installs what the tests need, checks formatting
+# and lints, then runs the tests.
 # README.md's test command; .ci/run runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,19 @@ if ! command -v cc >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1; then
     exit 1
   fi
 fi
+
+# The gates, before the suite: default rustfmt, and clippy clean with -D warnings on every
+# target (src/lib.rs also denies undocumented unsafe blocks and `unsafe fn`s without `# Safety`).
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  if command -v rustup >/dev/null 2>&1; then
+    rustup component add rustfmt clippy
+  else
+    echo "cargo fmt and cargo clippy are required (rustup component add rustfmt clippy)" >&2
+    exit 1
+  fi
+fi
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # tests/autobahn.rs: the Autobahn|Testsuite in a Python 2.7 venv under target/ (idempotent, quiet).
 ./tools/autobahn/install.sh

@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use crate::codec::decimal;
+
 /// Longest textual position: 16 hex digits, ':', 20 decimal digits.
 pub const MAX_POSITION_BYTES: usize = 16 + 1 + 20;
 
@@ -94,19 +96,10 @@ impl Position {
             *b = HEX[((self.epoch >> shift) & 0xf) as usize];
         }
         buf[hex_digits] = b':';
-        let mut digits = [0u8; 20];
-        let mut d = digits.len();
-        let mut n = self.offset;
-        loop {
-            d -= 1;
-            digits[d] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        let len = hex_digits + 1 + (digits.len() - d);
-        buf[hex_digits + 1..len].copy_from_slice(&digits[d..]);
+        let mut digits = [0u8; decimal::MAX_U64_DIGITS];
+        let digits = decimal::u64_digits(self.offset, &mut digits);
+        let len = hex_digits + 1 + digits.len();
+        buf[hex_digits + 1..len].copy_from_slice(digits);
         len
     }
 

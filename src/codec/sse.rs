@@ -38,6 +38,8 @@
 
 use base64::Engine as _;
 
+use crate::codec::decimal;
+
 /// The event type of an unnamed binary message; its data is standard base64 (RFC 4648 §4, with
 /// padding).
 pub const BINARY_EVENT: &str = "binary";
@@ -104,18 +106,7 @@ pub fn encode_binary_event(out: &mut Vec<u8>, id: &[u8], event: Option<&[u8]>, d
 /// browser only resets its event type buffer, which is empty between blocks anyway.
 pub fn encode_retry(out: &mut Vec<u8>, millis: u64) {
     out.extend_from_slice(b"retry: ");
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = millis;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+    decimal::write_u64(out, millis);
     out.extend_from_slice(b"\n\n");
 }
 

@@ -19,9 +19,9 @@
 //! wake a key waker on another thread (the woken list is the shard thread's).
 
 use std::cell::RefCell;
-use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{IntoRawFd, RawFd};
 use std::rc::Rc;
-use std::task::{Poll, RawWaker, RawWakerVTable, Waker};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use crate::codec::sse as sse_codec;
@@ -29,14 +29,16 @@ use crate::codec::ws as ws_codec;
 use crate::metrics::M;
 use crate::shard::subs::{Format, Kill};
 use crate::shard::{io, sse, ws, Shard};
+use crate::sys::epoll::{self, Event};
+use crate::sys::socket;
+use crate::sys::waker::{self, KeyWake};
 
 /// Events taken from the readiness set per pass.
 const BATCH: usize = 512;
 /// What a parked stream is registered for. Edge-triggered: an event per arrival of data, of the
 /// peer's FIN, or of room in a send buffer that was full — never a repeat for the same state.
-const INTEREST: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
-const READ_EVENTS: u32 =
-    (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+const INTEREST: u32 = epoll::IN | epoll::OUT | epoll::RDHUP | epoll::ET;
+const READ_EVENTS: u32 = epoll::IN | epoll::RDHUP | epoll::HUP | epoll::ERR;
 
 /// How a stream ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,41 +63,33 @@ thread_local! {
     static WOKEN: RefCell<Woken> = RefCell::new(Woken::default());
 }
 
-static KEY_WAKER: RawWakerVTable = RawWakerVTable::new(kw_clone, kw_wake, kw_wake, kw_drop);
+/// What waking a parked stream's key waker does: put its key on this thread's woken list and
+/// wake the reactor. (Woken on another thread, a key would land on that thread's list, where it
+/// names nothing or another stream: wrong, though never unsound — hence "Must not" above.)
+struct Reactor;
 
-unsafe fn kw_clone(p: *const ()) -> RawWaker {
-    RawWaker::new(p, &KEY_WAKER)
-}
-
-unsafe fn kw_wake(p: *const ()) {
-    let reactor = WOKEN.with(|w| {
-        let mut w = w.borrow_mut();
-        w.keys.push(p as usize);
-        w.reactor.take()
-    });
-    if let Some(r) = reactor {
-        r.wake();
+impl KeyWake for Reactor {
+    fn wake(key: usize) {
+        let reactor = WOKEN.with(|w| {
+            let mut w = w.borrow_mut();
+            w.keys.push(key);
+            w.reactor.take()
+        });
+        if let Some(r) = reactor {
+            r.wake();
+        }
     }
 }
-
-unsafe fn kw_drop(_: *const ()) {}
 
 /// A waker that asks the reactor to serve parked stream `k`. It allocates nothing: the key is
 /// the waker's data.
 fn key_waker(k: usize) -> Waker {
-    // SAFETY: the vtable's functions treat the data pointer as a plain integer (the key) and
-    // never dereference it; clone copies it and drop has nothing to free.
-    unsafe { Waker::from_raw(RawWaker::new(k as *const (), &KEY_WAKER)) }
+    waker::key_waker::<Reactor>(k)
 }
 
 /// The shard's readiness set.
 pub fn create_set() -> std::io::Result<RawFd> {
-    // SAFETY: epoll_create1 takes no pointers.
-    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if ep < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(ep)
+    epoll::create()
 }
 
 /// Parks stream `ok` (its `Out` is in place, its subscriptions made): takes the socket from
@@ -103,24 +97,15 @@ pub fn create_set() -> std::io::Result<RawFd> {
 /// connection count taken at accept is released by `finish`.
 pub fn park(sh: &Rc<Shard>, stream: monoio::net::TcpStream, ok: usize) {
     let fd = stream.into_raw_fd();
-    let mut ev = libc::epoll_event {
-        events: INTEREST,
-        u64: ok as u64,
-    };
-    // SAFETY: epoll_ctl with a live event struct; both fds are open.
-    let r = unsafe { libc::epoll_ctl(sh.ep, libc::EPOLL_CTL_ADD, fd, &mut ev) };
+    let r = epoll::add(sh.ep, fd, INTEREST, ok as u64);
     {
         let mut st = sh.st.borrow_mut();
         let out = &mut st.subs.outs[ok];
         out.parked = true;
         out.waker = Some(key_waker(ok));
     }
-    if r < 0 {
-        crate::warn!(
-            "shard {}: cannot watch a stream: {}",
-            sh.id,
-            std::io::Error::last_os_error()
-        );
+    if let Err(e) = r {
+        crate::warn!("shard {}: cannot watch a stream: {e}", sh.id);
         finish(sh, ok, End::Gone);
         return;
     }
@@ -131,40 +116,26 @@ pub fn park(sh: &Rc<Shard>, stream: monoio::net::TcpStream, ok: usize) {
 /// The reactor: takes ready events and woken keys, one synchronous pass per batch.
 pub async fn reactor(sh: Rc<Shard>) {
     // monoio waits on the epoll fd as on a socket: it is readable while an event is ready.
-    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on the shard's open epoll fd takes no pointers.
-    let dup = unsafe { libc::fcntl(sh.ep, libc::F_DUPFD_CLOEXEC, 0) };
-    if dup < 0 {
-        crate::error!(
-            "shard {}: readiness set: {}",
-            sh.id,
-            std::io::Error::last_os_error()
-        );
-        return;
-    }
-    // SAFETY: `dup` is a fresh fd owned by nothing else; the wrapper closes it on drop.
-    let waiter =
-        match monoio::net::TcpStream::from_std(unsafe { std::net::TcpStream::from_raw_fd(dup) }) {
-            Ok(w) => w,
-            Err(e) => {
-                crate::error!("shard {}: readiness set: {e}", sh.id);
-                return;
-            }
-        };
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; BATCH];
+    let waiter = match epoll::waiter(sh.ep).and_then(monoio::net::TcpStream::from_std) {
+        Ok(w) => w,
+        Err(e) => {
+            crate::error!("shard {}: readiness set: {e}", sh.id);
+            return;
+        }
+    };
+    let mut events = vec![Event::EMPTY; BATCH];
     let mut keys = Vec::new();
     loop {
-        // SAFETY: the buffer holds BATCH events; timeout 0 never blocks.
-        let n = unsafe { libc::epoll_wait(sh.ep, events.as_mut_ptr(), BATCH as i32, 0) };
-        for e in &events[..n.max(0) as usize] {
-            let (k, ev) = (e.u64 as usize, e.events);
-            on_event(&sh, k, ev);
+        let n = epoll::harvest(sh.ep, &mut events);
+        for e in &events[..n] {
+            on_event(&sh, e.key() as usize, e.events());
         }
         WOKEN.with(|w| std::mem::swap(&mut w.borrow_mut().keys, &mut keys));
         for &k in &keys {
             serve(&sh, k);
         }
         keys.clear();
-        if n as usize == BATCH {
+        if n == BATCH {
             crate::shard::yield_now().await;
             continue;
         }
@@ -212,7 +183,7 @@ fn on_event(sh: &Rc<Shard>, k: usize, ev: u32) {
         }
         (out.format, out.fd, start)
     };
-    if ev & libc::EPOLLOUT as u32 != 0 {
+    if ev & epoll::OUT != 0 {
         serve(sh, k);
     }
     // Nothing more to do if there is no read event, or if `serve` just ended the stream (its
@@ -289,9 +260,10 @@ pub fn finish(sh: &Rc<Shard>, k: usize, end: End) {
         let _ = io::write_some(out.fd, &last);
     }
     io::shutdown_write(out.fd);
-    // SAFETY: a parked stream's fd is owned by its `Out`, which was just removed; closing it
-    // also takes it out of the readiness set.
-    drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(out.fd) });
+    // SAFETY: a parked stream's fd is owned by its `Out` (`park` moved it there out of the
+    // monoio stream, and only `finish` closes it), which was just removed from the slab, so
+    // nothing uses the fd after this; closing it also takes it out of the readiness set.
+    unsafe { socket::close(out.fd) };
     sh.metrics().dec(gauge);
     crate::shard::conn::uncount(sh);
 }

@@ -156,28 +156,7 @@ pub fn write_backlog(sh: &Shard, ok: usize) -> std::io::Result<(Option<Kill>, bo
 /// The client sent bytes or closed: read them into a small stack buffer and discard (an SSE
 /// client has nothing to say after its request). True when it closed.
 pub fn client_left(fd: std::os::fd::RawFd) -> bool {
-    let mut scratch = [0u8; 512];
-    loop {
-        // SAFETY: recv into a live stack buffer of the given length.
-        let n = unsafe {
-            libc::recv(
-                fd,
-                scratch.as_mut_ptr() as *mut libc::c_void,
-                scratch.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n == 0 {
-            return true;
-        }
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            return !matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-            );
-        }
-    }
+    io::discard_input(fd)
 }
 
 /// Frees a stream's subscriptions and `Out` if it ends before it is parked.

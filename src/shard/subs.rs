@@ -12,6 +12,7 @@
 //! Must not: block or await; the connection task (or, for a parked stream, the shard's
 //! readiness set) does the waiting.
 
+use std::io::IoSlice;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -564,7 +565,7 @@ impl Subscribers {
         self.pass.sort_by_key(|(k, _)| *k);
         let mut i = 0;
         let pass = std::mem::take(&mut self.pass);
-        let mut iov: Vec<libc::iovec> = Vec::new();
+        let mut iov: Vec<IoSlice<'_>> = Vec::new();
         while i < pass.len() {
             let k = pass[i].0;
             let mut j = i;
@@ -642,10 +643,10 @@ fn queue(
     }
 }
 
-fn write_group(
+fn write_group<'a>(
     out: &mut Out,
-    group: &[(usize, Rc<[u8]>)],
-    iov: &mut Vec<libc::iovec>,
+    group: &'a [(usize, Rc<[u8]>)],
+    iov: &mut Vec<IoSlice<'a>>,
     p: &Policy<'_>,
 ) {
     let total: usize = group.iter().map(|(_, b)| b.len()).sum();
@@ -662,11 +663,8 @@ fn write_group(
         crate::shard::io::write_some(out.fd, &group[0].1)
     } else {
         iov.clear();
-        iov.extend(group.iter().map(|(_, b)| libc::iovec {
-            iov_base: b.as_ptr() as *mut libc::c_void,
-            iov_len: b.len(),
-        }));
-        writev_some(out.fd, iov)
+        iov.extend(group.iter().map(|(_, b)| IoSlice::new(b)));
+        crate::shard::io::writev_some(out.fd, iov)
     };
     match written {
         Ok(n) if n == total => {
@@ -692,25 +690,6 @@ fn write_group(
             out.wrote(total);
             out.kill.get_or_insert(Kill::Shutdown);
             out.wake();
-        }
-    }
-}
-
-/// One `writev`: a short write leaves the tail to the caller's backlog, so no loop here.
-/// At most IOV_MAX (1024) slices go in one call; the rest count as not written.
-fn writev_some(fd: RawFd, iov: &[libc::iovec]) -> std::io::Result<usize> {
-    let cnt = iov.len().min(1024) as libc::c_int;
-    loop {
-        // SAFETY: every iovec points into a live Rc<[u8]> held by the caller's pass vector.
-        let n = unsafe { libc::writev(fd, iov.as_ptr(), cnt) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = std::io::Error::last_os_error();
-        match e.kind() {
-            std::io::ErrorKind::WouldBlock => return Ok(0),
-            std::io::ErrorKind::Interrupted => continue,
-            _ => return Err(e),
         }
     }
 }
