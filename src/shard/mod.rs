@@ -801,7 +801,7 @@ async fn ticker_task(sh: Rc<Shard>) {
         tick += 1;
         sweep_topics(&sh);
         let hb = sh.node.cfg.heartbeat_secs;
-        if hb > 0 && tick % hb == 0 {
+        if hb > 0 && tick.is_multiple_of(hb) {
             sse::heartbeat(&sh, tick);
         } else {
             sse::check_pongs(&sh, tick);
