@@ -12,4 +12,5 @@ pub mod http1;
 pub mod position;
 pub mod route;
 pub mod sse;
+pub mod streampos;
 pub mod ws;
