@@ -19,6 +19,7 @@
 // its caller must guarantee.
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
+pub mod admission;
 pub mod auth;
 pub mod codec;
 pub mod config;
