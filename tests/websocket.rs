@@ -8,6 +8,8 @@
 
 #[path = "support/server.rs"]
 mod server;
+#[path = "support/wsraw.rs"]
+mod wsraw;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -18,15 +20,11 @@ use tungstenite::client::IntoClientRequest as _;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};
+use wsraw::{read_frame, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
 
 type Ws = WebSocket<TcpStream>;
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
 // ---------------------------------------------------------------------------------------------
@@ -141,29 +139,6 @@ fn close_payload(code: u16, reason: &str) -> Vec<u8> {
     let mut p = code.to_be_bytes().to_vec();
     p.extend_from_slice(reason.as_bytes());
     p
-}
-
-/// Reads one server frame: (fin, opcode, payload). None at EOF or on a read error.
-fn read_frame(t: &mut TcpStream) -> Option<(bool, u8, Vec<u8>)> {
-    let mut h = [0u8; 2];
-    t.read_exact(&mut h).ok()?;
-    assert_eq!(h[1] & 0x80, 0, "server frames are never masked");
-    let len = match h[1] & 0x7f {
-        126 => {
-            let mut b = [0u8; 2];
-            t.read_exact(&mut b).ok()?;
-            u16::from_be_bytes(b) as usize
-        }
-        127 => {
-            let mut b = [0u8; 8];
-            t.read_exact(&mut b).ok()?;
-            u64::from_be_bytes(b) as usize
-        }
-        n => n as usize,
-    };
-    let mut p = vec![0u8; len];
-    t.read_exact(&mut p).ok()?;
-    Some((h[0] & 0x80 != 0, h[0] & 0x0f, p))
 }
 
 /// Reads frames until a close frame; returns its (code, reason), or None if the connection
