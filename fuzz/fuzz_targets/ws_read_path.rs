@@ -5,24 +5,12 @@
 //! the whole stream decoded in one piece.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use ringcast::codec::ws::{Decoder, Event, Inbound, WsError, MAX_HEADER_BYTES};
+use ringcast::codec::ws::{Decoder, Inbound, WsError, MAX_HEADER_BYTES};
 
-#[derive(Debug, PartialEq)]
-enum Ev {
-    Message(bool, Vec<u8>),
-    Ping(Vec<u8>),
-    Pong(Vec<u8>),
-    Close(Option<u16>, Vec<u8>),
-}
+#[path = "common/ws_events.rs"]
+mod ws_events;
+use ws_events::{event, Ev};
 
-fn event(d: &mut Decoder, ev: Event) -> Ev {
-    match ev {
-        Event::Message { binary } => Ev::Message(binary, d.take_message()),
-        Event::Ping => Ev::Ping(d.control_payload().to_vec()),
-        Event::Pong => Ev::Pong(d.control_payload().to_vec()),
-        Event::Close { code } => Ev::Close(code, d.control_payload().to_vec()),
-    }
-}
 
 /// The oracle: one decoder, the whole stream in one buffer.
 fn whole(max: usize, stream: &[u8]) -> (Vec<Ev>, Option<WsError>) {

@@ -5,13 +5,10 @@
 use libfuzzer_sys::fuzz_target;
 use ringcast::codec::ws::{Decoder, Event, WsError};
 
-#[derive(Debug, PartialEq)]
-enum Ev {
-    Message(bool, Vec<u8>),
-    Ping(Vec<u8>),
-    Pong(Vec<u8>),
-    Close(Option<u16>, Vec<u8>),
-}
+#[path = "common/ws_events.rs"]
+mod ws_events;
+use ws_events::{event, Ev};
+
 
 fn feed(max: usize, stream: &[u8], cuts: &[u8]) -> (Vec<Ev>, Option<WsError>) {
     let mut d = Decoder::new(max);
@@ -36,11 +33,8 @@ fn feed(max: usize, stream: &[u8], cuts: &[u8]) -> (Vec<Ev>, Option<WsError>) {
                             events.push(Ev::Message(binary, d.message().to_vec()));
                             d.clear_message();
                         }
-                        Some(Event::Ping) => events.push(Ev::Ping(d.control_payload().to_vec())),
-                        Some(Event::Pong) => events.push(Ev::Pong(d.control_payload().to_vec())),
-                        Some(Event::Close { code }) => {
-                            events.push(Ev::Close(code, d.control_payload().to_vec()))
-                        }
+                        // Control events through the shared conversion.
+                        Some(ev) => events.push(event(&mut d, ev)),
                         None if n == 0 => break,
                         None => {}
                     }
