@@ -13,4 +13,5 @@ pub mod position;
 pub mod route;
 pub mod sse;
 pub mod streampos;
+pub mod subscribe;
 pub mod ws;
