@@ -141,13 +141,11 @@ export const sseParser = (on) => {
   };
 };
 
-/** A JWT's `exp` in milliseconds; NaN when the token is not a JWT with an `exp`. */
+/** A JWT's `exp` in milliseconds; NaN or undefined when the token is not a JWT with an `exp`. */
 export const jwtExp = (t) => {
   try {
     return JSON.parse(atob(std(t.split('.')[1]))).exp * 1000;
-  } catch {
-    return NaN;
-  }
+  } catch {}
 };
 
 // A handler that throws must not break the client: rethrown on its own.
@@ -185,7 +183,7 @@ export class Ringcast {
     const rc = this;
     const o = { ...DEFAULTS, ...opts };
     const T = o.transports;
-    const base = String(url).replace(/\/+$/, '');
+    const base = url.replace(/\/+$/, '');
     const subs = new Map(); // topic -> subscription
     let proven = {}; // transports that have opened
     let t = 0; // index of the transport in use or being tried
@@ -203,19 +201,19 @@ export class Ringcast {
 
     rc.token = opts.token;
     rc.state = 'closed';
-    rc.transport = rc.onstate = null;
-    rc.stats = { duplicates: 0, gaps: 0, connects: 0 };
+    rc.transport = null; // rc.onstate: set by the application
+    rc.stats = { duplicates: 0, gaps: 0 };
 
     rc.subscribe = (topic, h = {}) => {
       if (closed) throw Error('ringcast: closed');
-      if (subs.has(topic)) throw Error('ringcast: already subscribed to ' + topic);
+      if (subs.has(topic)) throw Error('ringcast: subscribed twice: ' + topic);
       const x = h.since;
       const s = {
         topic,
         h,
         // A saved position is where to resume; "earliest" and {rewind: N} ask for history.
         pos: typeof x == 'string' && x != 'earliest' ? x : null,
-        hist: x == 'earliest' ? ['since', x] : x && x.rewind != null ? ['rewind', +x.rewind] : null,
+        hist: x == 'earliest' ? ['since', x] : x?.rewind != null ? ['rewind', x.rewind] : null,
         get position() {
           return s.pos;
         },
@@ -225,7 +223,7 @@ export class Ringcast {
           if (!subs.size) {
             stop();
             set('closed', null);
-          } else if (c && c.k == WS) c.open && c.send({ type: 'unsubscribe', topic });
+          } else if (c && c.k == WS) c.open && unsub(topic);
           else restart();
         },
       };
@@ -284,7 +282,7 @@ export class Ringcast {
       c = null;
       if (x) {
         x.close();
-        for (const p of x.refs.values()) p.rej(Error('ringcast: closed before the ack'));
+        for (const p of x.refs.values()) p.rej(Error('ringcast: closed, no ack'));
       }
     };
 
@@ -305,7 +303,7 @@ export class Ringcast {
       if (closed || c || !subs.size) return;
       const k = T[t % T.length];
       const me = (c = { k, open: 0, close() {}, refs: new Map() }); // refs: publishes awaiting acks
-      set(rc.stats.connects++ ? 'reconnecting' : 'connecting', k);
+      set(openedAt ? 'reconnecting' : 'connecting', k);
       // Before connecting: a new token when the last was refused, or is not a JWT valid for
       // longer than refreshBeforeMs.
       if (o.getToken && (needTok || !(jwtExp(rc.token) > now() + o.refreshBeforeMs))) {
@@ -400,8 +398,8 @@ export class Ringcast {
         return;
       }
       s.pos = m.id;
-      const x = { topic: m.topic, id: m.id, data: m.encoding == 'base64' ? unb64(m.data) : m.data };
-      if (m.event != null) x.event = m.event;
+      const { type, encoding, ...x } = m; // {topic, id, data, event?}
+      if (encoding == 'base64') x.data = unb64(x.data);
       call(s.h.onMessage, x);
     };
 
@@ -431,7 +429,7 @@ export class Ringcast {
     const query = (q) => {
       q = q.filter(Boolean).map(([k, v]) => k + '=' + enc(v));
       if (rc.token) q.push('token=' + enc(rc.token));
-      return q.length ? '?' + q.join('&') : '';
+      return '?' + q.join('&');
     };
 
     // A multi-topic stream's URL: every topic, the stream position of those with a position (as
@@ -444,6 +442,8 @@ export class Ringcast {
       return base + path + query(q);
     };
 
+    const unsub = (topic) => c.send({ type: 'unsubscribe', topic });
+
     const wsSub = (s) => {
       const m = { type: 'subscribe', topic: s.topic };
       const x = since(s);
@@ -452,7 +452,7 @@ export class Ringcast {
     };
 
     const ws = (me) => {
-      const first = subs.values().next().value;
+      const [first] = subs.values();
       me.url = first.topic;
       const w = new WebSocket(base.replace(/^http/, 'ws') + '/ws/' + enc(first.topic) + query([since(first)]), V1);
       let last = now();
@@ -478,7 +478,7 @@ export class Ringcast {
         if (w.protocol != V1) return down(me, { unavailable: 1 });
         up(me);
         for (const s of subs.values()) if (s.topic != me.url) wsSub(s);
-        if (!subs.has(me.url)) me.send({ type: 'unsubscribe', topic: me.url });
+        if (!subs.has(me.url)) unsub(me.url);
       };
       w.onclose = (e) => down(me, { code: e.code, reason: e.reason });
       w.onmessage = (e) => {
