@@ -14,6 +14,9 @@
 //                getToken() → {"type":"refresh","token"} sent in band
 //   fallback-sse WebSocket upgrades refused (403, 502, closed): SSE takes over, no gap
 //   fallback-poll  SSE buffered by a proxy (no byte): long polling takes over, no gap
+//   switch-adapter  WebSocket -> SSE -> poll -> WebSocket under continuous publishing, with the
+//                issue-16 routes emulated by a contract adapter in this script over ringcast's
+//                single-topic routes (real positions): the client's side of the switches
 // The two fallbacks need the multi-topic routes (/sse?topic=, /poll?topic=, issue 16): while
 // ringcast answers them 404 they are reported SKIPPED with the reason, after checking what the
 // client did (the requests it made, in order), never PASSED.
@@ -30,6 +33,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { decodeStreamPos, encodeStreamPos, sseParser, tag } from '../../clients/js/ringcast.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..', '..');
@@ -373,6 +377,16 @@ class Proxy {
         p.client.resetAndDestroy();
         p.up.destroy();
       }
+    }
+    return open.length;
+  }
+
+  /** Resets every open connection (WebSocket, SSE, poll) now. */
+  cutAll() {
+    const open = [...this.pairs];
+    for (const p of open) {
+      p.client.resetAndDestroy();
+      p.up?.destroy();
     }
     return open.length;
   }
@@ -864,6 +878,142 @@ async function fallbackPoll(ctx, env) {
   });
 }
 
+// ---------------------------------------------------------------------------------------------
+// A contract adapter: the issue-16 routes (GET /sse?topic=…, GET /poll?topic=…) emulated in this
+// script over ringcast's single-topic routes, with ringcast's real positions; everything else
+// (WebSocket upgrades, publishes) is passed to ringcast. It lets the client's SSE and poll
+// transports, and its switches between the three, run end to end before the node has the routes.
+// What it tests is the client; the routes themselves are the node's to test when they land.
+
+async function contractAdapter(rcPort, origin) {
+  const up = `http://127.0.0.1:${rcPort}`;
+  const cors = { 'access-control-allow-origin': origin, vary: 'Origin' };
+  const token = (cur) => encodeStreamPos([...cur].filter(([, p]) => p));
+  const positions = (topics, tok) => {
+    const m = (tok && decodeStreamPos(tok)) || new Map();
+    return new Map(topics.map((t) => [t, m.get(tag(t)) ?? null]));
+  };
+  const sse = (req, res, u) => {
+    const topics = u.searchParams.getAll('topic');
+    const cur = positions(topics, u.searchParams.get('last_event_id'));
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', ...cors });
+    res.write('retry: 300\n\n: ok\n\n');
+    const ac = new AbortController();
+    const hb = setInterval(() => res.write(':\n\n'), 1000);
+    res.on('close', () => {
+      clearInterval(hb);
+      ac.abort();
+    });
+    for (const t of topics) {
+      const headers = cur.get(t) ? { 'last-event-id': cur.get(t) } : {};
+      (async () => {
+        const r = await fetch(`${up}/sse/${encodeURIComponent(t)}`, { headers, signal: ac.signal });
+        const feed = sseParser((e) => {
+          if (e.data == null) return;
+          const reset = e.event === 'reset';
+          cur.set(t, e.id);
+          const env = reset ? { type: 'reset', topic: t, id: e.id } : { type: 'message', topic: t, id: e.id, data: e.data };
+          res.write(`${reset ? 'event: reset\n' : ''}id: ${token(cur)}\ndata: ${JSON.stringify(env)}\n\n`);
+        });
+        const dec = new TextDecoder();
+        for await (const chunk of r.body) feed(dec.decode(chunk, { stream: true }));
+        res.end(); // ringcast ended the stream (drain)
+      })().catch(() => res.destroy());
+    }
+  };
+  const poll = async (req, res, u) => {
+    const topics = u.searchParams.getAll('topic');
+    const since = u.searchParams.get('since');
+    const cur = positions(topics, since);
+    const end = Date.now() + 1000 * Math.min(Number(u.searchParams.get('wait') ?? 0), 30);
+    for (;;) {
+      const messages = [];
+      for (const t of topics) {
+        const p = cur.get(t);
+        const j = await (await fetch(`${up}/poll/${encodeURIComponent(t)}${p ? `?since=${p}` : ''}`)).json();
+        if (j.reset) messages.push({ type: 'reset', topic: t, id: j.next });
+        for (const m of j.messages) messages.push({ type: 'message', topic: t, ...m });
+        cur.set(t, j.next);
+      }
+      if (messages.length || !since || Date.now() >= end || req.destroyed) {
+        if (!messages.length && since) return res.writeHead(204, cors).end();
+        return res.writeHead(200, { 'content-type': 'application/json', ...cors }).end(JSON.stringify({ messages, next: token(cur) }));
+      }
+      await sleep(50);
+    }
+  };
+  const srv = http.createServer(async (req, res) => {
+    const u = new URL(req.url, 'http://x');
+    try {
+      if (u.pathname === '/sse') return sse(req, res, u);
+      if (u.pathname === '/poll') return await poll(req, res, u);
+      const chunks = [];
+      for await (const c of req) chunks.push(c);
+      const r = await fetch(up + req.url, { method: req.method, headers: { 'content-type': req.headers['content-type'] ?? 'text/plain' }, body: chunks.length ? Buffer.concat(chunks) : undefined });
+      res.writeHead(r.status, { 'content-type': r.headers.get('content-type') ?? 'text/plain', ...cors }).end(Buffer.from(await r.arrayBuffer()));
+    } catch (e) {
+      debug('adapter', e.message);
+      res.destroy();
+    }
+  });
+  srv.on('upgrade', (req, sock, head) => {
+    const u = net.connect({ host: '127.0.0.1', port: rcPort }, () => {
+      const lines = [`${req.method} ${req.url} HTTP/1.1`];
+      for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+      u.write(lines.join('\r\n') + '\r\n\r\n');
+      u.write(head);
+      sock.pipe(u).pipe(sock);
+    });
+    u.on('error', () => sock.destroy());
+    sock.on('error', () => u.destroy());
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  return { port: srv.address().port, close: () => (srv.closeAllConnections(), new Promise((r) => srv.close(r))) };
+}
+
+// WebSocket → SSE (upgrades refused) → poll (SSE buffered) → WebSocket again (the upgrade timer),
+// under continuous publishing on two topics: exactly once, in order, through every switch.
+async function switchAdapter(ctx, env) {
+  return withSetup(ctx, env, [], async ({ rc, port, pages }) => {
+    const adapter = await contractAdapter(port, env.origin);
+    const proxy = new Proxy(adapter.port);
+    await proxy.listen();
+    try {
+      const topics = ['sw/a', 'sw/b'];
+      const firsts = [await rc.publish(topics[0], 'a0'), await rc.publish(topics[1], 'b0')];
+      const opts = { ...FAST, upgradeMs: 4000, sseFirstByteMs: 800 };
+      const p = await openPage(ctx, env.origin + '/', proxy.origin, opts, topics.map((topic, i) => ({ topic, since: firsts[i] })));
+      pages.push(p);
+      const on = (k) => until(`open on ${k}`, STEP_MS, async () => (await p.state()).join() === `open,${k}`);
+      await on('websocket');
+      const pubr = publisher(rc, topics, 's', 15);
+      await more(p, 20, 'messages over the WebSocket');
+      proxy.refuseUpgrades = 403;
+      proxy.cutAll();
+      await on('sse');
+      await more(p, 20, 'messages over SSE');
+      proxy.bufferSse = true;
+      proxy.cutAll();
+      await on('poll');
+      await more(p, 20, 'messages over long polling');
+      proxy.refuseUpgrades = null;
+      proxy.bufferSse = false;
+      await on('websocket'); // upgradeMs: 2–6 s after the poll opened
+      await more(p, 20, 'messages over the WebSocket again');
+      const total = await finish(p, pubr, 'switch');
+      const kinds = proxy.requests.map((r) => (r.upgrade ? 'ws' : r.target.split('?')[0].slice(1))).filter((k, i, a) => k !== a[i - 1]);
+      const sse = proxy.requests.find((r) => r.target.startsWith('/sse'));
+      check(/last_event_id=s1\./.test(sse.target), `SSE resumed from the client's stream position: ${sse.target}`);
+      const poll = proxy.requests.find((r) => r.target.startsWith('/poll'));
+      check(/since=s1\./.test(poll.target), `poll resumed from the client's stream position: ${poll.target}`);
+      return `${total} messages on 2 topics exactly once through ${kinds.join(' -> ')} (the issue-16 routes emulated by the script's contract adapter)`;
+    } finally {
+      await proxy.close();
+      await adapter.close();
+    }
+  });
+}
+
 const SCENARIOS = [
   ['ws-cut', wsCut],
   ['ws-restart', wsRestart],
@@ -874,6 +1024,7 @@ const SCENARIOS = [
   ['ws-token', wsToken],
   ['fallback-sse', fallbackSse],
   ['fallback-poll', fallbackPoll],
+  ['switch-adapter', switchAdapter],
 ];
 
 async function main() {
