@@ -17,6 +17,8 @@
 //   switch-adapter  WebSocket -> SSE -> poll -> WebSocket under continuous publishing, with the
 //                issue-16 routes emulated by a contract adapter in this script over ringcast's
 //                single-topic routes (real positions): the client's side of the switches
+//   sse-dead-adapter  an SSE stream (through the same adapter) that goes silent: missing
+//                heartbeats noticed, the stream reopened from the client's positions
 // The two fallbacks need the multi-topic routes (/sse?topic=, /poll?topic=, issue 16): while
 // ringcast answers them 404 they are reported SKIPPED with the reason, after checking what the
 // client did (the requests it made, in order), never PASSED.
@@ -1014,6 +1016,39 @@ async function switchAdapter(ctx, env) {
   });
 }
 
+// SSE only, through the contract adapter (heartbeat comments every second): the proxy freezes
+// the stream; the client notices the missing heartbeats (sseIdleMs 2500) and reopens the stream
+// from its positions (retry: 300 honoured).
+async function sseDeadAdapter(ctx, env) {
+  return withSetup(ctx, env, [], async ({ rc, port, pages }) => {
+    const adapter = await contractAdapter(port, env.origin);
+    const proxy = new Proxy(adapter.port);
+    await proxy.listen();
+    try {
+      const topics = ['sd/a', 'sd/b'];
+      const firsts = [await rc.publish(topics[0], 'a0'), await rc.publish(topics[1], 'b0')];
+      const opts = { ...FAST, transports: ['sse'], sseIdleMs: 2500 };
+      const p = await openPage(ctx, env.origin + '/', proxy.origin, opts, topics.map((topic, i) => ({ topic, since: firsts[i] })));
+      pages.push(p);
+      await until('open on SSE', STEP_MS, async () => (await p.state()).join() === 'open,sse');
+      const pubr = publisher(rc, topics, 'h', 40);
+      await more(p, 10, 'messages before the freeze');
+      const at = Date.now();
+      eq(proxy.freeze(), 1, 'connections frozen');
+      await until('a new SSE request after the stream went silent', STEP_MS, async () => proxy.requests.some((r) => r.at > at));
+      const took = proxy.requests.find((r) => r.at > at).at - at;
+      check(took >= 2000 && took < 5000, `silence noticed after sseIdleMs (2500 ms) plus retry: (300 ms): ${took} ms`);
+      await more(p, 10, 'messages after the reopen');
+      const total = await finish(p, pubr, 'sse-dead');
+      check(proxy.requests.every((r) => r.target.startsWith('/sse?')), 'SSE requests only');
+      return `a frozen SSE stream reopened ${took} ms later from the client's positions, ${total} messages exactly once (contract adapter)`;
+    } finally {
+      await proxy.close();
+      await adapter.close();
+    }
+  });
+}
+
 const SCENARIOS = [
   ['ws-cut', wsCut],
   ['ws-restart', wsRestart],
@@ -1025,6 +1060,7 @@ const SCENARIOS = [
   ['fallback-sse', fallbackSse],
   ['fallback-poll', fallbackPoll],
   ['switch-adapter', switchAdapter],
+  ['sse-dead-adapter', sseDeadAdapter],
 ];
 
 async function main() {
