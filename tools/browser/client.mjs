@@ -10,6 +10,7 @@
 //                WebSocket is not open (same-origin page, see below)
 //   ws-dead      a connection that goes silent (the proxy stops forwarding, TCP stays up): the
 //                client's probe gets no answer and it reconnects
+//   ws-jwt       a JWT with an exp: used as is, refreshed in band 30 s before exp
 //   ws-token     close 4001 → getToken() → reconnect with the new ?token=; {"type":"expired"} →
 //                getToken() → {"type":"refresh","token"} sent in band
 //   fallback-sse WebSocket upgrades refused (403, 502, closed): SSE takes over, no gap
@@ -247,6 +248,11 @@ class Proxy {
   }
 
   #accept(client) {
+    if (this.gateClosed) {
+      client.on('error', () => {});
+      client.destroy();
+      return;
+    }
     const conn = ++this.accepted;
     client.setNoDelay(true);
     client.on('error', () => {});
@@ -632,10 +638,13 @@ async function wsRestart(ctx, env) {
     check(attempts.length >= 1, 'the client tried again while no node listened');
     const firstDelay = attempts[0].at - stopAt;
     check(firstDelay >= 250, `after 1001 the client waited (drain delay), first attempt after ${firstDelay} ms`);
+    // Keep the client out until the new node has three messages, so the reset position is known.
+    proxy.gateClosed = true;
     s.rc = new (s.rc.constructor)(s.port, s.rc.args);
     await s.rc.start();
     const after = [];
     for (let n = 1; n <= 3; n++) after.push({ id: await s.rc.publish(topic, payload('b', n)), data: payload('b', n) });
+    proxy.gateClosed = false;
     await until('the reset on the page', STEP_MS, async () => (await p.log()).some((x) => x.kind === 'reset'));
     for (let n = 4; n <= 8; n++) after.push({ id: await s.rc.publish(topic, payload('b', n)), data: payload('b', n) });
     const e2 = parsePos(after[0].id).epoch;
@@ -816,6 +825,34 @@ async function wsToken(ctx, env) {
     exactly(await p.messages(), [{ id: first, data: 'first' }, { id, data: 'still here' }], 'messages');
     eq(await p.page.evaluate(() => window.tokenCalls), 3, 'getToken() calls');
     return 'getToken() before connecting, after 4001 (reconnect in ' + d + ' ms with ?token=T2) and on {"type":"expired"} (refresh sent in band)';
+  });
+}
+
+// A JWT with an exp: no getToken() while it is valid, then a refresh refreshBeforeMs before exp,
+// in band on the WebSocket (no reconnect).
+async function wsJwt(ctx, env) {
+  return withSetup(ctx, env, [], async ({ rc, proxy, pages }) => {
+    const topic = 'ws-jwt';
+    const jwt = (exp) => ['e30', Buffer.from(JSON.stringify({ exp, topics: [topic] })).toString('base64url'), 'sig'].join('.');
+    const secs = Math.floor(Date.now() / 1000);
+    const t1 = jwt(secs + 33); // refreshed 30 s before exp: in about 3 s
+    const t2 = jwt(secs + 3600);
+    const opts = { ...FAST, token: t1, tokens: [t2] };
+    const p = await openPage(ctx, env.origin + '/', proxy.origin, opts, [{ topic }]);
+    pages.push(p);
+    await until('open', STEP_MS, async () => (await p.opens()) >= 1);
+    const tok = (r) => new URL(r.target, 'http://x').searchParams.get('token');
+    eq(tok(proxy.requests[0]), t1, 'the valid JWT is used as it is');
+    eq(await p.page.evaluate(() => window.tokenCalls), 0, 'getToken() calls before the refresh is due');
+    await until('the refresh command', 8000, async () => (await p.sent()).some((x) => x.type === 'refresh'));
+    const r = (await p.sent()).find((x) => x.type === 'refresh');
+    eq(r.token, t2, 'refreshed token');
+    const early = (secs + 3) * 1000 - r.at;
+    check(early < 1100 && early > -1000, `refreshed 30 s before exp (${early} ms before that)`);
+    eq(proxy.requests.length, 1, 'no reconnect for a refresh');
+    const id = await rc.publish(topic, 'after refresh');
+    await until('a message after the refresh', STEP_MS, async () => (await p.messages()).some((m) => m.id === id));
+    return `a JWT 33 s from exp: used as is, refreshed in band 30 s before exp (${early} ms from the due time), no reconnect`;
   });
 }
 
@@ -1057,6 +1094,7 @@ const SCENARIOS = [
   ['pub-cors', pubCors],
   ['ws-dead', wsDead],
   ['ws-token', wsToken],
+  ['ws-jwt', wsJwt],
   ['fallback-sse', fallbackSse],
   ['fallback-poll', fallbackPoll],
   ['switch-adapter', switchAdapter],
