@@ -864,10 +864,10 @@ async function fallbackSse(ctx, env) {
     const a1 = await rc.publish(topics[0], 'a1');
     const b1 = await rc.publish(topics[1], 'b1');
     proxy.refuseUpgrades = 403;
-    const since = (id) => `${parsePos(id).epoch}:0`;
+    // Saved positions: resume right after a1 and b1 (so the page gets exactly what is published next).
     const p = await openPage(ctx, env.origin + '/', proxy.origin, FAST, [
-      { topic: topics[0], since: since(a1) },
-      { topic: topics[1], since: since(b1) },
+      { topic: topics[0], since: a1 },
+      { topic: topics[1], since: b1 },
     ]);
     pages.push(p);
     await until('an SSE request after the refused upgrade', STEP_MS, async () => proxy.requests.some((r) => r.target.startsWith('/sse')));
