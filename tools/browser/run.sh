@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Real-browser SSE test (tools/browser/README.md): installs what is missing (Debian's chromium,
-# the pinned playwright-core), builds ringcast if needed, runs sse-resume.mjs.
+# Real-browser tests (tools/browser/README.md): installs what is missing (Debian's chromium,
+# the pinned playwright-core), builds ringcast if needed, runs the browser client's unit tests
+# (clients/js, node --test), sse-resume.mjs (EventSource) and client.mjs (clients/js/ringcast.js).
 # Exits non-zero on failure; the last line is a one-line summary.
 #   RINGCAST_BIN=path   use this ringcast binary instead of building target/debug/ringcast
 #   BROWSER_TEST_VERBOSE=1   log every request and step
@@ -45,4 +46,21 @@ if [ -z "${RINGCAST_BIN:-}" ]; then
 fi
 
 trap - ERR
-exec timeout 180 node "$here/sse-resume.mjs"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+# Each part runs whatever the others did; the last line sums them up.
+timeout 60 node --test "$root/clients/js/test/unit.test.mjs" >"$tmp/unit" 2>&1
+unit=$?
+unit_pass="$(sed -n 's/^# pass //p' "$tmp/unit")"
+unit_fail="$(sed -n 's/^# fail //p' "$tmp/unit")"
+if [ "$unit" -ne 0 ]; then cat "$tmp/unit"; fi
+timeout 180 node "$here/sse-resume.mjs" | tee "$tmp/sse"
+sse=${PIPESTATUS[0]}
+timeout 240 node "$here/client.mjs" | tee "$tmp/client"
+client=${PIPESTATUS[0]}
+summary="unit: ${unit_pass:-0} passed, ${unit_fail:-?} failed | $(tail -n1 "$tmp/sse") | $(tail -n1 "$tmp/client")"
+if [ "$unit" -ne 0 ] || [ "$sse" -ne 0 ] || [ "$client" -ne 0 ]; then
+  echo "browser: FAILED ($summary)"
+  exit 1
+fi
+echo "browser: ok ($summary)"
