@@ -35,9 +35,10 @@ use slab::Slab;
 
 use crate::codec::position::Position;
 use crate::fanout::{
-    home_of, Cmd, MsgRef, NewMsg, Node, PublishError, Reply, ReplyTo, Since, TopicMsgs, Window,
+    home_of, Cmd, MsgRef, NewMsg, PublishError, Reply, ReplyTo, Since, TopicMsgs, Window,
 };
 use crate::metrics::{ShardMetrics, M};
+use crate::node::Node;
 use crate::{debug, info};
 use home::{HistoryBounds, HomeTopic};
 use signal::Signal;
