@@ -11,7 +11,6 @@
 //! Must not: share any of its objects with another thread — only `fanout` types cross.
 
 pub mod conn;
-pub mod home;
 pub mod io;
 pub mod park;
 pub mod poll;
@@ -40,9 +39,10 @@ use crate::fanout::{
 use crate::metrics::{ShardMetrics, M};
 use crate::node::Node;
 use crate::{debug, info};
-use home::{HistoryBounds, HomeTopic};
 use signal::Signal;
 use subs::{Policy, Subscribers};
+use topics::home::{self, HomeTopic};
+use topics::ring::HistoryBounds;
 use topics::{Side, SubList, Topic};
 
 /// Commands executed per inbox pass before other tasks get a turn.
@@ -927,7 +927,7 @@ mod size_tests {
         assert!(home <= 56, "HomeTopic = {home} bytes");
         assert!(topic <= 96, "Topic = {topic} bytes");
         assert_eq!(
-            std::mem::size_of::<home::Ring>(),
+            std::mem::size_of::<topics::ring::Ring>(),
             8,
             "an empty ring is one pointer"
         );

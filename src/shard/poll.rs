@@ -18,7 +18,8 @@ use crate::codec::route;
 use crate::fanout::{MsgRef, Since};
 use crate::metrics::M;
 use crate::shard::conn::{cors, Answer, Next, Req};
-use crate::shard::subs::{Format, Out};
+use crate::shard::subs::Out;
+use crate::shard::wire::Format;
 use crate::shard::{wire, Fail, Shard};
 
 /// Reads `since`-like query parameters: absent, unreadable, or a position.

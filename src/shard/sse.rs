@@ -21,7 +21,8 @@ use crate::fanout::Since;
 use crate::metrics::M;
 use crate::shard::conn::{cors, Answer, Conn, Counted, Next, Req};
 use crate::shard::poll::since_of;
-use crate::shard::subs::{Format, Kill, Out};
+use crate::shard::subs::{Kill, Out};
+use crate::shard::wire::Format;
 use crate::shard::{io, park, route_since, Shard};
 
 /// Heartbeat comment bytes.

@@ -11,7 +11,21 @@ use base64::Engine as _;
 use crate::codec::position::Position;
 use crate::codec::{sse, ws};
 use crate::fanout::Msg;
-use crate::shard::subs::Format;
+
+/// How a connection wants messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Collects messages for one long-poll answer.
+    LongPoll,
+    Sse,
+    /// WebSocket without a subprotocol: the raw payload in a text or binary frame.
+    WsRaw,
+    /// WebSocket `ringcast.v1`: JSON envelopes.
+    WsV1,
+}
+
+/// How many `Format`s there are: a message is encoded at most this many times per shard.
+pub const FORMATS: usize = 4;
 
 /// Close code sent to a raw (no subprotocol) WebSocket whose resume point is outside history
 /// or that missed messages under `--slow-client drop`: raw frames carry no envelope to say

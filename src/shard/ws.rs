@@ -34,7 +34,8 @@ use crate::shard::park::{self, End};
 use crate::shard::poll::since_of;
 use crate::shard::publish::valid_event;
 use crate::shard::sse::StreamGuard;
-use crate::shard::subs::{Format, Kill, Out};
+use crate::shard::subs::{Kill, Out};
+use crate::shard::wire::Format;
 use crate::shard::{wire, Fail, Shard};
 
 /// The subprotocol with JSON envelopes, ids and commands.
