@@ -26,8 +26,12 @@ use crate::codec::route::{self, Route};
 use crate::config::OVERLOAD_ANSWER_SLACK;
 use crate::fanout::{home_of, NewMsg};
 use crate::metrics::M;
+use crate::shard::core::{Fail, Shard};
 use crate::shard::io::{self, ReadOutcome};
-use crate::shard::{poll, publish, sse, ws, Fail, Shard};
+use crate::shard::poll;
+use crate::shard::publish;
+use crate::shard::sse;
+use crate::shard::ws;
 use crate::{debug, warn};
 
 /// Bytes asked of the kernel per read.

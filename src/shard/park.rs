@@ -27,9 +27,12 @@ use std::time::Duration;
 use crate::codec::sse as sse_codec;
 use crate::codec::ws as ws_codec;
 use crate::metrics::M;
+use crate::shard::core::{self, Shard};
+use crate::shard::io;
+use crate::shard::sse;
 use crate::shard::subs::Kill;
 use crate::shard::wire::Format;
-use crate::shard::{io, sse, ws, Shard};
+use crate::shard::ws;
 use crate::sys::epoll::{self, Event};
 use crate::sys::socket;
 use crate::sys::waker::{self, KeyWake};
@@ -137,7 +140,7 @@ pub async fn reactor(sh: Rc<Shard>) {
         }
         keys.clear();
         if n == BATCH {
-            crate::shard::yield_now().await;
+            core::yield_now().await;
             continue;
         }
         let woken = std::future::poll_fn(|cx| {

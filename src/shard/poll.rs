@@ -18,9 +18,10 @@ use crate::codec::route;
 use crate::fanout::{MsgRef, Since};
 use crate::metrics::M;
 use crate::shard::conn::{cors, Answer, Next, Req};
+use crate::shard::core::{Fail, Shard};
 use crate::shard::subs::Out;
+use crate::shard::wire;
 use crate::shard::wire::Format;
-use crate::shard::{wire, Fail, Shard};
 
 /// Reads `since`-like query parameters: absent, unreadable, or a position.
 pub fn since_of(v: Option<&[u8]>) -> Since {

@@ -18,7 +18,7 @@ use crate::codec::route;
 use crate::fanout::{NewMsg, TopicMsgs};
 use crate::metrics::M;
 use crate::shard::conn::{Answer, Next, Req};
-use crate::shard::{Fail, Shard};
+use crate::shard::core::{Fail, Shard};
 
 /// Longest event name, bytes.
 pub const MAX_EVENT_NAME_BYTES: usize = 64;

@@ -16,14 +16,17 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::codec::route::query_param;
 use crate::codec::{http1, sse as codec};
 use crate::fanout::Since;
 use crate::metrics::M;
 use crate::shard::conn::{cors, Answer, Conn, Counted, Next, Req};
+use crate::shard::core::Shard;
+use crate::shard::io;
+use crate::shard::park;
 use crate::shard::poll::since_of;
 use crate::shard::subs::{Kill, Out};
 use crate::shard::wire::Format;
-use crate::shard::{io, park, route_since, Shard};
 
 /// Heartbeat comment bytes.
 const HEARTBEAT: &[u8] = b":\n\n";
@@ -68,7 +71,7 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
     }
     let since = match req.header("last-event-id") {
         Some(v) => since_of(Some(v.trim_ascii())),
-        None => since_of(route_since(req.query(), "last_event_id").as_deref()),
+        None => since_of(query_param(req.query(), "last_event_id").as_deref()),
     };
     let mut h: Vec<(&str, &[u8])> = vec![
         ("Content-Type", b"text/event-stream"),

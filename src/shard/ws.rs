@@ -29,14 +29,15 @@ use crate::codec::{route, ws};
 use crate::fanout::{NewMsg, Since};
 use crate::metrics::M;
 use crate::shard::conn::{cors, release_buf, take_pooled, Answer, Conn, Counted, Next, Req};
+use crate::shard::core::{Fail, Shard};
 use crate::shard::io::{self, ReadOutcome};
 use crate::shard::park::{self, End};
 use crate::shard::poll::since_of;
 use crate::shard::publish::valid_event;
 use crate::shard::sse::StreamGuard;
 use crate::shard::subs::{Kill, Out};
+use crate::shard::wire;
 use crate::shard::wire::Format;
-use crate::shard::{wire, Fail, Shard};
 
 /// The subprotocol with JSON envelopes, ids and commands.
 pub const SUBPROTOCOL_V1: &str = "ringcast.v1";
