@@ -13,7 +13,6 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,20 +25,18 @@ use crate::codec::route::{self, Route};
 use crate::config::OVERLOAD_ANSWER_SLACK;
 use crate::fanout::{home_of, NewMsg};
 use crate::metrics::M;
-use crate::shard::core::{Fail, Shard};
+use crate::shard::answer::{
+    cors, release_buf, take_pooled, Answer, Conn, Next, OriginDenied, Req, Waiting,
+    MAX_POOLED_BUFFER_BYTES,
+};
+use crate::shard::core::{Counted, Fail, Shard};
+use crate::shard::io::READ_CHUNK_BYTES;
 use crate::shard::io::{self, ReadOutcome};
 use crate::shard::poll;
 use crate::shard::publish;
 use crate::shard::sse;
 use crate::shard::ws;
 use crate::{debug, warn};
-
-/// Bytes asked of the kernel per read.
-const READ_CHUNK_BYTES: usize = 16 * 1024;
-/// A pooled read buffer larger than this is freed instead of kept.
-const MAX_POOLED_BUFFER_BYTES: usize = 64 * 1024;
-/// Buffers kept in a shard's pool.
-const MAX_POOLED_BUFFERS: usize = 32;
 
 pub async fn accept_loop(sh: &Rc<Shard>, listener: &TcpListener) {
     loop {
@@ -95,168 +92,6 @@ fn admit(sh: &Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     monoio::spawn(serve(sh.clone(), stream, peer));
 }
 
-/// Undoes the connection counts however the connection ends.
-pub struct Counted(Rc<Shard>);
-
-impl Counted {
-    /// The connection is parked: `park::finish` undoes the counts when it ends.
-    pub fn disarm(self) {
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        uncount(&self.0);
-    }
-}
-
-/// Undoes the counts taken when a connection was admitted.
-pub fn uncount(sh: &Shard) {
-    sh.metrics().dec(M::ConnectionsOpen);
-    sh.node.connections.fetch_sub(1, Ordering::Relaxed);
-}
-
-/// What the connection does after a request.
-pub enum Next {
-    KeepAlive,
-    Close,
-    /// The socket was handed to a stream that has finished with it.
-    Done,
-    /// Become an SSE stream: the head is in `wbuf`, the request is no longer needed.
-    Sse(sse::Plan),
-    /// Become a WebSocket: the 101 is in `wbuf`.
-    Ws(ws::Plan),
-    /// A long poll waits for news: the connection loop answers it when it comes (see `fill`).
-    LongPoll(poll::Waiting),
-}
-
-/// One request, as handlers see it.
-pub struct Req<'a> {
-    pub buf: &'a [u8],
-    pub head: &'a Head,
-    pub body: &'a [u8],
-    pub peer: SocketAddr,
-}
-
-impl Req<'_> {
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.head.header(self.buf, name)
-    }
-    pub fn query(&self) -> &[u8] {
-        self.head.query(self.buf)
-    }
-}
-
-/// Where handlers write their answer.
-pub struct Answer<'a> {
-    pub out: &'a mut Vec<u8>,
-    pub keep_alive: bool,
-    /// HTTP/1.0 request: a kept connection must say `Connection: keep-alive`.
-    pub http10: bool,
-    pub head_only: bool,
-    pub date: [u8; 29],
-    /// `Access-Control-Allow-Origin` value when the request was cross-origin and allowed.
-    pub cors: Option<Vec<u8>>,
-}
-
-impl Answer<'_> {
-    pub fn send(&mut self, status: u16, headers: &[(&str, &[u8])], body: &[u8]) {
-        self.head(status, headers, body.len());
-        if !self.head_only && !http1::bodyless(status) {
-            self.out.extend_from_slice(body);
-        }
-    }
-
-    /// `send` for a body that `body` writes straight into the output buffer, so it needs no
-    /// buffer of its own: the body is written first, the head after it, and the two swap
-    /// places (a memmove of a few hundred bytes instead of an allocation per answer).
-    pub fn send_with(
-        &mut self,
-        status: u16,
-        headers: &[(&str, &[u8])],
-        body: impl FnOnce(&mut Vec<u8>),
-    ) {
-        let start = self.out.len();
-        body(self.out);
-        let body_len = self.out.len() - start;
-        self.head(status, headers, body_len);
-        let head_len = self.out.len() - start - body_len;
-        self.out[start..].rotate_right(head_len);
-        if self.head_only || http1::bodyless(status) {
-            self.out.truncate(start + head_len);
-        }
-    }
-
-    /// The head of an answer with a `body_len`-byte body: `headers`, plus what HTTP/1.0
-    /// keep-alive and CORS need.
-    fn head(&mut self, status: u16, headers: &[(&str, &[u8])], body_len: usize) {
-        if self.http10 && self.keep_alive {
-            let mut h: Vec<(&str, &[u8])> = headers.to_vec();
-            h.push(("Connection", b"keep-alive"));
-            self.http10 = false;
-            self.head(status, &h, body_len);
-            self.http10 = true;
-            return;
-        }
-        if let Some(origin) = self.cors.take() {
-            let mut h: Vec<(&str, &[u8])> = headers.to_vec();
-            h.push(("Access-Control-Allow-Origin", &origin));
-            h.push(("Vary", b"Origin"));
-            if origin != b"*" {
-                h.push(("Access-Control-Expose-Headers", b"ETag, X-Ringcast-Next"));
-            }
-            http1::write_response_head(self.out, status, &h, body_len, self.keep_alive, &self.date);
-            self.cors = Some(origin);
-        } else {
-            http1::write_response_head(
-                self.out,
-                status,
-                headers,
-                body_len,
-                self.keep_alive,
-                &self.date,
-            );
-        }
-    }
-
-    /// Where the answer to a request pipelined behind this one goes (the same buffer), for a
-    /// request known to be HTTP/1.1, keep-alive, not HEAD and without CORS (a publish that
-    /// joined this one, see `pipelined_publish`).
-    pub fn pipelined(&mut self) -> Answer<'_> {
-        Answer {
-            out: &mut *self.out,
-            keep_alive: true,
-            http10: false,
-            head_only: false,
-            date: self.date,
-            cors: None,
-        }
-    }
-
-    /// A plain-text error with a one-line reason.
-    pub fn error(&mut self, status: u16, reason: &str) {
-        let mut body = Vec::with_capacity(reason.len() + 1);
-        body.extend_from_slice(reason.as_bytes());
-        body.push(b'\n');
-        self.send(
-            status,
-            &[("Content-Type", b"text/plain; charset=utf-8")],
-            &body,
-        );
-    }
-}
-
-/// The connection's I/O state.
-pub struct Conn {
-    pub sh: Rc<Shard>,
-    pub stream: TcpStream,
-    pub fd: RawFd,
-    pub peer: SocketAddr,
-    pub rbuf: Vec<u8>,
-    pub wbuf: Vec<u8>,
-}
-
 #[derive(Debug)]
 pub enum ReadErr {
     /// Peer closed or the socket failed: nothing to answer.
@@ -271,22 +106,6 @@ pub enum ReadErr {
 fn take_buf(sh: &Shard, rbuf: &mut Vec<u8>) {
     if rbuf.capacity() == 0 {
         *rbuf = take_pooled(sh);
-    }
-}
-
-/// A pooled read buffer (or a new, empty one when the pool has none).
-pub(crate) fn take_pooled(sh: &Shard) -> Vec<u8> {
-    sh.st.borrow_mut().bufpool.pop().unwrap_or_default()
-}
-
-/// Gives an empty read buffer back to the pool so an idle connection holds none.
-pub(crate) fn release_buf(sh: &Shard, rbuf: &mut Vec<u8>) {
-    if rbuf.is_empty() && rbuf.capacity() > 0 {
-        let b = std::mem::take(rbuf);
-        let mut st = sh.st.borrow_mut();
-        if b.capacity() <= MAX_POOLED_BUFFER_BYTES && st.bufpool.len() < MAX_POOLED_BUFFERS {
-            st.bufpool.push(b);
-        }
     }
 }
 
@@ -336,7 +155,7 @@ impl Conn {
         deadline: Instant,
         idle: bool,
         eager: bool,
-        waiting: &mut Option<poll::Waiting>,
+        waiting: &mut Option<Waiting>,
     ) -> Result<usize, ReadErr> {
         let mut deadline = deadline;
         // Readiness has fired (or the caller asks for a read first): try a read.
@@ -460,7 +279,7 @@ pub async fn serve(sh: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let idle_timeout = Duration::from_secs(sh.node.cfg.idle_timeout_secs);
     let mut first = true;
     // A long poll waiting for news; `fill` answers it.
-    let mut waiting: Option<poll::Waiting> = None;
+    let mut waiting: Option<Waiting> = None;
     loop {
         // ---- a head ----------------------------------------------------------------------
         let mut started: Option<Instant> = if first { Some(Instant::now()) } else { None };
@@ -614,35 +433,6 @@ async fn read_body(
             }
         }
     }
-}
-
-/// A browser request from an origin `--allow-origin` does not list (403).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OriginDenied;
-
-/// Cross-origin check for browser routes (`--allow-origin`). `Ok(None)`: no CORS headers
-/// (no Origin, or same origin); `Ok(Some(v))`: answer `Access-Control-Allow-Origin: v`.
-pub fn cors(sh: &Shard, buf: &[u8], head: &Head) -> Result<Option<Vec<u8>>, OriginDenied> {
-    let Some(origin) = head.header(buf, "origin") else {
-        return Ok(None);
-    };
-    let allow = &sh.node.cfg.allow_origin;
-    if allow.iter().any(|a| a == "*") {
-        return Ok(Some(b"*".to_vec()));
-    }
-    if allow.iter().any(|a| a.as_bytes() == origin) {
-        return Ok(Some(origin.to_vec()));
-    }
-    // Same origin: the Origin's authority is this request's Host.
-    let host = head.header(buf, "host").unwrap_or(b"");
-    let authority = origin
-        .strip_prefix(b"http://")
-        .or_else(|| origin.strip_prefix(b"https://"))
-        .unwrap_or(b"");
-    if !host.is_empty() && authority.eq_ignore_ascii_case(host) {
-        return Ok(None);
-    }
-    Err(OriginDenied)
 }
 
 async fn request(c: &mut Conn, head: &Head) -> Next {

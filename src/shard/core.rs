@@ -12,6 +12,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -193,4 +195,26 @@ pub async fn yield_now() {
         }
     })
     .await
+}
+
+/// Undoes the connection counts however the connection ends.
+pub struct Counted(pub(crate) Rc<Shard>);
+
+impl Counted {
+    /// The connection is parked: `park::finish` undoes the counts when it ends.
+    pub fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        uncount(&self.0);
+    }
+}
+
+/// Undoes the counts taken when a connection was admitted.
+pub fn uncount(sh: &Shard) {
+    sh.metrics().dec(M::ConnectionsOpen);
+    sh.node.connections.fetch_sub(1, Ordering::Relaxed);
 }

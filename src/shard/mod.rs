@@ -9,6 +9,7 @@
 //! Must not: hold shard logic — this file only wires the tasks together; nothing below imports
 //! it.
 
+pub mod answer;
 pub mod conn;
 pub mod core;
 pub mod inbox;

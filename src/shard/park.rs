@@ -269,5 +269,5 @@ pub fn finish(sh: &Rc<Shard>, k: usize, end: End) {
     // nothing uses the fd after this; closing it also takes it out of the readiness set.
     unsafe { socket::close(out.fd) };
     sh.metrics().dec(gauge);
-    crate::shard::conn::uncount(sh);
+    core::uncount(sh);
 }

@@ -17,7 +17,7 @@ use crate::codec::position::Position;
 use crate::codec::route;
 use crate::fanout::{NewMsg, TopicMsgs};
 use crate::metrics::M;
-use crate::shard::conn::{Answer, Next, Req};
+use crate::shard::answer::{Answer, Next, Req};
 use crate::shard::core::{Fail, Shard};
 
 /// Longest event name, bytes.

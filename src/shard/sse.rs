@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use crate::codec::route::query_param;
 use crate::codec::{http1, sse as codec};
-use crate::fanout::Since;
 use crate::metrics::M;
-use crate::shard::conn::{cors, Answer, Conn, Counted, Next, Req};
+use crate::shard::answer::{cors, Answer, Conn, Next, Req, SsePlan};
+use crate::shard::core::Counted;
 use crate::shard::core::Shard;
 use crate::shard::io;
 use crate::shard::park;
@@ -30,12 +30,6 @@ use crate::shard::wire::Format;
 
 /// Heartbeat comment bytes.
 const HEARTBEAT: &[u8] = b":\n\n";
-
-/// What a stream needs once its request is gone.
-pub struct Plan {
-    pub(crate) topic: Arc<str>,
-    pub(crate) since: Since,
-}
 
 /// Checks an SSE request and writes the stream's first bytes into `c.wbuf`: the head, a
 /// jittered `retry:` and an opening comment. Errors are answered as plain HTTP.
@@ -93,7 +87,7 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
         codec::jittered_retry_ms(sh.node.cfg.sse_retry_ms, seed),
     );
     codec::encode_comment(&mut c.wbuf, b"ok");
-    Next::Sse(Plan {
+    Next::Sse(SsePlan {
         topic: Arc::from(topic),
         since,
     })
@@ -101,7 +95,7 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
 
 /// Runs an SSE stream whose first bytes are sent: subscribe (replay or reset first), then park
 /// it — from then on it holds no task (see `park.rs`).
-pub async fn stream(c: Conn, plan: Plan, counted: Counted) {
+pub async fn stream(c: Conn, plan: SsePlan, counted: Counted) {
     let sh = c.sh.clone();
     let ok = sh
         .st

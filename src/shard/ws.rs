@@ -26,10 +26,12 @@ use serde::Deserialize;
 
 use crate::codec::position::Position;
 use crate::codec::{route, ws};
-use crate::fanout::{NewMsg, Since};
+use crate::fanout::NewMsg;
 use crate::metrics::M;
-use crate::shard::conn::{cors, release_buf, take_pooled, Answer, Conn, Counted, Next, Req};
+use crate::shard::answer::{cors, release_buf, take_pooled, Answer, Conn, Next, Req, WsPlan};
+use crate::shard::core::Counted;
 use crate::shard::core::{Fail, Shard};
+use crate::shard::io::READ_CHUNK_BYTES;
 use crate::shard::io::{self, ReadOutcome};
 use crate::shard::park::{self, End};
 use crate::shard::poll::since_of;
@@ -47,16 +49,6 @@ pub const CLOSE_SLOW_CLIENT: u16 = 1008;
 pub const CLOSE_PONG_TIMEOUT: u16 = 1011;
 /// Most topics one `ringcast.v1` connection may subscribe to.
 pub const MAX_TOPICS_PER_CONNECTION: usize = 64;
-/// Bytes asked of the kernel per read.
-const READ_CHUNK_BYTES: usize = 16 * 1024;
-
-/// What a WebSocket needs once its request is gone.
-pub struct Plan {
-    pub(crate) topic: Arc<str>,
-    pub(crate) since: Since,
-    pub(crate) v1: bool,
-}
-
 /// Checks an upgrade request and writes the 101 into `c.wbuf`; refusals are plain HTTP.
 pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
     let sh = c.sh.clone();
@@ -103,7 +95,7 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
         &ws::accept_key(up.key),
         v1.then_some(SUBPROTOCOL_V1),
     );
-    Next::Ws(Plan {
+    Next::Ws(WsPlan {
         topic: Arc::from(topic),
         since,
         v1,
@@ -112,9 +104,9 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
 
 /// Runs a WebSocket whose 101 is sent: subscribe (replay or reset first), then park it — from
 /// then on a task runs only while the client's frames are being read (`burst`).
-pub async fn stream(c: Conn, plan: Plan, counted: Counted) {
+pub async fn stream(c: Conn, plan: WsPlan, counted: Counted) {
     let sh = c.sh.clone();
-    let Plan { topic, since, v1 } = plan;
+    let WsPlan { topic, since, v1 } = plan;
     let format = if v1 { Format::WsV1 } else { Format::WsRaw };
     let ok = sh.st.borrow_mut().subs.outs.insert(Out::new(c.fd, format));
     let g = StreamGuard::new(&sh, ok);
