@@ -17,7 +17,9 @@ pub mod io;
 pub mod park;
 pub mod poll;
 pub mod publish;
+pub mod reactor;
 pub mod rpc;
+pub mod session;
 pub mod signal;
 pub mod sse;
 pub mod subs;
@@ -65,7 +67,7 @@ pub async fn run(node: Arc<Node>, id: usize, listener: std::net::TcpListener) {
     });
     ticker::refresh_date(&sh);
     monoio::spawn(inbox::inbox_task(sh.clone()));
-    monoio::spawn(park::reactor(sh.clone()));
+    monoio::spawn(reactor::reactor(sh.clone()));
     monoio::spawn(ticker::ticker_task(sh.clone()));
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -104,7 +106,7 @@ mod size_tests {
     fn parked_stream_sizes() {
         let out = std::mem::size_of::<subs::Out>();
         let sub = std::mem::size_of::<subs::Sub>();
-        let session = std::mem::size_of::<ws::Session>();
+        let session = std::mem::size_of::<session::Session>();
         for (n, s) in [
             ("subs::Out", out),
             ("subs::Sub", sub),

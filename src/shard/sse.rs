@@ -23,7 +23,7 @@ use crate::shard::answer::{cors, Answer, Conn, Next, Req, SsePlan};
 use crate::shard::core::Counted;
 use crate::shard::core::Shard;
 use crate::shard::io;
-use crate::shard::park;
+use crate::shard::park::{self, retry_seed, StreamGuard};
 use crate::shard::poll::since_of;
 use crate::shard::subs::{Kill, Out};
 use crate::shard::wire::Format;
@@ -121,73 +121,6 @@ pub async fn stream(c: Conn, plan: SsePlan, counted: Counted) {
     g.disarm();
     counted.disarm();
     park::park(&sh, c.stream, ok);
-}
-
-/// The seed of a stream's `retry:` jitter: stable for the connection, different across them.
-pub fn retry_seed(sh: &Shard, fd: std::os::fd::RawFd) -> u64 {
-    (fd as u64) ^ ((sh.id as u64) << 32) ^ sh.node.seed
-}
-
-/// Writes what the socket takes of a stream's backlog. Returns the kill reason (if the shard
-/// wants the stream closed) and whether a backlog remains; Err when the socket failed.
-pub fn write_backlog(sh: &Shard, ok: usize) -> std::io::Result<(Option<Kill>, bool)> {
-    let mut st = sh.st.borrow_mut();
-    let out = &mut st.subs.outs[ok];
-    if !out.backlog.is_empty() {
-        let n = io::write_some(out.fd, &out.backlog)?;
-        out.backlog.drain(..n);
-        out.wrote(n);
-        sh.metrics().add(M::BufferedBytes, -(n as i64));
-        if out.backlog.is_empty() {
-            out.backlog = Vec::new();
-        } else if out.backlog.capacity() > 64 * 1024 && out.backlog.len() < 4096 {
-            out.backlog.shrink_to_fit();
-        }
-    }
-    // A queued reset close frame must go out before the stream ends.
-    if out.kill == Some(Kill::Reset) && !out.backlog.is_empty() {
-        return Ok((None, true));
-    }
-    Ok((out.kill, !out.backlog.is_empty()))
-}
-
-/// The client sent bytes or closed: read them into a small stack buffer and discard (an SSE
-/// client has nothing to say after its request). True when it closed.
-pub fn client_left(fd: std::os::fd::RawFd) -> bool {
-    io::discard_input(fd)
-}
-
-/// Frees a stream's subscriptions and `Out` if it ends before it is parked.
-pub struct StreamGuard<'a> {
-    sh: &'a Shard,
-    out: usize,
-}
-
-impl<'a> StreamGuard<'a> {
-    pub fn new(sh: &'a Shard, out: usize) -> Self {
-        StreamGuard { sh, out }
-    }
-
-    /// Records one of the stream's subscriptions (freed with the stream).
-    pub fn add_sub(&self, sk: usize) {
-        let mut st = self.sh.st.borrow_mut();
-        let o = &mut st.subs.outs[self.out];
-        o.subs.push(sk);
-    }
-
-    /// The stream is parked: from now on `park::finish` frees it.
-    pub fn disarm(mut self) {
-        self.out = usize::MAX;
-    }
-}
-
-impl Drop for StreamGuard<'_> {
-    fn drop(&mut self) {
-        if self.out == usize::MAX {
-            return;
-        }
-        self.sh.free_stream(self.out);
-    }
 }
 
 /// Queues a heartbeat: a comment on every SSE stream that had nothing written since the last

@@ -74,7 +74,7 @@ pub struct Out {
     /// A parked WebSocket's session state between bursts, kept only when there is any: a
     /// `ringcast.v1` connection, or a frame or message cut by the end of a read. An idle raw
     /// WebSocket keeps nothing here.
-    pub session: Option<Box<crate::shard::ws::Session>>,
+    pub session: Option<Box<crate::shard::session::Session>>,
     /// A parked WebSocket's burst task is running (it owns the session state meanwhile).
     pub busy: bool,
     /// The client sent more while the burst task was awaiting: it reads again before parking

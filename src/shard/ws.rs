@@ -33,20 +33,17 @@ use crate::shard::core::Counted;
 use crate::shard::core::{Fail, Shard};
 use crate::shard::io::READ_CHUNK_BYTES;
 use crate::shard::io::{self, ReadOutcome};
+use crate::shard::park::StreamGuard;
 use crate::shard::park::{self, End};
 use crate::shard::poll::since_of;
 use crate::shard::publish::valid_event;
-use crate::shard::sse::StreamGuard;
+use crate::shard::session::Session;
 use crate::shard::subs::{Kill, Out};
 use crate::shard::wire;
 use crate::shard::wire::Format;
 
 /// The subprotocol with JSON envelopes, ids and commands.
 pub const SUBPROTOCOL_V1: &str = "ringcast.v1";
-/// Close code for a slow client.
-pub const CLOSE_SLOW_CLIENT: u16 = 1008;
-/// Close code for a missing pong.
-pub const CLOSE_PONG_TIMEOUT: u16 = 1011;
 /// Most topics one `ringcast.v1` connection may subscribe to.
 pub const MAX_TOPICS_PER_CONNECTION: usize = 64;
 /// Checks an upgrade request and writes the 101 into `c.wbuf`; refusals are plain HTTP.
@@ -199,19 +196,6 @@ pub async fn burst(sh: Rc<Shard>, k: usize) {
     park::serve(&sh, k);
 }
 
-/// The close frame that says why a WebSocket ended (None: no frame to send).
-pub fn close_for(end: End) -> Option<(u16, &'static str)> {
-    match end {
-        End::Gone => None,
-        End::Kill(Kill::Slow) => Some((CLOSE_SLOW_CLIENT, "slow client")),
-        End::Kill(Kill::Shutdown) => Some((ws::CLOSE_GOING_AWAY, "going away")),
-        End::Kill(Kill::PongTimeout) => Some((CLOSE_PONG_TIMEOUT, "ping timeout")),
-        // The reset close frame is already queued.
-        End::Kill(Kill::Reset) => None,
-        End::Close(code) => Some((code, "")),
-    }
-}
-
 fn fail_text(f: Fail) -> &'static str {
     match f {
         Fail::TooManyTopics => "too many topics",
@@ -259,16 +243,6 @@ fn subscribed_json(topic: &str, current: Position, r: Option<&str>, out: &mut Ve
     out.extend_from_slice(b",\"id\":\"");
     current.write(out);
     out.extend_from_slice(b"\"}");
-}
-
-/// A WebSocket's state between reads. A parked connection keeps it only when it holds anything
-/// (see `Out::session`).
-pub struct Session {
-    /// The URL's topic: where a raw client's messages go, a v1 `publish`'s default.
-    topic: Arc<str>,
-    v1: bool,
-    /// The frame decoder and the partial header carried between reads.
-    rx: ws::Inbound,
 }
 
 impl Session {
