@@ -1,27 +1,18 @@
 //! What a route handler is given and gives back: the request (`Req`), where its answer goes
 //! (`Answer`), what the connection does next (`Next`, with what a stream or a long poll needs
-//! once the request is gone), the connection's I/O state (`Conn`), the CORS check, and the
-//! shard's pool of read buffers.
+//! once the request is gone) and the CORS check.
 //! Must not: route or serve a request — the connection loop (`conn.rs`) and the routes do, both
 //! above this file.
 
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
-
-use monoio::net::TcpStream;
 
 use crate::codec::http1::{self, Head};
 use crate::codec::position::Position;
 use crate::fanout::Since;
 use crate::shard::core::Shard;
-
-/// A pooled read buffer larger than this is freed instead of kept.
-pub(crate) const MAX_POOLED_BUFFER_BYTES: usize = 64 * 1024;
-/// Buffers kept in a shard's pool.
-pub(crate) const MAX_POOLED_BUFFERS: usize = 32;
 
 /// What the connection does after a request.
 pub enum Next {
@@ -191,32 +182,6 @@ pub struct Waiting {
     pub(crate) cors: Option<Vec<u8>>,
 }
 
-/// The connection's I/O state.
-pub struct Conn {
-    pub sh: Rc<Shard>,
-    pub stream: TcpStream,
-    pub fd: RawFd,
-    pub peer: SocketAddr,
-    pub rbuf: Vec<u8>,
-    pub wbuf: Vec<u8>,
-}
-
-/// A pooled read buffer (or a new, empty one when the pool has none).
-pub(crate) fn take_pooled(sh: &Shard) -> Vec<u8> {
-    sh.st.borrow_mut().bufpool.pop().unwrap_or_default()
-}
-
-/// Gives an empty read buffer back to the pool so an idle connection holds none.
-pub(crate) fn release_buf(sh: &Shard, rbuf: &mut Vec<u8>) {
-    if rbuf.is_empty() && rbuf.capacity() > 0 {
-        let b = std::mem::take(rbuf);
-        let mut st = sh.st.borrow_mut();
-        if b.capacity() <= MAX_POOLED_BUFFER_BYTES && st.bufpool.len() < MAX_POOLED_BUFFERS {
-            st.bufpool.push(b);
-        }
-    }
-}
-
 /// A browser request from an origin `--allow-origin` does not list (403).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OriginDenied;
@@ -244,4 +209,63 @@ pub fn cors(sh: &Shard, buf: &[u8], head: &Head) -> Result<Option<Vec<u8>>, Orig
         return Ok(None);
     }
     Err(OriginDenied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `send_with` (body first, then swapped behind the head) writes exactly what `send` does,
+    /// for every combination of HTTP/1.0, CORS, HEAD and a bodyless status.
+    #[test]
+    fn send_with_matches_send() {
+        let body = b"{\"messages\":[],\"next\":\"a:1\"}";
+        for status in [200u16, 204, 304] {
+            for http10 in [false, true] {
+                for head_only in [false, true] {
+                    for cors in [None, Some(b"*".to_vec()), Some(b"http://x".to_vec())] {
+                        let answer = |out: &mut Vec<u8>| {
+                            Answer {
+                                out: &mut *out,
+                                keep_alive: true,
+                                http10,
+                                head_only,
+                                date: [b'D'; 29],
+                                cors: cors.clone(),
+                            }
+                            .send(
+                                status,
+                                &[("ETag", b"\"a:1\"")],
+                                body,
+                            )
+                        };
+                        let answer_with = |out: &mut Vec<u8>| {
+                            Answer {
+                                out: &mut *out,
+                                keep_alive: true,
+                                http10,
+                                head_only,
+                                date: [b'D'; 29],
+                                cors: cors.clone(),
+                            }
+                            .send_with(
+                                status,
+                                &[("ETag", b"\"a:1\"")],
+                                |o| o.extend_from_slice(body),
+                            )
+                        };
+                        // After an earlier pipelined answer, too.
+                        let (mut a, mut b) = (b"earlier".to_vec(), b"earlier".to_vec());
+                        answer(&mut a);
+                        answer_with(&mut b);
+                        assert_eq!(
+                            String::from_utf8_lossy(&a),
+                            String::from_utf8_lossy(&b),
+                            "{status} http10={http10} head={head_only}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

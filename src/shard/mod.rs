@@ -9,12 +9,16 @@
 //! Must not: hold shard logic — this file only wires the tasks together; nothing below imports
 //! it.
 
+pub mod accept;
 pub mod answer;
+pub mod body;
 pub mod conn;
+pub mod connio;
 pub mod core;
 pub mod inbox;
 pub mod io;
 pub mod park;
+pub mod pipeline;
 pub mod poll;
 pub mod publish;
 pub mod reactor;
@@ -76,7 +80,7 @@ pub async fn run(node: Arc<Node>, id: usize, listener: std::net::TcpListener) {
             return;
         }
     };
-    conn::accept_loop(&sh, &listener).await;
+    accept::accept_loop(&sh, &listener).await;
     io::stop_listening(std::os::fd::AsRawFd::as_raw_fd(&listener));
     drop(listener);
     drain(&sh).await;
