@@ -17,6 +17,7 @@ pub mod connio;
 pub mod core;
 pub mod inbox;
 pub mod io;
+pub mod out;
 pub mod park;
 pub mod pipeline;
 pub mod poll;
@@ -108,11 +109,11 @@ mod size_tests {
     /// and the topic's subscriber list.
     #[test]
     fn parked_stream_sizes() {
-        let out = std::mem::size_of::<subs::Out>();
+        let out = std::mem::size_of::<out::Out>();
         let sub = std::mem::size_of::<subs::Sub>();
         let session = std::mem::size_of::<session::Session>();
         for (n, s) in [
-            ("subs::Out", out),
+            ("out::Out", out),
             ("subs::Sub", sub),
             ("ws::Session", session),
             (

@@ -29,7 +29,7 @@ use crate::codec::ws as ws_codec;
 use crate::metrics::M;
 use crate::shard::core::{self, Shard};
 use crate::shard::io;
-use crate::shard::subs::Kill;
+use crate::shard::out::Kill;
 use crate::shard::wire::Format;
 use crate::sys::epoll;
 use crate::sys::socket;

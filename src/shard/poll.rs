@@ -19,7 +19,7 @@ use crate::fanout::{MsgRef, Since};
 use crate::metrics::M;
 use crate::shard::answer::{cors, Answer, Next, Req, Waiting};
 use crate::shard::core::{Fail, Shard};
-use crate::shard::subs::Out;
+use crate::shard::out::Out;
 use crate::shard::wire;
 use crate::shard::wire::Format;
 

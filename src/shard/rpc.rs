@@ -14,7 +14,7 @@ use crate::codec::position::Position;
 use crate::fanout::{home_of, Cmd, NewMsg, Reply, ReplyTo, Since, TopicMsgs, Window};
 use crate::metrics::M;
 use crate::shard::core::{Fail, Pending, Refused, Shard, State, OUTQ_RETRY};
-use crate::shard::subs;
+use crate::shard::out::Out;
 
 impl Shard {
     // ---- client side ----------------------------------------------------------------------
@@ -312,7 +312,7 @@ impl Shard {
 
     /// Frees a stream's shard state however it ends: its `Out` (with any bytes still queued
     /// for it) and its subscriptions. Returns the `Out` for the caller's last words and fd.
-    pub fn free_stream(&self, k: usize) -> Option<subs::Out> {
+    pub fn free_stream(&self, k: usize) -> Option<Out> {
         let out = self.st.borrow_mut().subs.remove_out(k)?;
         if !out.backlog.is_empty() {
             self.metrics()

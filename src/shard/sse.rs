@@ -24,9 +24,9 @@ use crate::shard::connio::Conn;
 use crate::shard::core::Counted;
 use crate::shard::core::Shard;
 use crate::shard::io;
+use crate::shard::out::{Kill, Out};
 use crate::shard::park::{self, retry_seed, StreamGuard};
 use crate::shard::poll::since_of;
-use crate::shard::subs::{Kill, Out};
 use crate::shard::wire::Format;
 
 /// Heartbeat comment bytes.

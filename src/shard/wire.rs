@@ -143,3 +143,28 @@ pub fn base64_into(data: &[u8], out: &mut Vec<u8>) {
         .unwrap_or(0);
     out.truncate(start + n);
 }
+
+/// `{"type":"subscribed","topic","id","ref"?}`: sent after the replay (or reset) of the
+/// subscription, so `id` is the position live messages continue from.
+pub(crate) fn subscribed_json(topic: &str, current: Position, r: Option<&str>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"type\":\"subscribed\",\"topic\":");
+    json_str(topic, out);
+    if let Some(r) = r {
+        out.extend_from_slice(b",\"ref\":");
+        json_str(r, out);
+    }
+    out.extend_from_slice(b",\"id\":\"");
+    current.write(out);
+    out.extend_from_slice(b"\"}");
+}
+
+pub(crate) fn error_json(r: Option<&str>, message: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"type\":\"error\"");
+    if let Some(r) = r {
+        out.extend_from_slice(b",\"ref\":");
+        json_str(r, out);
+    }
+    out.extend_from_slice(b",\"message\":");
+    json_str(message, out);
+    out.push(b'}');
+}

@@ -24,7 +24,6 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::codec::position::Position;
 use crate::codec::{route, ws};
 use crate::fanout::NewMsg;
 use crate::metrics::M;
@@ -34,14 +33,14 @@ use crate::shard::core::Counted;
 use crate::shard::core::{Fail, Shard};
 use crate::shard::io::READ_CHUNK_BYTES;
 use crate::shard::io::{self, ReadOutcome};
+use crate::shard::out::{Kill, Out};
 use crate::shard::park::StreamGuard;
 use crate::shard::park::{self, End};
 use crate::shard::poll::since_of;
 use crate::shard::publish::valid_event;
 use crate::shard::session::Session;
-use crate::shard::subs::{Kill, Out};
-use crate::shard::wire;
 use crate::shard::wire::Format;
+use crate::shard::wire::{self, error_json, subscribed_json};
 
 /// The subprotocol with JSON envelopes, ids and commands.
 pub const SUBPROTOCOL_V1: &str = "ringcast.v1";
@@ -230,20 +229,6 @@ fn queue(sh: &Shard, ok: usize, bytes: Vec<u8>) {
         }
     }
     st.subs.flush(&policy);
-}
-
-/// `{"type":"subscribed","topic","id","ref"?}`: sent after the replay (or reset) of the
-/// subscription, so `id` is the position live messages continue from.
-fn subscribed_json(topic: &str, current: Position, r: Option<&str>, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"{\"type\":\"subscribed\",\"topic\":");
-    wire::json_str(topic, out);
-    if let Some(r) = r {
-        out.extend_from_slice(b",\"ref\":");
-        wire::json_str(r, out);
-    }
-    out.extend_from_slice(b",\"id\":\"");
-    current.write(out);
-    out.extend_from_slice(b"\"}");
 }
 
 impl Session {
@@ -513,15 +498,4 @@ struct Command {
     /// Echoed in the ack or error, so a client can match replies.
     #[serde(default)]
     r#ref: Option<String>,
-}
-
-fn error_json(r: Option<&str>, message: &str, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"{\"type\":\"error\"");
-    if let Some(r) = r {
-        out.extend_from_slice(b",\"ref\":");
-        wire::json_str(r, out);
-    }
-    out.extend_from_slice(b",\"message\":");
-    wire::json_str(message, out);
-    out.push(b'}');
 }
