@@ -51,7 +51,7 @@ pub enum Driver {
 pub enum SlowClient {
     /// Close the client; it reconnects and resumes from history.
     Disconnect,
-    /// Skip messages for it and tell it with a reset at its next read.
+    /// Skip the messages it has no room for, then send a reset before the next one it can take (a raw WebSocket is closed with 4000 instead).
     Drop,
 }
 
