@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ringcast::codec::position::Position;
 use ringcast::fanout::{Bus, Cmd, Msg, NewMsg, Since};
-use ringcast::shard::home::{HistoryBounds, HomeTopic};
+use ringcast::shard::topics::home::HomeTopic;
+use ringcast::shard::topics::ring::HistoryBounds;
 
 fn msg(offset: u64) -> Arc<Msg> {
     Arc::new(Msg {

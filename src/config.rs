@@ -8,13 +8,15 @@ use std::net::SocketAddr;
 
 use clap::{Parser, ValueEnum};
 
+// The codecs' own defaults, defined once where the limit is enforced.
+pub use crate::codec::http1::{
+    DEFAULT_MAX_HEADERS, DEFAULT_MAX_HEAD_BYTES, DEFAULT_MAX_REQUEST_LINE_BYTES,
+};
+pub use crate::codec::route::DEFAULT_MAX_TOPIC_BYTES;
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-pub const DEFAULT_MAX_REQUEST_LINE_BYTES: usize = 8 * 1024;
-pub const DEFAULT_MAX_HEAD_BYTES: usize = 16 * 1024;
-pub const DEFAULT_MAX_HEADERS: usize = 64;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
-pub const DEFAULT_MAX_TOPIC_BYTES: usize = 128;
 pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1_000_000;
@@ -51,7 +53,7 @@ pub enum Driver {
 pub enum SlowClient {
     /// Close the client; it reconnects and resumes from history.
     Disconnect,
-    /// Skip messages for it and tell it with a reset at its next read.
+    /// Skip the messages it has no room for, then send a reset before the next one it can take (a raw WebSocket is closed with 4000 instead).
     Drop,
 }
 

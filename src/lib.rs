@@ -10,6 +10,7 @@
 //!   SSE events, WebSocket frames. No I/O, no clock, no shard state.
 //! - [`shard`]: one core's world (`!Send`): listener, connections in a slab, topics, history.
 //! - [`fanout`]: the only code that crosses threads: per-shard lock-free inboxes and wake-ups.
+//! - [`node`]: what all shards share, read-only: config, the bus, metrics, two global caps.
 //! - [`sys`]: every libc call and `unsafe` block — sockets, listeners, the epoll readiness set,
 //!   key wakers, signals — each argued.
 //! - [`metrics`]: per-shard counters, rendered as Prometheus text on `GET /metrics`.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod fanout;
 pub mod log;
 pub mod metrics;
+pub mod node;
 pub mod runtime;
 pub mod shard;
 pub mod sys;

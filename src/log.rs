@@ -1,7 +1,8 @@
 //! Leveled one-line logging to stderr.
 //!
-//! Owns: the process-wide level and the line format `LEVEL shard=N message`. A line is written
-//! with one `write` so lines from different shards never interleave mid-line.
+//! Owns: the process-wide level and the line format `LEVEL message` (a message about a shard
+//! names it itself: `shard N: …`). A line is written with one `write` so lines from different
+//! shards never interleave mid-line.
 //! Must not: allocate or format when the level is off (the macros check first).
 
 use std::io::Write;

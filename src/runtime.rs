@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, Driver};
-use crate::fanout::{Cmd, Node};
+use crate::fanout::Cmd;
+use crate::node::Node;
 use crate::sys::{listener, signal};
 use crate::{error, info, warn};
 

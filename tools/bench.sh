@@ -7,9 +7,9 @@
 # report and plots into its own directory instead and leaves PERF.md alone.
 # Steps: criterion (quick), wrk on /healthz and on a short poll beside nginx, publishing beside
 # nchan, fanout at 1k and 10k subscribers (SSE, WS, long poll) beside nchan, idle connections
-# beside nchan (tools/bench-hold.sh), WebSocket echo on one core beside axum
-# (tools/bench-echo.sh), the write() baseline. issue 6's fanout targets with server CPU per
-# delivery are tools/bench-fanout.sh (longer; run on its own).
+# beside nchan (tools/bench/hold.sh), WebSocket echo on one core beside axum
+# (tools/bench/echo.sh), the write() baseline. issue 6's fanout targets with server CPU per
+# delivery are tools/bench/fanout.sh (longer; run on its own).
 # Usage: [REPORT_RUNS="bench-results/A ..."] [SKIP_CRITERION=1] [SKIP_WRK=1] tools/bench.sh [quick]   (quick: shorter runs, fewer connections)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,11 +45,11 @@ fi
 
 if [ -z "${SKIP_WRK:-}" ]; then
   echo "## HTTP: wrk on /healthz beside nginx return 200" | tee -a "$OUT/summary.txt"
-  RESULTS="$OUT/results.jsonl" ROUNDS=2 tools/bench-http.sh "$SECS" 256 | tee -a "$OUT/summary.txt"
+  RESULTS="$OUT/results.jsonl" ROUNDS=2 tools/bench/http.sh "$SECS" 256 | tee -a "$OUT/summary.txt"
   echo "## short polling: wrk on GET /poll beside nginx return 200, one core" | tee -a "$OUT/summary.txt"
-  RESULTS="$OUT/results.jsonl" ROUNDS=2 TARGET=poll ALL_CORES=0 tools/bench-http.sh "$SECS" 256 | tee -a "$OUT/summary.txt"
+  RESULTS="$OUT/results.jsonl" ROUNDS=2 TARGET=poll ALL_CORES=0 tools/bench/http.sh "$SECS" 256 | tee -a "$OUT/summary.txt"
   echo "## publish: wrk POST beside nchan_publisher" | tee -a "$OUT/summary.txt"
-  RESULTS="$OUT/results.jsonl" ROUNDS=2 tools/bench-publish.sh "$SECS" 64 | tee -a "$OUT/summary.txt"
+  RESULTS="$OUT/results.jsonl" ROUNDS=2 tools/bench/publish.sh "$SECS" 64 | tee -a "$OUT/summary.txt"
 fi
 
 echo "## fanout: 10 topics, 128 B, 200 msg/s total (20 per topic)" | tee -a "$OUT/summary.txt"
@@ -71,10 +71,10 @@ for subs in 1000 "$SUBS_BIG"; do
 done
 
 echo "## idle connections: RSS per connection, shared topics and one topic each" | tee -a "$OUT/summary.txt"
-RESULTS="$OUT/results.jsonl" N="$HOLD" tools/bench-hold.sh | tee -a "$OUT/summary.txt"
+RESULTS="$OUT/results.jsonl" N="$HOLD" tools/bench/hold.sh | tee -a "$OUT/summary.txt"
 
 echo "## WebSocket echo on one core beside axum: 100 connections x 512 B" | tee -a "$OUT/summary.txt"
-RESULTS="$OUT/results.jsonl" ROUNDS=2 tools/bench-echo.sh "$SECS" 100 512 | tee -a "$OUT/summary.txt"
+RESULTS="$OUT/results.jsonl" ROUNDS=2 tools/bench/echo.sh "$SECS" 100 512 | tee -a "$OUT/summary.txt"
 
 echo "## write() baseline: one 128 B write to each of K loopback sockets, one core" | tee -a "$OUT/summary.txt"
 target/release/ringcast-writecost --size 128 --rounds 100 --core 1 | summ "writecost" | tee -a "$OUT/summary.txt"

@@ -5,7 +5,7 @@ Usage: tools/bench_report.py [--perf-md PERF.md|none] [--plots docs/perf] [--mar
 
 Each RUN_DIR is a bench-results/<run>/ directory: results.jsonl (one labelled ringcast-load
 summary per line, written by tools/bench_summary.py; wrk runs as "mode": "wrk" lines written by
-tools/bench-http.sh and tools/bench-publish.sh with RESULTS=FILE), and for runs older than those
+tools/bench/http.sh and tools/bench/publish.sh with RESULTS=FILE), and for runs older than those
 JSON lines, the wrk text lines of summary.txt. Several directories are merged in the order given:
 a measurement (same server, same parameters) in a later directory replaces an earlier one; each
 wrk section comes whole from the last directory that has it.
@@ -276,7 +276,7 @@ def hold_section(recs):
         rows.append(row)
     return "\n".join([
         "### Idle connections: memory per connection", "",
-        "`ringcast-load hold` (`tools/bench-hold.sh`), the streams over 10 shared topics or one topic per "
+        "`ringcast-load hold` (`tools/bench/hold.sh`), the streams over 10 shared topics or one topic per "
         "connection: server RSS delta ÷ connections (user space; "
         "lower is better, so a ratio below 1 favours ringcast), the kernel's TCP buffer memory "
         "(/proc/net/sockstat) and slab (/proc/meminfo) per connection, separately.", "",
@@ -299,7 +299,7 @@ def echo_section(recs):
                      "—" if mine else ratio(rc.get("round_trips_per_sec"), r.get("round_trips_per_sec")),
                      "—" if mine else ratio(rc.get("round_trips_per_cpu_second"), r.get("round_trips_per_cpu_second"))])
     return "\n".join(["### WebSocket echo", "",
-                      "`tools/bench-echo.sh`: one message in flight per connection, each server on core 0, the load "
+                      "`tools/bench/echo.sh`: one message in flight per connection, each server on core 0, the load "
                       "tool on core 1; rounds alternate the servers.", "",
                       table(["round", "server", "connections", "bytes", "round trips/s", "per server CPU-s", "p50 ms",
                              "p99 ms", "ringcast ÷ server", "per CPU-s ringcast ÷ server"], rows)])

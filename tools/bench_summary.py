@@ -4,7 +4,7 @@ given after the file) to a results file and prints one summary line.
   Usage: bench_summary.py LABEL RESULTS.jsonl [KEY=VALUE ...]
   bench_summary.py --table RESULTS.jsonl  prints the fanout runs of a results file as markdown
   tables, one row per case / transport / round, each server's figures side by side with the
-  ratios against the best peer of the same round (tools/bench-fanout.sh writes such files)."""
+  ratios against the best peer of the same round (tools/bench/fanout.sh writes such files)."""
 import json
 import sys
 
@@ -59,7 +59,7 @@ def fmt(v, digits=0):
 
 
 def table(path):
-    """Markdown tables of a bench-fanout.sh results file: one per case."""
+    """Markdown tables of a bench/fanout.sh results file: one per case."""
     runs = [json.loads(l) for l in open(path) if l.strip()]
     runs = [r for r in runs if r.get("mode") == "fanout" and "server" in r]
     cases = []

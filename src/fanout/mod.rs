@@ -212,45 +212,6 @@ pub fn home_of(topic: &[u8], shards: usize) -> usize {
     (topic_hash(topic) % shards as u64) as usize
 }
 
-/// What all shards share: read-only configuration, the bus, metrics and two approximate totals
-/// used as caps. Everything here is `Sync`; nothing here is a shard object.
-pub struct Node {
-    pub cfg: crate::config::Config,
-    pub bus: Bus,
-    pub metrics: crate::metrics::Metrics,
-    /// Open connections on all shards (the `--max-connections` cap).
-    pub connections: std::sync::atomic::AtomicUsize,
-    /// Topics alive on all shards (the `--max-topics` cap).
-    pub topics: std::sync::atomic::AtomicUsize,
-    /// Set once by the signal thread.
-    pub shutting_down: std::sync::atomic::AtomicBool,
-    /// Random per process: mixed into topic epochs so a restarted node never reuses one.
-    pub seed: u64,
-}
-
-impl Node {
-    pub fn new(cfg: crate::config::Config) -> Node {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        let shards = cfg.shards;
-        Node {
-            bus: Bus::new(shards, cfg.inbox_capacity),
-            metrics: crate::metrics::Metrics::new(shards),
-            connections: Default::default(),
-            topics: Default::default(),
-            shutting_down: Default::default(),
-            seed: h.finish(),
-            cfg,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

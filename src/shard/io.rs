@@ -29,3 +29,6 @@ pub async fn write_all(stream: &monoio::net::TcpStream, fd: RawFd, buf: &[u8]) -
         stream.writable(false).await?;
     }
 }
+
+/// Bytes asked of the kernel per read.
+pub(crate) const READ_CHUNK_BYTES: usize = 16 * 1024;

@@ -1,9 +1,10 @@
 //! Parked streams: SSE and WebSocket connections that hold no task while idle.
 //!
 //! Owns: the shard's readiness set — one edge-triggered epoll instance, which monoio waits on
-//! like any other fd — and the reactor task that serves it; the key wakers through which the
-//! rest of the shard asks for a parked stream's attention (a kill, a backlog); and the end of
-//! every parked stream (`finish`).
+//! like any other fd (its reactor task is `reactor.rs`); the key wakers through which the
+//! rest of the shard asks for a parked stream's attention (a kill, a backlog); writing a parked
+//! stream's backlog (SSE or WebSocket alike); and the end of every parked stream (`finish`,
+//! with the close code that says why).
 //! Why: a task per idle stream cost its future, monoio's task header and an armed readiness op
 //! (about 1.8 KB per connection in all). A parked stream is its `Out` slab entry and one epoll
 //! registration, nothing else: live messages are written by the inbox task's flush anyway, so
@@ -21,24 +22,22 @@
 use std::cell::RefCell;
 use std::os::fd::{IntoRawFd, RawFd};
 use std::rc::Rc;
-use std::task::{Poll, Waker};
-use std::time::Duration;
+use std::task::Waker;
 
 use crate::codec::sse as sse_codec;
 use crate::codec::ws as ws_codec;
 use crate::metrics::M;
-use crate::shard::subs::{Format, Kill};
-use crate::shard::{io, sse, ws, Shard};
-use crate::sys::epoll::{self, Event};
+use crate::shard::core::{self, Shard};
+use crate::shard::io;
+use crate::shard::out::Kill;
+use crate::shard::wire::Format;
+use crate::sys::epoll;
 use crate::sys::socket;
 use crate::sys::waker::{self, KeyWake};
 
-/// Events taken from the readiness set per pass.
-const BATCH: usize = 512;
 /// What a parked stream is registered for. Edge-triggered: an event per arrival of data, of the
 /// peer's FIN, or of room in a send buffer that was full — never a repeat for the same state.
 const INTEREST: u32 = epoll::IN | epoll::OUT | epoll::RDHUP | epoll::ET;
-const READ_EVENTS: u32 = epoll::IN | epoll::RDHUP | epoll::HUP | epoll::ERR;
 
 /// How a stream ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,14 +52,14 @@ pub enum End {
 
 /// Keys whose `Out` asked for the reactor (through a key waker), and the reactor's own waker.
 #[derive(Default)]
-struct Woken {
-    keys: Vec<usize>,
-    reactor: Option<Waker>,
+pub(crate) struct Woken {
+    pub(crate) keys: Vec<usize>,
+    pub(crate) reactor: Option<Waker>,
 }
 
 thread_local! {
     /// One per shard thread: a key is a slab key of that shard's `Out`s.
-    static WOKEN: RefCell<Woken> = RefCell::new(Woken::default());
+    pub(crate) static WOKEN: RefCell<Woken> = RefCell::new(Woken::default());
 }
 
 /// What waking a parked stream's key waker does: put its key on this thread's woken list and
@@ -113,99 +112,6 @@ pub fn park(sh: &Rc<Shard>, stream: monoio::net::TcpStream, ok: usize) {
     serve(sh, ok);
 }
 
-/// The reactor: takes ready events and woken keys, one synchronous pass per batch.
-pub async fn reactor(sh: Rc<Shard>) {
-    // monoio waits on the epoll fd as on a socket: it is readable while an event is ready.
-    let waiter = match epoll::waiter(sh.ep).and_then(monoio::net::TcpStream::from_std) {
-        Ok(w) => w,
-        Err(e) => {
-            crate::error!("shard {}: readiness set: {e}", sh.id);
-            return;
-        }
-    };
-    let mut events = vec![Event::EMPTY; BATCH];
-    let mut keys = Vec::new();
-    loop {
-        let n = epoll::harvest(sh.ep, &mut events);
-        for e in &events[..n] {
-            on_event(&sh, e.key() as usize, e.events());
-        }
-        WOKEN.with(|w| std::mem::swap(&mut w.borrow_mut().keys, &mut keys));
-        for &k in &keys {
-            serve(&sh, k);
-        }
-        keys.clear();
-        if n == BATCH {
-            crate::shard::yield_now().await;
-            continue;
-        }
-        let woken = std::future::poll_fn(|cx| {
-            WOKEN.with(|w| {
-                let mut w = w.borrow_mut();
-                if w.keys.is_empty() {
-                    w.reactor = Some(cx.waker().clone());
-                    Poll::Pending
-                } else {
-                    Poll::Ready(())
-                }
-            })
-        });
-        monoio::select! {
-            _ = woken => {},
-            r = waiter.readable(false) => if let Err(e) = r {
-                crate::error!("shard {}: readiness set: {e}", sh.id);
-                monoio::time::sleep(Duration::from_millis(10)).await;
-            },
-        }
-    }
-}
-
-/// One readiness event of parked stream `k`.
-fn on_event(sh: &Rc<Shard>, k: usize, ev: u32) {
-    let (format, fd, start_burst) = {
-        let mut st = sh.st.borrow_mut();
-        let Some(out) = st.subs.outs.get_mut(k) else {
-            return;
-        };
-        if !out.parked {
-            return;
-        }
-        let ws = matches!(out.format, Format::WsRaw | Format::WsV1);
-        let mut start = false;
-        if ws && ev & READ_EVENTS != 0 {
-            if out.busy {
-                // The running burst task reads again before parking.
-                out.unread = true;
-            } else {
-                out.busy = true;
-                start = true;
-            }
-        }
-        (out.format, out.fd, start)
-    };
-    if ev & epoll::OUT != 0 {
-        serve(sh, k);
-    }
-    // Nothing more to do if there is no read event, or if `serve` just ended the stream (its
-    // fd is closed then).
-    if ev & READ_EVENTS == 0 || !sh.st.borrow().subs.outs.contains(k) {
-        return;
-    }
-    match format {
-        Format::Sse => {
-            if sse::client_left(fd) {
-                finish(sh, k, End::Gone);
-            }
-        }
-        Format::WsRaw | Format::WsV1 => {
-            if start_burst {
-                monoio::spawn(ws::burst(sh.clone(), k));
-            }
-        }
-        Format::LongPoll => {}
-    }
-}
-
 /// Writes what parked stream `k` has queued and ends it if the shard asked (unless a task
 /// holds its session: the task parks it again, then this runs).
 pub fn serve(sh: &Rc<Shard>, k: usize) {
@@ -220,7 +126,7 @@ pub fn serve(sh: &Rc<Shard>, k: usize) {
         out.waker = Some(key_waker(k));
         out.busy
     };
-    match sse::write_backlog(sh, k) {
+    match write_backlog(sh, k) {
         Err(_) if !busy => finish(sh, k, End::Gone),
         Ok((Some(kill), _)) if !busy => finish(sh, k, End::Kill(kill)),
         _ => {}
@@ -238,7 +144,7 @@ pub fn finish(sh: &Rc<Shard>, k: usize, end: End) {
         Format::Sse => {
             if end == End::Kill(Kill::Shutdown) {
                 // Jittered, so clients do not all come back in the same instant.
-                let seed = sse::retry_seed(sh, out.fd).rotate_left(17);
+                let seed = retry_seed(sh, out.fd).rotate_left(17);
                 sse_codec::encode_retry(
                     &mut last,
                     sse_codec::jittered_retry_ms(sh.node.cfg.sse_retry_ms, seed),
@@ -249,7 +155,7 @@ pub fn finish(sh: &Rc<Shard>, k: usize, end: End) {
         Format::WsRaw | Format::WsV1 => {
             // Whatever is still queued goes first (best effort), then the close frame.
             last = std::mem::take(&mut out.backlog);
-            if let Some((code, reason)) = ws::close_for(end) {
+            if let Some((code, reason)) = close_for(end) {
                 ws_codec::encode_close(&mut last, code, reason);
             }
             M::WsOpen
@@ -265,5 +171,90 @@ pub fn finish(sh: &Rc<Shard>, k: usize, end: End) {
     // nothing uses the fd after this; closing it also takes it out of the readiness set.
     unsafe { socket::close(out.fd) };
     sh.metrics().dec(gauge);
-    crate::shard::conn::uncount(sh);
+    core::uncount(sh);
+}
+
+/// Close code for a slow client.
+pub const CLOSE_SLOW_CLIENT: u16 = 1008;
+/// Close code for a missing pong.
+pub const CLOSE_PONG_TIMEOUT: u16 = 1011;
+
+/// The close frame that says why a WebSocket ended (None: no frame to send).
+pub fn close_for(end: End) -> Option<(u16, &'static str)> {
+    match end {
+        End::Gone => None,
+        End::Kill(Kill::Slow) => Some((CLOSE_SLOW_CLIENT, "slow client")),
+        End::Kill(Kill::Shutdown) => Some((ws_codec::CLOSE_GOING_AWAY, "going away")),
+        End::Kill(Kill::PongTimeout) => Some((CLOSE_PONG_TIMEOUT, "ping timeout")),
+        // The reset close frame is already queued.
+        End::Kill(Kill::Reset) => None,
+        End::Close(code) => Some((code, "")),
+    }
+}
+
+/// The seed of a stream's `retry:` jitter: stable for the connection, different across them.
+pub fn retry_seed(sh: &Shard, fd: std::os::fd::RawFd) -> u64 {
+    (fd as u64) ^ ((sh.id as u64) << 32) ^ sh.node.seed
+}
+
+/// Writes what the socket takes of a stream's backlog. Returns the kill reason (if the shard
+/// wants the stream closed) and whether a backlog remains; Err when the socket failed.
+pub fn write_backlog(sh: &Shard, ok: usize) -> std::io::Result<(Option<Kill>, bool)> {
+    let mut st = sh.st.borrow_mut();
+    let out = &mut st.subs.outs[ok];
+    if !out.backlog.is_empty() {
+        let n = io::write_some(out.fd, &out.backlog)?;
+        out.backlog.drain(..n);
+        out.wrote(n);
+        sh.metrics().add(M::BufferedBytes, -(n as i64));
+        if out.backlog.is_empty() {
+            out.backlog = Vec::new();
+        } else if out.backlog.capacity() > 64 * 1024 && out.backlog.len() < 4096 {
+            out.backlog.shrink_to_fit();
+        }
+    }
+    // A queued reset close frame must go out before the stream ends.
+    if out.kill == Some(Kill::Reset) && !out.backlog.is_empty() {
+        return Ok((None, true));
+    }
+    Ok((out.kill, !out.backlog.is_empty()))
+}
+
+/// The client sent bytes or closed: read them into a small stack buffer and discard (an SSE
+/// client has nothing to say after its request). True when it closed.
+pub fn client_left(fd: std::os::fd::RawFd) -> bool {
+    io::discard_input(fd)
+}
+
+/// Frees a stream's subscriptions and `Out` if it ends before it is parked.
+pub struct StreamGuard<'a> {
+    sh: &'a Shard,
+    out: usize,
+}
+
+impl<'a> StreamGuard<'a> {
+    pub fn new(sh: &'a Shard, out: usize) -> Self {
+        StreamGuard { sh, out }
+    }
+
+    /// Records one of the stream's subscriptions (freed with the stream).
+    pub fn add_sub(&self, sk: usize) {
+        let mut st = self.sh.st.borrow_mut();
+        let o = &mut st.subs.outs[self.out];
+        o.subs.push(sk);
+    }
+
+    /// The stream is parked: from now on `park::finish` frees it.
+    pub fn disarm(mut self) {
+        self.out = usize::MAX;
+    }
+}
+
+impl Drop for StreamGuard<'_> {
+    fn drop(&mut self) {
+        if self.out == usize::MAX {
+            return;
+        }
+        self.sh.free_stream(self.out);
+    }
 }

@@ -17,9 +17,11 @@ use crate::codec::position::{Position, MAX_POSITION_BYTES};
 use crate::codec::route;
 use crate::fanout::{MsgRef, Since};
 use crate::metrics::M;
-use crate::shard::conn::{cors, Answer, Next, Req};
-use crate::shard::subs::{Format, Out};
-use crate::shard::{wire, Fail, Shard};
+use crate::shard::answer::{cors, Answer, Next, Req, Waiting};
+use crate::shard::core::{Fail, Shard};
+use crate::shard::out::Out;
+use crate::shard::wire;
+use crate::shard::wire::Format;
 
 /// Reads `since`-like query parameters: absent, unreadable, or a position.
 pub fn since_of(v: Option<&[u8]>) -> Since {
@@ -227,31 +229,6 @@ pub async fn run(sh: &Rc<Shard>, p: PollReq, a: &mut Answer<'_>, fd: RawFd) -> N
     waiting.current = w.current;
     waiting.cors = a.cors.take();
     Next::LongPoll(waiting)
-}
-
-/// A long poll waiting for news, held by its connection loop (`conn::Conn::fill`), which waits
-/// for it together with the socket's readiness: the one armed readiness poll is both the
-/// disconnect watch of the wait and the wait for the connection's next request, so a long poll
-/// costs no extra poll and no cancellation. (Arming a separate watch and cancelling it when a
-/// message came was 8% of the server's profile at 10k long polls: io_uring's cancel looks the
-/// poll up among every armed one.) Dropping it — answered, or the client gone — frees the
-/// subscription and the connection state.
-pub struct Waiting {
-    sh: Rc<Shard>,
-    out: usize,
-    sub: Option<usize>,
-    /// Counted in `ringcast_longpoll_waiting`.
-    counted: bool,
-    /// When the wait ends with a 204.
-    pub deadline: Instant,
-    limit: usize,
-    /// The topic's position when the wait began (the 204's `X-Ringcast-Next`).
-    current: Position,
-    /// The request let the connection be kept after the answer.
-    pub keep_alive: bool,
-    http10: bool,
-    head_only: bool,
-    cors: Option<Vec<u8>>,
 }
 
 impl Waiting {

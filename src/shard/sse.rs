@@ -16,22 +16,21 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::codec::route::query_param;
 use crate::codec::{http1, sse as codec};
-use crate::fanout::Since;
 use crate::metrics::M;
-use crate::shard::conn::{cors, Answer, Conn, Counted, Next, Req};
+use crate::shard::answer::{cors, Answer, Next, Req, SsePlan};
+use crate::shard::connio::Conn;
+use crate::shard::core::Counted;
+use crate::shard::core::Shard;
+use crate::shard::io;
+use crate::shard::out::{Kill, Out};
+use crate::shard::park::{self, retry_seed, StreamGuard};
 use crate::shard::poll::since_of;
-use crate::shard::subs::{Format, Kill, Out};
-use crate::shard::{io, park, route_since, Shard};
+use crate::shard::wire::Format;
 
 /// Heartbeat comment bytes.
 const HEARTBEAT: &[u8] = b":\n\n";
-
-/// What a stream needs once its request is gone.
-pub struct Plan {
-    pub(crate) topic: Arc<str>,
-    pub(crate) since: Since,
-}
 
 /// Checks an SSE request and writes the stream's first bytes into `c.wbuf`: the head, a
 /// jittered `retry:` and an opening comment. Errors are answered as plain HTTP.
@@ -67,7 +66,7 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
     }
     let since = match req.header("last-event-id") {
         Some(v) => since_of(Some(v.trim_ascii())),
-        None => since_of(route_since(req.query(), "last_event_id").as_deref()),
+        None => since_of(query_param(req.query(), "last_event_id").as_deref()),
     };
     let mut h: Vec<(&str, &[u8])> = vec![
         ("Content-Type", b"text/event-stream"),
@@ -89,7 +88,7 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
         codec::jittered_retry_ms(sh.node.cfg.sse_retry_ms, seed),
     );
     codec::encode_comment(&mut c.wbuf, b"ok");
-    Next::Sse(Plan {
+    Next::Sse(SsePlan {
         topic: Arc::from(topic),
         since,
     })
@@ -97,7 +96,7 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
 
 /// Runs an SSE stream whose first bytes are sent: subscribe (replay or reset first), then park
 /// it — from then on it holds no task (see `park.rs`).
-pub async fn stream(c: Conn, plan: Plan, counted: Counted) {
+pub async fn stream(c: Conn, plan: SsePlan, counted: Counted) {
     let sh = c.sh.clone();
     let ok = sh
         .st
@@ -123,73 +122,6 @@ pub async fn stream(c: Conn, plan: Plan, counted: Counted) {
     g.disarm();
     counted.disarm();
     park::park(&sh, c.stream, ok);
-}
-
-/// The seed of a stream's `retry:` jitter: stable for the connection, different across them.
-pub fn retry_seed(sh: &Shard, fd: std::os::fd::RawFd) -> u64 {
-    (fd as u64) ^ ((sh.id as u64) << 32) ^ sh.node.seed
-}
-
-/// Writes what the socket takes of a stream's backlog. Returns the kill reason (if the shard
-/// wants the stream closed) and whether a backlog remains; Err when the socket failed.
-pub fn write_backlog(sh: &Shard, ok: usize) -> std::io::Result<(Option<Kill>, bool)> {
-    let mut st = sh.st.borrow_mut();
-    let out = &mut st.subs.outs[ok];
-    if !out.backlog.is_empty() {
-        let n = io::write_some(out.fd, &out.backlog)?;
-        out.backlog.drain(..n);
-        out.wrote(n);
-        sh.metrics().add(M::BufferedBytes, -(n as i64));
-        if out.backlog.is_empty() {
-            out.backlog = Vec::new();
-        } else if out.backlog.capacity() > 64 * 1024 && out.backlog.len() < 4096 {
-            out.backlog.shrink_to_fit();
-        }
-    }
-    // A queued reset close frame must go out before the stream ends.
-    if out.kill == Some(Kill::Reset) && !out.backlog.is_empty() {
-        return Ok((None, true));
-    }
-    Ok((out.kill, !out.backlog.is_empty()))
-}
-
-/// The client sent bytes or closed: read them into a small stack buffer and discard (an SSE
-/// client has nothing to say after its request). True when it closed.
-pub fn client_left(fd: std::os::fd::RawFd) -> bool {
-    io::discard_input(fd)
-}
-
-/// Frees a stream's subscriptions and `Out` if it ends before it is parked.
-pub struct StreamGuard<'a> {
-    sh: &'a Shard,
-    out: usize,
-}
-
-impl<'a> StreamGuard<'a> {
-    pub fn new(sh: &'a Shard, out: usize) -> Self {
-        StreamGuard { sh, out }
-    }
-
-    /// Records one of the stream's subscriptions (freed with the stream).
-    pub fn add_sub(&self, sk: usize) {
-        let mut st = self.sh.st.borrow_mut();
-        let o = &mut st.subs.outs[self.out];
-        o.subs.push(sk);
-    }
-
-    /// The stream is parked: from now on `park::finish` frees it.
-    pub fn disarm(mut self) {
-        self.out = usize::MAX;
-    }
-}
-
-impl Drop for StreamGuard<'_> {
-    fn drop(&mut self) {
-        if self.out == usize::MAX {
-            return;
-        }
-        self.sh.free_stream(self.out);
-    }
 }
 
 /// Queues a heartbeat: a comment on every SSE stream that had nothing written since the last

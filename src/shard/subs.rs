@@ -2,7 +2,7 @@
 //!
 //! Owns: the `Out` of every streaming connection (SSE, WebSocket, a waiting long poll) in a
 //! slab, the `Sub`scriptions (connection × topic, with a cursor) in another, and the shard's
-//! topic table (`topics.rs`: each topic's subscription keys, its home state or `Recent` run),
+//! topic table (`topics/`: each topic's subscription keys, its home state or `Recent` run),
 //! whose life it decides for remote topics. Delivery encodes a message once per wire format per shard and
 //! queues the shared bytes (`Rc<[u8]>`) for each subscriber; one flush per inbox pass writes
 //! them — one `send` (or `writev`) per connection, whatever number of messages the pass held.
@@ -13,134 +13,20 @@
 //! readiness set) does the waiting.
 
 use std::io::IoSlice;
-use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use crate::codec::position::Position;
 use crate::config::SlowClient;
 use crate::fanout::{MsgRef, Since, Window};
 use crate::metrics::{ShardMetrics, M};
-use crate::shard::home::{HistoryBounds, Ring};
+use crate::shard::out::{Kill, Out};
+use crate::shard::topics::recent::Recent;
+use crate::shard::topics::ring::HistoryBounds;
 use crate::shard::topics::{key32, Side, SubList, Topic, Topics};
-use crate::shard::wire;
-
-/// How a connection wants messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// Collects messages for one long-poll answer.
-    LongPoll,
-    Sse,
-    /// WebSocket without a subprotocol: the raw payload in a text or binary frame.
-    WsRaw,
-    /// WebSocket `ringcast.v1`: JSON envelopes.
-    WsV1,
-}
-
-const FORMATS: usize = 4;
-
-/// Why the shard wants a connection closed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kill {
-    /// Its send buffer hit `--client-buffer-bytes` under `--slow-client disconnect`.
-    Slow,
-    /// The node is draining.
-    Shutdown,
-    /// Raw WebSocket only: a reset close frame (4000) is queued; close once it is written.
-    Reset,
-    /// WebSocket: no pong within `--pong-timeout-secs` of a ping.
-    PongTimeout,
-}
-
-/// One streaming connection's shard-side state.
-pub struct Out {
-    pub fd: RawFd,
-    pub format: Format,
-    /// Bytes not yet written, in order (a backlog; empty in the common case).
-    pub backlog: Vec<u8>,
-    /// Bytes queued in the current pass plus the backlog: what the bound applies to.
-    pub queued: usize,
-    pub waker: Option<Waker>,
-    pub kill: Option<Kill>,
-    /// `--slow-client drop` skipped messages: the next thing written is a reset notice.
-    pub gap: Option<Position>,
-    /// Messages for a long poll (Format::LongPoll only).
-    pub polled: Vec<MsgRef>,
-    /// Something was written (or queued) since the last heartbeat sweep.
-    pub active: bool,
-    /// In `State::dirty` already.
-    pub dirty: bool,
-    /// WebSocket: shard tick by which a pong must have come (0: no ping outstanding).
-    pub pong_due: u64,
-    /// Bytes of an over-sized message (larger than `--client-buffer-bytes`, taken into an
-    /// empty queue) not yet written: the bound is raised by this much while it drains.
-    pub allowance: usize,
-    /// A stream's subscriptions (SSE, WebSocket), freed with it.
-    pub subs: SubList,
-    /// A parked stream: no task holds it, the shard's readiness set drives it and its `fd` is
-    /// owned here (see `park.rs`).
-    pub parked: bool,
-    /// A parked WebSocket's session state between bursts, kept only when there is any: a
-    /// `ringcast.v1` connection, or a frame or message cut by the end of a read. An idle raw
-    /// WebSocket keeps nothing here.
-    pub session: Option<Box<crate::shard::ws::Session>>,
-    /// A parked WebSocket's burst task is running (it owns the session state meanwhile).
-    pub busy: bool,
-    /// The client sent more while the burst task was awaiting: it reads again before parking
-    /// (the edge-triggered event for it has been taken already).
-    pub unread: bool,
-}
-
-impl Out {
-    pub fn new(fd: RawFd, format: Format) -> Out {
-        Out {
-            fd,
-            format,
-            backlog: Vec::new(),
-            queued: 0,
-            waker: None,
-            kill: None,
-            gap: None,
-            polled: Vec::new(),
-            active: false,
-            dirty: false,
-            pong_due: 0,
-            allowance: 0,
-            subs: SubList::default(),
-            parked: false,
-            session: None,
-            busy: false,
-            unread: false,
-        }
-    }
-
-    /// Whether `need` more bytes may be queued under `limit`. An empty queue always takes one
-    /// message, however large (up to `--max-message-bytes`), and the bound stays raised by what
-    /// remains of it until it is written: the bound is the buffer plus one message.
-    pub fn admit(&mut self, need: usize, limit: usize) -> bool {
-        if self.queued == 0 {
-            self.allowance = if need > limit { need } else { 0 };
-            return true;
-        }
-        self.queued + need <= limit + self.allowance
-    }
-
-    /// `n` queued bytes were written (or dropped with the connection).
-    pub fn wrote(&mut self, n: usize) {
-        self.queued -= n;
-        self.allowance = self.allowance.saturating_sub(n);
-    }
-
-    pub fn wake(&mut self) {
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
-    }
-}
+use crate::shard::wire::{self, Format, FORMATS};
 
 /// One connection's interest in one topic.
 pub struct Sub {
@@ -189,81 +75,6 @@ pub struct Policy<'a> {
     pub slow: SlowClient,
     pub metrics: &'a ShardMetrics,
     pub bounds: HistoryBounds,
-}
-
-/// The contiguous run of a remote-homed topic's messages that this shard has received since
-/// its interest in the topic began. While the interest lasts (its subscribers here, and one to
-/// two sweeps after the last one left), the home sends this shard every message after the
-/// window it seeded the run with, in order, so the run has no gap; a window inside it (a long poll's re-request, an SSE reconnect) is answered here, with
-/// no round trip to the home. Bounded by the same history bounds as the home's ring. Anything
-/// it cannot answer (an older position, another epoch, a bad one) goes to the home.
-pub struct Recent {
-    /// No subscriber here at the last sweep (see [`Subscribers::sweep`]).
-    idle: bool,
-    /// The run outlived its last subscriber here and no window from the home has been applied
-    /// since: it is exact for positions inside it, but its end is not "now" (a message the home
-    /// published may still be on its way here), so a window from now is the home's to answer.
-    /// A new connection then starts after every message published before it subscribed, as it
-    /// did when the interest ended with the last subscriber.
-    unsynced: bool,
-    epoch: u64,
-    /// Offset just before the first message of `ring` (the newest offset when it is empty).
-    base: u64,
-    ring: Ring,
-}
-
-impl Recent {
-    fn last(&self) -> u64 {
-        self.base + self.ring.len() as u64
-    }
-
-    /// Appends the next message; false when it is not the next one (the run is broken).
-    fn push(&mut self, m: &MsgRef, b: &HistoryBounds) -> bool {
-        if m.pos.epoch != self.epoch {
-            return false;
-        }
-        if m.pos.offset <= self.last() {
-            return true;
-        }
-        if m.pos.offset != self.last() + 1 {
-            return false;
-        }
-        self.ring.push(m.clone());
-        self.evict(m.at, b);
-        true
-    }
-
-    fn evict(&mut self, now: Instant, b: &HistoryBounds) {
-        self.base += self.ring.evict(now, b) as u64;
-    }
-
-    /// The window after `since` if this run can answer it exactly.
-    fn window(
-        &mut self,
-        since: Since,
-        limit: usize,
-        now: Instant,
-        b: &HistoryBounds,
-    ) -> Option<Window> {
-        self.evict(now, b);
-        let current = Position::new(self.epoch, self.last());
-        let from = match since {
-            Since::None if self.unsynced => return None,
-            Since::None => current.offset,
-            Since::At(p)
-                if p.epoch == self.epoch && p.offset >= self.base && p.offset <= self.last() =>
-            {
-                p.offset
-            }
-            _ => return None,
-        };
-        let skip = (from - self.base) as usize;
-        Some(Window {
-            reset: false,
-            msgs: self.ring.after(skip, limit),
-            current,
-        })
-    }
 }
 
 impl Subscribers {
@@ -385,21 +196,7 @@ impl Subscribers {
             r.unsynced = false;
             return;
         }
-        let contiguous = w.msgs.last().is_some_and(|m| m.pos == w.current);
-        let mut ring = Ring::default();
-        let base = if contiguous {
-            w.msgs.iter().for_each(|m| ring.push(m.clone()));
-            w.msgs[0].pos.offset - 1
-        } else {
-            w.current.offset
-        };
-        *recent = Some(Recent {
-            idle: false,
-            unsynced: false,
-            epoch: w.current.epoch,
-            base,
-            ring,
-        });
+        *recent = Some(Recent::seed(w));
     }
 
     /// A window answered from this shard's run of received messages, when it can be.
@@ -700,6 +497,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+    use crate::codec::position::Position;
     use crate::fanout::Msg;
 
     fn msg(epoch: u64, offset: u64, at: Instant) -> MsgRef {
@@ -730,57 +528,6 @@ mod tests {
         s.subscribe(out, tk)
     }
 
-    #[test]
-    fn recent_answers_only_inside_its_run() {
-        let t0 = Instant::now();
-        let b = bounds(3);
-        let mut r = Recent {
-            idle: false,
-            unsynced: false,
-            epoch: 7,
-            base: 10,
-            ring: Ring::default(),
-        };
-        for o in 11..=14 {
-            assert!(r.push(&msg(7, o, t0), &b));
-        }
-        // A duplicate is ignored; the ring keeps 12..=14 (bound 3).
-        assert!(r.push(&msg(7, 13, t0), &b));
-        assert_eq!(r.base, 11);
-        let w = r
-            .window(Since::At(Position::new(7, 12)), 10, t0, &b)
-            .unwrap();
-        assert_eq!(offsets(&w), [13, 14]);
-        assert_eq!(w.current, Position::new(7, 14));
-        assert_eq!(
-            offsets(
-                &r.window(Since::At(Position::new(7, 11)), 1, t0, &b)
-                    .unwrap()
-            ),
-            [12]
-        );
-        assert!(r
-            .window(Since::At(Position::new(7, 14)), 10, t0, &b)
-            .unwrap()
-            .msgs
-            .is_empty());
-        assert!(r.window(Since::None, 10, t0, &b).unwrap().msgs.is_empty());
-        // Outside the run: the home must answer (too old, future, other epoch, bad).
-        for since in [
-            Since::At(Position::new(7, 10)),
-            Since::At(Position::new(7, 15)),
-            Since::At(Position::new(8, 12)),
-            Since::Bad,
-        ] {
-            assert!(r.window(since, 10, t0, &b).is_none(), "{since:?}");
-        }
-        // A gap or another epoch breaks the run.
-        assert!(!r.push(&msg(7, 16, t0), &b));
-        assert!(!r.push(&msg(8, 15, t0), &b));
-    }
-
-    /// A remote-homed topic's interest (and its run) outlives its last subscriber by one to
-    /// two sweeps; a topic with no run ends its interest with its last subscriber.
     #[test]
     fn interest_outlives_the_last_subscriber_until_two_sweeps() {
         let t0 = Instant::now();
@@ -839,7 +586,7 @@ mod tests {
     /// subscribes, and nothing was published for the idle period.
     #[test]
     fn sweep_frees_idle_home_topics_only() {
-        use crate::shard::home::HomeTopic;
+        use crate::shard::topics::home::HomeTopic;
         let t0 = Instant::now();
         let idle = Duration::from_secs(60);
         let mut s = Subscribers::default();
@@ -865,64 +612,6 @@ mod tests {
         assert_eq!(s.sweep(t0 + Duration::from_secs(61), idle), (vec![], 1));
         assert_eq!(s.topics.find("quiet"), None);
         assert!(s.topics.find("followed").is_some() && s.topics.find("watched").is_some());
-    }
-
-    #[test]
-    fn recent_ages_out_like_the_home() {
-        let t0 = Instant::now();
-        let b = HistoryBounds {
-            messages: 100,
-            bytes: 1 << 20,
-            age: Duration::from_secs(5),
-        };
-        let mut r = Recent {
-            idle: false,
-            unsynced: false,
-            epoch: 1,
-            base: 0,
-            ring: Ring::default(),
-        };
-        r.push(&msg(1, 1, t0), &b);
-        r.push(&msg(1, 2, t0 + Duration::from_secs(4)), &b);
-        let later = t0 + Duration::from_secs(6);
-        assert!(r
-            .window(Since::At(Position::new(1, 0)), 10, later, &b)
-            .is_none());
-        assert_eq!(
-            offsets(
-                &r.window(Since::At(Position::new(1, 1)), 10, later, &b)
-                    .unwrap()
-            ),
-            [2]
-        );
-    }
-}
-
-#[cfg(test)]
-mod bound_tests {
-    use super::*;
-
-    #[test]
-    fn an_oversized_message_raises_the_bound_while_it_drains() {
-        let mut o = Out::new(-1, Format::Sse);
-        // Empty queue: a 300-byte message is taken under a 100-byte bound.
-        assert!(o.admit(300, 100));
-        o.queued += 300;
-        // While it drains, small messages still fit within bound + what remains of it.
-        assert!(o.admit(50, 100));
-        o.queued += 50;
-        o.wrote(200); // 100 of the big one and nothing else remain, plus the 50.
-        assert_eq!((o.queued, o.allowance), (150, 100));
-        assert!(o.admit(50, 100));
-        assert!(
-            !o.admit(51, 100),
-            "bound 100 + remaining 100, with 150 queued"
-        );
-        o.wrote(150); // The big one is gone: the plain bound again.
-        assert_eq!((o.queued, o.allowance), (0, 0));
-        assert!(o.admit(100, 100));
-        o.queued += 100;
-        assert!(!o.admit(1, 100));
     }
 }
 

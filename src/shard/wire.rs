@@ -11,7 +11,21 @@ use base64::Engine as _;
 use crate::codec::position::Position;
 use crate::codec::{sse, ws};
 use crate::fanout::Msg;
-use crate::shard::subs::Format;
+
+/// How a connection wants messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Collects messages for one long-poll answer.
+    LongPoll,
+    Sse,
+    /// WebSocket without a subprotocol: the raw payload in a text or binary frame.
+    WsRaw,
+    /// WebSocket `ringcast.v1`: JSON envelopes.
+    WsV1,
+}
+
+/// How many `Format`s there are: a message is encoded at most this many times per shard.
+pub const FORMATS: usize = 4;
 
 /// Close code sent to a raw (no subprotocol) WebSocket whose resume point is outside history
 /// or that missed messages under `--slow-client drop`: raw frames carry no envelope to say
@@ -128,4 +142,29 @@ pub fn base64_into(data: &[u8], out: &mut Vec<u8>) {
         .encode_slice(data, &mut out[start..])
         .unwrap_or(0);
     out.truncate(start + n);
+}
+
+/// `{"type":"subscribed","topic","id","ref"?}`: sent after the replay (or reset) of the
+/// subscription, so `id` is the position live messages continue from.
+pub(crate) fn subscribed_json(topic: &str, current: Position, r: Option<&str>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"type\":\"subscribed\",\"topic\":");
+    json_str(topic, out);
+    if let Some(r) = r {
+        out.extend_from_slice(b",\"ref\":");
+        json_str(r, out);
+    }
+    out.extend_from_slice(b",\"id\":\"");
+    current.write(out);
+    out.extend_from_slice(b"\"}");
+}
+
+pub(crate) fn error_json(r: Option<&str>, message: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"type\":\"error\"");
+    if let Some(r) = r {
+        out.extend_from_slice(b",\"ref\":");
+        json_str(r, out);
+    }
+    out.extend_from_slice(b",\"message\":");
+    json_str(message, out);
+    out.push(b'}');
 }

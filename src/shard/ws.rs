@@ -24,37 +24,28 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::codec::position::Position;
 use crate::codec::{route, ws};
-use crate::fanout::{NewMsg, Since};
+use crate::fanout::NewMsg;
 use crate::metrics::M;
-use crate::shard::conn::{cors, release_buf, take_pooled, Answer, Conn, Counted, Next, Req};
+use crate::shard::answer::{cors, Answer, Next, Req, WsPlan};
+use crate::shard::connio::{release_buf, take_pooled, Conn};
+use crate::shard::core::Counted;
+use crate::shard::core::{Fail, Shard};
+use crate::shard::io::READ_CHUNK_BYTES;
 use crate::shard::io::{self, ReadOutcome};
+use crate::shard::out::{Kill, Out};
+use crate::shard::park::StreamGuard;
 use crate::shard::park::{self, End};
 use crate::shard::poll::since_of;
 use crate::shard::publish::valid_event;
-use crate::shard::sse::StreamGuard;
-use crate::shard::subs::{Format, Kill, Out};
-use crate::shard::{wire, Fail, Shard};
+use crate::shard::session::Session;
+use crate::shard::wire::Format;
+use crate::shard::wire::{self, error_json, subscribed_json};
 
 /// The subprotocol with JSON envelopes, ids and commands.
 pub const SUBPROTOCOL_V1: &str = "ringcast.v1";
-/// Close code for a slow client.
-pub const CLOSE_SLOW_CLIENT: u16 = 1008;
-/// Close code for a missing pong.
-pub const CLOSE_PONG_TIMEOUT: u16 = 1011;
 /// Most topics one `ringcast.v1` connection may subscribe to.
 pub const MAX_TOPICS_PER_CONNECTION: usize = 64;
-/// Bytes asked of the kernel per read.
-const READ_CHUNK_BYTES: usize = 16 * 1024;
-
-/// What a WebSocket needs once its request is gone.
-pub struct Plan {
-    pub(crate) topic: Arc<str>,
-    pub(crate) since: Since,
-    pub(crate) v1: bool,
-}
-
 /// Checks an upgrade request and writes the 101 into `c.wbuf`; refusals are plain HTTP.
 pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
     let sh = c.sh.clone();
@@ -101,7 +92,7 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
         &ws::accept_key(up.key),
         v1.then_some(SUBPROTOCOL_V1),
     );
-    Next::Ws(Plan {
+    Next::Ws(WsPlan {
         topic: Arc::from(topic),
         since,
         v1,
@@ -110,9 +101,9 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
 
 /// Runs a WebSocket whose 101 is sent: subscribe (replay or reset first), then park it — from
 /// then on a task runs only while the client's frames are being read (`burst`).
-pub async fn stream(c: Conn, plan: Plan, counted: Counted) {
+pub async fn stream(c: Conn, plan: WsPlan, counted: Counted) {
     let sh = c.sh.clone();
-    let Plan { topic, since, v1 } = plan;
+    let WsPlan { topic, since, v1 } = plan;
     let format = if v1 { Format::WsV1 } else { Format::WsRaw };
     let ok = sh.st.borrow_mut().subs.outs.insert(Out::new(c.fd, format));
     let g = StreamGuard::new(&sh, ok);
@@ -205,19 +196,6 @@ pub async fn burst(sh: Rc<Shard>, k: usize) {
     park::serve(&sh, k);
 }
 
-/// The close frame that says why a WebSocket ended (None: no frame to send).
-pub fn close_for(end: End) -> Option<(u16, &'static str)> {
-    match end {
-        End::Gone => None,
-        End::Kill(Kill::Slow) => Some((CLOSE_SLOW_CLIENT, "slow client")),
-        End::Kill(Kill::Shutdown) => Some((ws::CLOSE_GOING_AWAY, "going away")),
-        End::Kill(Kill::PongTimeout) => Some((CLOSE_PONG_TIMEOUT, "ping timeout")),
-        // The reset close frame is already queued.
-        End::Kill(Kill::Reset) => None,
-        End::Close(code) => Some((code, "")),
-    }
-}
-
 fn fail_text(f: Fail) -> &'static str {
     match f {
         Fail::TooManyTopics => "too many topics",
@@ -251,30 +229,6 @@ fn queue(sh: &Shard, ok: usize, bytes: Vec<u8>) {
         }
     }
     st.subs.flush(&policy);
-}
-
-/// `{"type":"subscribed","topic","id","ref"?}`: sent after the replay (or reset) of the
-/// subscription, so `id` is the position live messages continue from.
-fn subscribed_json(topic: &str, current: Position, r: Option<&str>, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"{\"type\":\"subscribed\",\"topic\":");
-    wire::json_str(topic, out);
-    if let Some(r) = r {
-        out.extend_from_slice(b",\"ref\":");
-        wire::json_str(r, out);
-    }
-    out.extend_from_slice(b",\"id\":\"");
-    current.write(out);
-    out.extend_from_slice(b"\"}");
-}
-
-/// A WebSocket's state between reads. A parked connection keeps it only when it holds anything
-/// (see `Out::session`).
-pub struct Session {
-    /// The URL's topic: where a raw client's messages go, a v1 `publish`'s default.
-    topic: Arc<str>,
-    v1: bool,
-    /// The frame decoder and the partial header carried between reads.
-    rx: ws::Inbound,
 }
 
 impl Session {
@@ -544,15 +498,4 @@ struct Command {
     /// Echoed in the ack or error, so a client can match replies.
     #[serde(default)]
     r#ref: Option<String>,
-}
-
-fn error_json(r: Option<&str>, message: &str, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"{\"type\":\"error\"");
-    if let Some(r) = r {
-        out.extend_from_slice(b",\"ref\":");
-        wire::json_str(r, out);
-    }
-    out.extend_from_slice(b",\"message\":");
-    wire::json_str(message, out);
-    out.push(b'}');
 }

@@ -6,7 +6,43 @@
 //! Must not: consume a byte past the body's final CRLF (a pipelined request may follow), accept
 //! a bare LF in the framing, or panic on any input: every rejection is a [`BodyError`].
 
-use super::BodyError;
+use std::fmt;
+
+/// Why a chunked body was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// Malformed chunked framing: bad hex, size overflow, missing CRLF, over-long chunk-size or
+    /// trailer line, too many extension/trailer bytes (400, RFC 9112 §7.1).
+    BadChunk,
+    /// The decoded body exceeds the configured maximum (413, RFC 9110 §15.5.14).
+    TooLarge,
+}
+
+impl BodyError {
+    /// The HTTP status to answer with.
+    pub(crate) fn status(self) -> u16 {
+        match self {
+            BodyError::BadChunk => 400,
+            BodyError::TooLarge => 413,
+        }
+    }
+
+    /// A short static description.
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            BodyError::BadChunk => "malformed chunked body",
+            BodyError::TooLarge => "request body too large",
+        }
+    }
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+impl std::error::Error for BodyError {}
 
 /// Longest chunk-size line (size + extensions) or trailer line the chunked decoder accepts.
 pub(crate) const MAX_CHUNK_LINE_BYTES: usize = 4 * 1024;

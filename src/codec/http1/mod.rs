@@ -2,10 +2,10 @@
 //!
 //! Owns, one concern per file: `head.rs` parses a request head into offsets ([`parse_head`] →
 //! [`Head`]) and makes the framing decisions that go with it (body length, keep-alive,
-//! `Expect: 100-continue`); `chunked.rs` decodes a chunked body ([`ChunkedDecoder`]);
-//! `response.rs` writes response heads (`write_response`, `write_stream_head`); `date.rs`
-//! writes the `Date` header's IMF-fixdate (`http_date`). This file: what can go wrong, as
-//! [`HeadError`] and [`BodyError`], each variant one HTTP status.
+//! `Expect: 100-continue`); `chunked.rs` decodes a chunked body ([`ChunkedDecoder`]) and says
+//! why one was rejected ([`BodyError`]); `response.rs` writes response heads (`write_response`,
+//! `write_stream_head`); `date.rs` writes the `Date` header's IMF-fixdate (`http_date`). This
+//! file: what can go wrong in a head, as [`HeadError`], each variant one HTTP status.
 //!
 //! Must not: do I/O, read the clock (the date is a parameter), import the async runtime, the
 //! socket API or the shard, allocate per request (the [`Head`] header vector is reused), or
@@ -37,7 +37,7 @@ mod date;
 mod head;
 mod response;
 
-pub use chunked::ChunkedDecoder;
+pub use chunked::{BodyError, ChunkedDecoder};
 pub(crate) use date::http_date;
 pub use head::{
     parse_head, BodyKind, Head, Limits, Method, Status, DEFAULT_MAX_HEADERS,
@@ -139,42 +139,6 @@ impl fmt::Display for HeadError {
 }
 
 impl std::error::Error for HeadError {}
-
-/// Why a chunked body was rejected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BodyError {
-    /// Malformed chunked framing: bad hex, size overflow, missing CRLF, over-long chunk-size or
-    /// trailer line, too many extension/trailer bytes (400, RFC 9112 §7.1).
-    BadChunk,
-    /// The decoded body exceeds the configured maximum (413, RFC 9110 §15.5.14).
-    TooLarge,
-}
-
-impl BodyError {
-    /// The HTTP status to answer with.
-    pub(crate) fn status(self) -> u16 {
-        match self {
-            BodyError::BadChunk => 400,
-            BodyError::TooLarge => 413,
-        }
-    }
-
-    /// A short static description.
-    pub(crate) fn reason(self) -> &'static str {
-        match self {
-            BodyError::BadChunk => "malformed chunked body",
-            BodyError::TooLarge => "request body too large",
-        }
-    }
-}
-
-impl fmt::Display for BodyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.reason())
-    }
-}
-
-impl std::error::Error for BodyError {}
 
 #[cfg(test)]
 mod tests {

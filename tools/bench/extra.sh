@@ -2,7 +2,7 @@
 # Fanout below saturation (50k deliveries/s: 10k subscribers, 5 msg/s per topic) over 1 and 10
 # topics, and idle connections at the most one process may hold here (20,000 fds), beside nchan.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-bench-results/extra-$(date -u +%Y-%m-%dT%H%M%SZ)}
 mkdir -p "$OUT"
 LOAD=target/release/ringcast-load

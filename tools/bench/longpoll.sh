@@ -8,9 +8,9 @@
 # BINS="a b" measures several ringcast builds in each round (e.g. before and after a change).
 # PROCS load processes (default 2): with one, the load tool itself was the limit against ringcast
 # (server 0.74 core, load tool 0.62, machine 1.37 of 2 cores busy at 10k; PERF.md).
-# Usage: ROUNDS=2 [SUBS=10000] [TOPICS=10] [RATE=200] [SECS=5] [PROCS=2] [BINS=...] tools/bench-longpoll.sh
+# Usage: ROUNDS=2 [SUBS=10000] [TOPICS=10] [RATE=200] [SECS=5] [PROCS=2] [BINS=...] tools/bench/longpoll.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-2}
 SUBS=${SUBS:-10000}
 TOPICS=${TOPICS:-10}

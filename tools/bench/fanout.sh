@@ -28,9 +28,9 @@
 # for before/after comparisons in the same run.
 # SAT_MSGS (default 1000) and SAT_TIMEOUT (s, default 60) lengthen the saturated case, to measure the
 # steady state past the first second's ramp.
-# Usage: [ROUNDS=2] [PROCS=2] [PUB_PIPELINE=1] [SAT_MSGS=1000] [CASES="saturated split rate20 idle perwrite"] [SERVERS="ringcast nchan axum"] tools/bench-fanout.sh
+# Usage: [ROUNDS=2] [PROCS=2] [PUB_PIPELINE=1] [SAT_MSGS=1000] [CASES="saturated split rate20 idle perwrite"] [SERVERS="ringcast nchan axum"] tools/bench/fanout.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 ulimit -n "$(ulimit -Hn)"
 ROUNDS=${ROUNDS:-2}
 PROCS=${PROCS:-2}

@@ -2,9 +2,9 @@
 # wrk POST throughput: ringcast's publish beside nginx+nchan's nchan_publisher, same run,
 # both with every core (ringcast --shards N, nchan 2 workers), no subscribers, keep-alive.
 # With RESULTS=FILE, each run also appends one JSON line to FILE (read by tools/bench_report.py).
-# Usage: ROUNDS=3 [RESULTS=results.jsonl] tools/bench-publish.sh [duration-seconds] [connections]
+# Usage: ROUNDS=3 [RESULTS=results.jsonl] tools/bench/publish.sh [duration-seconds] [connections]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-3}
 DUR=${1:-10}
 CONNS=${2:-64}

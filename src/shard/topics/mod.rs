@@ -1,5 +1,7 @@
 //! Every topic a shard knows, in one table: its home state or its run of received messages, and
-//! its subscribers here.
+//! its subscribers here. The bottom of the shard's stack: it imports nothing of the shard but
+//! its own files — `home.rs` (a topic homed here: epoch, offsets, history), `ring.rs` (the
+//! bounded run both keep, and its bounds), `recent.rs` (a remote topic's run).
 //!
 //! Owns: one `Topic` per topic per shard, in a slab (stable keys, no resident slack: a slab's
 //! spare capacity is never written, so its pages are never touched), found by name through an
@@ -12,14 +14,18 @@
 //! `home_of(topic)`, `Remote` everywhere else.
 //! Must not: decide when a topic goes (that is the sweeps' and `Subscribers`' job), or do I/O.
 
+pub mod home;
+pub mod recent;
+pub mod ring;
+
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use hashbrown::HashTable;
 use slab::Slab;
 
-use crate::shard::home::HomeTopic;
-use crate::shard::subs::Recent;
+use crate::shard::topics::home::HomeTopic;
+use crate::shard::topics::recent::Recent;
 
 /// One topic on one shard.
 pub struct Topic {

@@ -10,9 +10,9 @@
 # topic `t` first, and wrk asks `GET /poll/t?since=EPOCH:0` (a one-message JSON answer with an
 # ETag) — issue 6's short-polling target, still beside nginx `return 200`.
 # BIN=path runs another ringcast build; ALL_CORES=0 skips the all-cores runs.
-# Usage: ROUNDS=3 [TARGET=healthz|poll] [BIN=...] [ALL_CORES=0] [RESULTS=results.jsonl] tools/bench-http.sh [duration-seconds] [connections]
+# Usage: ROUNDS=3 [TARGET=healthz|poll] [BIN=...] [ALL_CORES=0] [RESULTS=results.jsonl] tools/bench/http.sh [duration-seconds] [connections]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-3}
 DUR=${1:-10}
 CONNS=${2:-256}

@@ -3,9 +3,9 @@
 # ringcast beside nginx+nchan in the same run, SSE and WebSocket, with the N streams spread over
 # 10 shared topics and with one topic per connection. N defaults to 19000: the most one server
 # process may hold on this machine (20,000 fds); the clients run as 2 load processes.
-# Usage: [N=19000] [RESULTS=file.jsonl] tools/bench-hold.sh
+# Usage: [N=19000] [RESULTS=file.jsonl] tools/bench/hold.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 N=${N:-19000}
 PORT_RC=18500
 PORT_NC=18502

@@ -4,9 +4,9 @@
 # the same run. Each server is pinned to core 0, the load tool to core 1. Servers alternate over
 # ROUNDS rounds (default 2); each run prints the load tool's summary plus the server's CPU
 # seconds and round trips per server CPU-second, and appends one JSON line to RESULTS.
-# Usage: ROUNDS=2 [RESULTS=file.jsonl] [BIN=path/to/ringcast] tools/bench-echo.sh [seconds] [connections] [size]
+# Usage: ROUNDS=2 [RESULTS=file.jsonl] [BIN=path/to/ringcast] tools/bench/echo.sh [seconds] [connections] [size]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-2}
 SECS=${1:-5}
 CONNS=${2:-100}

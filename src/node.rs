@@ -1,0 +1,47 @@
+//! What all shards share, read-only: the configuration, the bus, the metrics and two
+//! approximate totals used as caps. Everything here is `Sync`; nothing here is a shard object.
+//! Kept apart from `fanout` so that `fanout` is only queues and commands, below `config`.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+
+use crate::config::Config;
+use crate::fanout::Bus;
+use crate::metrics::Metrics;
+
+/// Built once by `runtime::run`, then shared by every shard thread behind an `Arc`.
+pub struct Node {
+    pub cfg: Config,
+    pub bus: Bus,
+    pub metrics: Metrics,
+    /// Open connections on all shards (the `--max-connections` cap).
+    pub connections: AtomicUsize,
+    /// Topics alive on all shards (the `--max-topics` cap).
+    pub topics: AtomicUsize,
+    /// Set once by the signal thread.
+    pub shutting_down: AtomicBool,
+    /// Random per process: mixed into topic epochs so a restarted node never reuses one.
+    pub seed: u64,
+}
+
+impl Node {
+    pub fn new(cfg: Config) -> Node {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        let shards = cfg.shards;
+        Node {
+            bus: Bus::new(shards, cfg.inbox_capacity),
+            metrics: Metrics::new(shards),
+            connections: Default::default(),
+            topics: Default::default(),
+            shutting_down: Default::default(),
+            seed: h.finish(),
+            cfg,
+        }
+    }
+}

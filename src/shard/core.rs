@@ -1,0 +1,220 @@
+//! The shard's state and how it talks to other shards.
+//!
+//! Owns: `Shard` (what every task of the shard shares, behind an `Rc`) and its `RefCell<State>`
+//! (subscribers and topics, pending replies, overflow queues, the read-buffer pool); sending a
+//! command to another shard in order, parking it in a per-target FIFO (`outq`) when that inbox
+//! is full; completing a reply in its pending slot. The home side of commands is `inbox.rs`,
+//! the client side (publish, window, subscribe) `rpc.rs`, the once-a-second work `ticker.rs`.
+//! Invariants: no `RefCell` borrow is held across an `.await`; commands to one other shard
+//! leave in program order (the overflow queue keeps FIFO when an inbox is full), which is what
+//! makes a subscription's window arrive before the live messages that follow it.
+//! Must not: share any of its objects with another thread — only `fanout` types cross.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use slab::Slab;
+
+use crate::fanout::{Cmd, NewMsg, PublishError, Reply, ReplyTo};
+use crate::metrics::{ShardMetrics, M};
+use crate::node::Node;
+use crate::shard::signal::Signal;
+use crate::shard::subs::{Policy, Subscribers};
+use crate::shard::topics::ring::HistoryBounds;
+
+/// Retry period for commands parked because another shard's inbox was full.
+pub(crate) const OUTQ_RETRY: Duration = Duration::from_millis(1);
+
+pub struct Pending {
+    pub(crate) gen: u32,
+    pub(crate) waker: Option<Waker>,
+    pub(crate) reply: Option<Reply>,
+    /// A subscription waiting for this window: it is applied when the reply is executed, in
+    /// inbox order, so the `Deliver`s that follow the reply find the subscription ready.
+    pub(crate) sub: Option<usize>,
+}
+
+#[derive(Default)]
+pub struct State {
+    /// Connections, subscriptions and every topic the shard knows (its homes among them).
+    pub subs: Subscribers,
+    pub(crate) pending: Slab<Pending>,
+    pub(crate) next_gen: u32,
+    /// Commands waiting for room in another shard's inbox, FIFO per shard.
+    pub(crate) outq: Vec<VecDeque<Cmd>>,
+    pub(crate) outq_len: usize,
+    pub(crate) epoch_counter: u64,
+    /// Read buffers lent to connections while they parse a request.
+    pub bufpool: Vec<Vec<u8>>,
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub node: Arc<Node>,
+    pub st: RefCell<State>,
+    pub bounds: HistoryBounds,
+    /// IMF-fixdate refreshed once a second by the ticker.
+    pub date: Cell<[u8; 29]>,
+    /// Fired when the node starts draining.
+    pub draining: Signal,
+    /// Commands wait in the overflow queues (`State::outq`): the inbox task retries them every
+    /// millisecond while this is set.
+    pub outq_nonempty: Cell<bool>,
+    /// The readiness set of parked streams (an epoll fd; see `park.rs`).
+    pub ep: std::os::fd::RawFd,
+    /// A publish on this shard queued deliveries: the inbox task flushes them at the end of
+    /// this turn of the executor, together with whatever else the turn queued.
+    pub flush_wanted: Cell<bool>,
+}
+
+/// Why a home did not publish: the messages come back when it may work later.
+pub(crate) enum Refused {
+    TooManyTopics,
+    Busy(Vec<NewMsg>),
+}
+
+/// Why a publish or window request could not be served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fail {
+    TooManyTopics,
+    Overloaded,
+}
+
+impl From<PublishError> for Fail {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::TooManyTopics => Fail::TooManyTopics,
+        }
+    }
+}
+
+impl Shard {
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.node.metrics.shards[self.id]
+    }
+
+    pub fn policy(&self) -> Policy<'_> {
+        Policy {
+            limit: self.node.cfg.client_buffer_bytes,
+            slow: self.node.cfg.slow_client,
+            metrics: self.metrics(),
+            bounds: self.bounds,
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.fired()
+    }
+
+    /// Sends a command to another shard, in order; parks it if that inbox is full.
+    pub(crate) fn send(&self, st: &mut State, to: usize, cmd: Cmd) {
+        debug_assert_ne!(to, self.id);
+        let q = &mut st.outq[to];
+        if q.is_empty() {
+            match self.node.bus.try_push(to, cmd) {
+                Ok(()) => {
+                    self.node.bus.wake(to);
+                    return;
+                }
+                Err(cmd) => {
+                    self.metrics().inc(M::InboxFull);
+                    q.push_back(cmd);
+                }
+            }
+        } else {
+            q.push_back(cmd);
+        }
+        st.outq_len += 1;
+        self.outq_nonempty.set(true);
+        // The inbox task retries; make sure it is awake to arm its retry timer.
+        self.node.bus.wake(self.id);
+    }
+
+    pub(crate) fn retry_outq(&self, st: &mut State) {
+        for to in 0..st.outq.len() {
+            let mut pushed = false;
+            while let Some(cmd) = st.outq[to].pop_front() {
+                match self.node.bus.try_push(to, cmd) {
+                    Ok(()) => {
+                        st.outq_len -= 1;
+                        pushed = true;
+                    }
+                    Err(cmd) => {
+                        st.outq[to].push_front(cmd);
+                        break;
+                    }
+                }
+            }
+            if pushed {
+                self.node.bus.wake(to);
+            }
+        }
+        self.outq_nonempty.set(st.outq_len > 0);
+    }
+
+    pub(crate) fn reply(&self, st: &mut State, to: ReplyTo, reply: Reply) {
+        if to.shard as usize == self.id {
+            complete(st, to, reply, self.metrics());
+        } else {
+            self.send(st, to.shard as usize, Cmd::Reply { to, reply });
+        }
+    }
+}
+
+pub(crate) fn complete(st: &mut State, to: ReplyTo, reply: Reply, m: &ShardMetrics) {
+    let State { pending, subs, .. } = st;
+    if let Some(p) = pending.get_mut(to.slot as usize) {
+        if p.gen == to.gen {
+            if let (Some(sk), Reply::Window(Ok(w))) = (p.sub, &reply) {
+                subs.apply_window(sk, w, m);
+                subs.seed_recent(sk, w);
+            }
+            p.reply = Some(reply);
+            if let Some(w) = p.waker.take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// Returns Pending once, so other ready tasks run before this one continues.
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Undoes the connection counts however the connection ends.
+pub struct Counted(pub(crate) Rc<Shard>);
+
+impl Counted {
+    /// The connection is parked: `park::finish` undoes the counts when it ends.
+    pub fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        uncount(&self.0);
+    }
+}
+
+/// Undoes the counts taken when a connection was admitted.
+pub fn uncount(sh: &Shard) {
+    sh.metrics().dec(M::ConnectionsOpen);
+    sh.node.connections.fetch_sub(1, Ordering::Relaxed);
+}

@@ -1,0 +1,423 @@
+//! The inbox task and the home side of commands: what a shard does with the commands other
+//! shards (and its own connections, for topics homed here) send it.
+//!
+//! Owns: executing each command in inbox order (`handle`), publishing on a topic homed here
+//! (offsets, history, fanout to the shards with subscribers), windows, and one flush of every
+//! subscriber per inbox pass.
+//! Must not: await inside a pass — a pass borrows the state once and runs to its end.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use crate::codec::position::Position;
+use crate::fanout::{Cmd, MsgRef, NewMsg, PublishError, Reply, Since, TopicMsgs, Window};
+use crate::metrics::M;
+use crate::shard::core::{complete, yield_now, Refused, Shard, State, OUTQ_RETRY};
+use crate::shard::topics::home::{self, HomeTopic};
+use crate::shard::topics::{Side, SubList, Topic};
+
+/// Commands executed per inbox pass before other tasks get a turn.
+const MAX_CMDS_PER_PASS: usize = 4096;
+
+impl Shard {
+    // ---- home side ------------------------------------------------------------------------
+
+    /// The key and home state of `topic`, whose home is this shard; made on first use (a new
+    /// epoch), within `--max-topics`.
+    pub(crate) fn home_topic<'a>(
+        &self,
+        st: &'a mut State,
+        topic: &Arc<str>,
+    ) -> Result<(usize, &'a mut HomeTopic), PublishError> {
+        let topics = &mut st.subs.topics;
+        // One hash of the topic per poll or publish.
+        let h = topics.hash(topic);
+        let tk = match topics.find_hashed(h, topic) {
+            Some(tk) => tk,
+            None => self.new_home_topic(st, h, topic)?,
+        };
+        // Only `home_of(topic)` makes a `Home` entry, so this shard's entry for it is one.
+        match st.subs.topics.get_mut(tk).and_then(Topic::home) {
+            Some(t) => Ok((tk, t)),
+            None => {
+                debug_assert!(false, "topic {topic} homed here has a remote entry");
+                Err(PublishError::TooManyTopics)
+            }
+        }
+    }
+
+    pub(crate) fn new_home_topic(
+        &self,
+        st: &mut State,
+        h: u64,
+        topic: &Arc<str>,
+    ) -> Result<usize, PublishError> {
+        let n = self.node.topics.fetch_add(1, Ordering::Relaxed);
+        if n >= self.node.cfg.max_topics {
+            self.node.topics.fetch_sub(1, Ordering::Relaxed);
+            return Err(PublishError::TooManyTopics);
+        }
+        st.epoch_counter += 1;
+        let epoch = home::new_epoch(self.node.seed, topic, st.epoch_counter);
+        self.metrics().inc(M::Topics);
+        Ok(st.subs.topics.insert_hashed(
+            h,
+            Topic {
+                name: topic.clone(),
+                subs: SubList::default(),
+                side: Side::Home(HomeTopic::new(epoch, Instant::now())),
+            },
+        ))
+    }
+
+    pub(crate) fn home_publish(
+        &self,
+        st: &mut State,
+        topic: &Arc<str>,
+        msgs: Vec<NewMsg>,
+    ) -> Result<Vec<Position>, Refused> {
+        // Fanout that cannot leave is backpressure for new publishes, not unbounded memory:
+        // the messages go back to the publisher, which waits and retries.
+        if st.outq_len > self.node.cfg.inbox_capacity {
+            return Err(Refused::Busy(msgs));
+        }
+        let now = Instant::now();
+        let b = self.bounds;
+        let (tk, t) = self
+            .home_topic(st, topic)
+            .map_err(|_| Refused::TooManyTopics)?;
+        let mask = t.mask;
+        let appended: Vec<MsgRef> = msgs
+            .into_iter()
+            .map(|m| t.append(topic, m, now, &b))
+            .collect();
+        self.metrics().add(M::Published, appended.len() as i64);
+        let positions = appended.iter().map(|m| m.pos).collect();
+        for msg in &appended {
+            let mut rest = mask;
+            while rest != 0 {
+                let to = rest.trailing_zeros() as usize;
+                rest &= rest - 1;
+                self.send(st, to, Cmd::Deliver(msg.clone()));
+            }
+            let policy = self.policy();
+            st.subs.deliver_to(tk, msg, &policy);
+        }
+        Ok(positions)
+    }
+
+    pub(crate) fn home_window(
+        &self,
+        st: &mut State,
+        topic: &Arc<str>,
+        since: Since,
+        limit: usize,
+        subscriber: Option<usize>,
+    ) -> Result<Window, PublishError> {
+        let now = Instant::now();
+        let b = self.bounds;
+        let me = self.id;
+        let (_, t) = self.home_topic(st, topic)?;
+        if let Some(s) = subscriber.filter(|&s| s != me) {
+            t.mask |= 1 << s;
+        }
+        Ok(t.window(since, limit, now, &b))
+    }
+
+    pub(crate) fn handle(&self, st: &mut State, cmd: Cmd) {
+        match cmd {
+            Cmd::Publish { groups, reply } => {
+                // Every message of the command is delivered here before this pass flushes, so
+                // a subscriber gets the command's messages in one write.
+                let mut done = Vec::with_capacity(groups.len());
+                let mut groups = groups.into_iter();
+                let mut back = Vec::new();
+                while let Some(TopicMsgs { topic, msgs }) = groups.next() {
+                    match self.home_publish(st, &topic, msgs) {
+                        Ok(ps) => done.push(Ok(ps)),
+                        Err(Refused::TooManyTopics) => done.push(Err(PublishError::TooManyTopics)),
+                        // Refused before the first group: the whole command comes back. Later,
+                        // only because this command's own fanout filled the queues: the rest
+                        // comes back, and the publisher retries it before anything else.
+                        Err(Refused::Busy(msgs)) => {
+                            back.push(TopicMsgs { topic, msgs });
+                            back.extend(groups);
+                            break;
+                        }
+                    }
+                }
+                let r = if back.is_empty() {
+                    Reply::Published(done)
+                } else {
+                    Reply::Busy { done, back }
+                };
+                self.reply(st, reply, r);
+            }
+            Cmd::Window {
+                topic,
+                since,
+                limit,
+                subscribe,
+                reply,
+            } => {
+                let from = subscribe.then_some(reply.shard as usize);
+                let r = self.home_window(st, &topic, since, limit, from);
+                self.reply(st, reply, Reply::Window(r));
+            }
+            Cmd::Unsubscribe { topic, from } => {
+                let topics = &mut st.subs.topics;
+                if let Some(t) = topics.find(&topic).and_then(|tk| topics.get_mut(tk)) {
+                    if let Some(h) = t.home() {
+                        h.mask &= !(1u64 << from);
+                    }
+                }
+            }
+            Cmd::Deliver(msg) => {
+                let policy = self.policy();
+                st.subs.deliver(&msg, &policy);
+            }
+            Cmd::Reply { to, reply } => complete(st, to, reply, self.metrics()),
+            Cmd::Shutdown => self.draining.fire(),
+        }
+    }
+}
+
+/// The inbox task: executes commands, then flushes subscribers, once per pass.
+pub(crate) async fn inbox_task(sh: Rc<Shard>) {
+    let bus = &sh.node.bus;
+    loop {
+        let retrying = sh.outq_nonempty.get();
+        let wait = std::future::poll_fn(|cx| {
+            bus.register(sh.id, cx.waker());
+            // A command parked in the overflow queue since this wait began must end it too,
+            // so the retry timer gets armed (a connection task wakes us after parking one).
+            if !bus.is_empty(sh.id)
+                || sh.flush_wanted.get()
+                || (!retrying && sh.outq_nonempty.get())
+            {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        if retrying {
+            monoio::select! {
+                _ = wait => {},
+                _ = monoio::time::sleep(OUTQ_RETRY) => {},
+            }
+        } else {
+            wait.await;
+        }
+        {
+            let mut st = sh.st.borrow_mut();
+            for _ in 0..MAX_CMDS_PER_PASS {
+                match bus.pop(sh.id) {
+                    Some(cmd) => sh.handle(&mut st, cmd),
+                    None => break,
+                }
+            }
+            let policy = sh.policy();
+            sh.flush_wanted.set(false);
+            st.subs.flush(&policy);
+            if st.outq_len > 0 {
+                sh.retry_outq(&mut st);
+            }
+        }
+        if !bus.is_empty(sh.id) {
+            // Let connection tasks run between big passes.
+            yield_now().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod publish_tests {
+    use std::cell::{Cell, RefCell};
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::fanout::ReplyTo;
+    use crate::node::Node;
+    use crate::shard::signal::Signal;
+    use crate::shard::topics::ring::HistoryBounds;
+
+    /// Shard 0 of a two-shard node with these flags, outside any runtime: enough to run the
+    /// home's side of commands, with shard 1's inbox as the place its sends land.
+    fn home_shard(args: &[&str]) -> Shard {
+        let mut argv = vec!["ringcast", "--shards", "2"];
+        argv.extend_from_slice(args);
+        let cfg = crate::config::Config::from_args(argv).unwrap();
+        let bounds = HistoryBounds::from_config(&cfg);
+        Shard {
+            id: 0,
+            bounds,
+            node: Arc::new(Node::new(cfg)),
+            st: RefCell::new(State {
+                outq: (0..2).map(|_| VecDeque::new()).collect(),
+                ..State::default()
+            }),
+            date: Cell::new([b' '; 29]),
+            draining: Signal::default(),
+            outq_nonempty: Cell::new(false),
+            ep: -1,
+            flush_wanted: Cell::new(false),
+        }
+    }
+
+    const TO_SHARD_1: ReplyTo = ReplyTo {
+        shard: 1,
+        slot: 7,
+        gen: 1,
+    };
+
+    fn group(topic: &str, n: usize) -> TopicMsgs {
+        TopicMsgs {
+            topic: Arc::from(topic),
+            msgs: (0..n)
+                .map(|i| NewMsg {
+                    event: None,
+                    data: format!("{topic}-{i}").into_bytes().into(),
+                    binary: false,
+                })
+                .collect(),
+        }
+    }
+
+    /// The commands shard 0 sent to shard 1: its inbox, then what waits in the overflow.
+    fn sent_to_1(sh: &Shard) -> Vec<Cmd> {
+        let mut v = Vec::new();
+        while let Some(c) = sh.node.bus.pop(1) {
+            v.push(c);
+        }
+        v.extend(sh.st.borrow_mut().outq[1].drain(..));
+        sh.st.borrow_mut().outq_len = 0;
+        v
+    }
+
+    fn offsets(r: &Result<Vec<Position>, PublishError>) -> Vec<u64> {
+        r.as_ref().unwrap().iter().map(|p| p.offset).collect()
+    }
+
+    /// Groups are published in order, each topic's offsets following on, and one topic the
+    /// home may not create is refused alone.
+    #[test]
+    fn a_publish_command_publishes_its_groups_in_order() {
+        let sh = home_shard(&["--max-topics", "2"]);
+        let mut st = sh.st.borrow_mut();
+        let groups = vec![group("a", 2), group("b", 1), group("c", 1), group("a", 1)];
+        sh.handle(
+            &mut st,
+            Cmd::Publish {
+                groups,
+                reply: TO_SHARD_1,
+            },
+        );
+        drop(st);
+        let sent = sent_to_1(&sh);
+        let [Cmd::Reply {
+            to,
+            reply: Reply::Published(done),
+        }] = &sent[..]
+        else {
+            panic!("expected one Published reply, got {sent:?}");
+        };
+        assert_eq!(*to, TO_SHARD_1);
+        assert_eq!(done.len(), 4);
+        assert_eq!(offsets(&done[0]), [1, 2]);
+        assert_eq!(offsets(&done[1]), [1]);
+        assert!(matches!(done[2], Err(PublishError::TooManyTopics)));
+        assert_eq!(offsets(&done[3]), [3]);
+    }
+
+    /// A home that is behind refuses a command whole; one whose own fanout fills the queue
+    /// midway publishes a prefix and hands back the rest, in order.
+    #[test]
+    fn a_busy_home_hands_back_the_whole_command_or_a_suffix() {
+        // Shard 1's inbox holds one command; more waits in shard 0's overflow, whose bound
+        // (`--inbox-capacity`, 1) refuses new publishes once exceeded.
+        let sh = home_shard(&["--inbox-capacity", "1"]);
+        // Shard 1 subscribes to "a", so each message of "a" is a `Deliver` to it.
+        sh.handle(
+            &mut sh.st.borrow_mut(),
+            Cmd::Window {
+                topic: Arc::from("a"),
+                since: Since::None,
+                limit: 0,
+                subscribe: true,
+                reply: TO_SHARD_1,
+            },
+        );
+        assert_eq!(sent_to_1(&sh).len(), 1, "the window reply");
+
+        // Three deliveries of "a": one fits the inbox, two overflow (2 > 1), so "b" and "c"
+        // come back.
+        sh.handle(
+            &mut sh.st.borrow_mut(),
+            Cmd::Publish {
+                groups: vec![group("a", 3), group("b", 1), group("c", 2)],
+                reply: TO_SHARD_1,
+            },
+        );
+        let sent = sent_to_1(&sh);
+        assert_eq!(sent.len(), 4, "three deliveries and the reply: {sent:?}");
+        match &sent[3] {
+            Cmd::Reply {
+                reply: Reply::Busy { done, back },
+                ..
+            } => {
+                assert_eq!(done.len(), 1);
+                assert_eq!(offsets(&done[0]), [1, 2, 3]);
+                let back: Vec<(&str, usize)> =
+                    back.iter().map(|g| (&*g.topic, g.msgs.len())).collect();
+                assert_eq!(back, [("b", 1), ("c", 2)]);
+            }
+            other => panic!("expected Busy, got {other:?}"),
+        }
+
+        // Behind from the start: nothing is published, everything comes back.
+        {
+            let mut st = sh.st.borrow_mut();
+            st.outq[1].extend([Cmd::Shutdown, Cmd::Shutdown]);
+            st.outq_len = 2;
+        }
+        sh.handle(
+            &mut sh.st.borrow_mut(),
+            Cmd::Publish {
+                groups: vec![group("a", 1), group("b", 1)],
+                reply: TO_SHARD_1,
+            },
+        );
+        let sent = sent_to_1(&sh);
+        match &sent[..] {
+            [Cmd::Shutdown, Cmd::Shutdown, Cmd::Reply {
+                reply: Reply::Busy { done, back },
+                ..
+            }] => {
+                assert!(done.is_empty());
+                assert_eq!(back.len(), 2);
+                assert_eq!(&*back[0].topic, "a");
+                assert_eq!(&*back[1].topic, "b");
+            }
+            other => panic!("expected a whole refusal, got {other:?}"),
+        }
+        // Nothing of the refused command was published: "a" goes on at 4.
+        sh.handle(
+            &mut sh.st.borrow_mut(),
+            Cmd::Publish {
+                groups: vec![group("a", 1)],
+                reply: TO_SHARD_1,
+            },
+        );
+        let sent = sent_to_1(&sh);
+        match sent.last() {
+            Some(Cmd::Reply {
+                reply: Reply::Published(done),
+                ..
+            }) => assert_eq!(offsets(&done[0]), [4]),
+            other => panic!("expected Published, got {other:?}"),
+        }
+    }
+}

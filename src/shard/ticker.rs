@@ -1,0 +1,55 @@
+//! The once-a-second work of a shard: the `Date` value, idle topics, heartbeats and pong checks
+//! on quiet streams.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::debug;
+use crate::metrics::M;
+use crate::shard::core::Shard;
+use crate::shard::sse;
+
+/// Once a second: refresh the Date, free idle topics, send heartbeats on quiet streams.
+pub(crate) async fn ticker_task(sh: Rc<Shard>) {
+    let mut tick: u64 = 0;
+    loop {
+        refresh_date(&sh);
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        tick += 1;
+        sweep_topics(&sh);
+        let hb = sh.node.cfg.heartbeat_secs;
+        if hb > 0 && tick.is_multiple_of(hb) {
+            sse::heartbeat(&sh, tick);
+        } else {
+            sse::check_pongs(&sh, tick);
+        }
+    }
+}
+
+pub(crate) fn refresh_date(sh: &Shard) {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut d = [0u8; 29];
+    crate::codec::http1::http_date(secs, &mut d);
+    sh.date.set(d);
+}
+
+/// Ends the interests that outlived their last subscriber (see `Subscribers::unsubscribe`) and
+/// frees idle topics homed here, in one walk of the topic table.
+fn sweep_topics(sh: &Shard) {
+    let idle = Duration::from_secs(sh.node.cfg.topic_idle_secs);
+    let mut st = sh.st.borrow_mut();
+    let (ended, freed) = st.subs.sweep(Instant::now(), idle);
+    for topic in ended {
+        sh.interest_ended(&mut st, topic);
+    }
+    if freed > 0 {
+        sh.node.topics.fetch_sub(freed, Ordering::Relaxed);
+        sh.metrics().add(M::Topics, -(freed as i64));
+        sh.metrics().add(M::TopicsFreed, freed as i64);
+        debug!("shard {} freed {freed} idle topics", sh.id);
+    }
+}
