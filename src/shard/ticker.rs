@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::debug;
 use crate::metrics::M;
 use crate::shard::core::Shard;
-use crate::shard::sse;
+use crate::shard::routes::sse;
 
 /// Once a second: refresh the Date, free idle topics, send heartbeats on quiet streams.
 pub(crate) async fn ticker_task(sh: Rc<Shard>) {

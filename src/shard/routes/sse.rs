@@ -19,15 +19,15 @@ use std::time::Duration;
 use crate::codec::route::query_param;
 use crate::codec::{http1, sse as codec};
 use crate::metrics::M;
-use crate::shard::answer::{cors, Answer, Next, Req, SsePlan};
-use crate::shard::connio::Conn;
 use crate::shard::core::Counted;
 use crate::shard::core::Shard;
 use crate::shard::io;
-use crate::shard::out::{Kill, Out};
-use crate::shard::park::{self, retry_seed, StreamGuard};
-use crate::shard::poll::since_of;
-use crate::shard::wire::Format;
+use crate::shard::outbox::out::{Kill, Out};
+use crate::shard::outbox::wire::Format;
+use crate::shard::routes::answer::{cors, Answer, Next, Req, SsePlan};
+use crate::shard::routes::connio::Conn;
+use crate::shard::routes::poll::since_of;
+use crate::shard::stream::park::{self, retry_seed, StreamGuard};
 
 /// Heartbeat comment bytes.
 const HEARTBEAT: &[u8] = b":\n\n";

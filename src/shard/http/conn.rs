@@ -19,16 +19,16 @@ use crate::codec::http1::{self, BodyKind, Head, Method, Status};
 use crate::codec::route::{self, Route};
 use crate::debug;
 use crate::metrics::M;
-use crate::shard::answer::{cors, Answer, Next, OriginDenied, Req, Waiting};
-use crate::shard::body::{body_limit, read_body};
-use crate::shard::connio::{limits, release_buf, Conn, ReadErr};
 use crate::shard::core::{Counted, Shard};
+use crate::shard::http::body::{body_limit, read_body};
+use crate::shard::http::pipeline::publish_pipeline;
 use crate::shard::io;
-use crate::shard::pipeline::publish_pipeline;
-use crate::shard::poll;
-use crate::shard::publish;
-use crate::shard::sse;
-use crate::shard::ws;
+use crate::shard::routes::answer::{cors, Answer, Next, OriginDenied, Req, Waiting};
+use crate::shard::routes::connio::{limits, release_buf, Conn, ReadErr};
+use crate::shard::routes::poll;
+use crate::shard::routes::publish;
+use crate::shard::routes::sse;
+use crate::shard::routes::ws;
 
 pub(crate) async fn serve(sh: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let counted = Counted(sh.clone());

@@ -1,0 +1,5 @@
+//! Streams once subscribed: `park.rs` parks an SSE or WebSocket stream in the shard's readiness
+//! set, writes its backlog and ends it with the close code that says why.
+//! Must not: import `routes/` or `http/`.
+
+pub mod park;
