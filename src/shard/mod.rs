@@ -81,7 +81,7 @@ pub async fn run(node: Arc<Node>, id: usize, listener: std::net::TcpListener) {
 async fn drain(sh: &Rc<Shard>) {
     let total = Duration::from_secs(sh.node.cfg.drain_timeout_secs);
     let start = Instant::now();
-    routes::sse::drain_streams(sh, total.mul_f32(0.8)).await;
+    stream::chores::close_in_stages(sh, total.mul_f32(0.8)).await;
     while sh.metrics().get(M::ConnectionsOpen) > 0 && start.elapsed() < total {
         monoio::time::sleep(Duration::from_millis(20)).await;
     }
