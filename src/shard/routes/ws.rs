@@ -2,16 +2,8 @@
 //!
 //! Owns: the upgrade (origin check, handshake validation, `ringcast.v1` negotiation), resume
 //! with `?since=`, the connection loop (client frames in, control frames and replies out), the
-//! `ringcast.v1` commands, and the close codes that say why the server ended a connection:
-//!
-//! | code | why |
-//! |---|---|
-//! | 1000 | the client closed; echoed |
-//! | 1001 | the node is draining (`--drain-timeout-secs`) |
-//! | 1002 / 1007 / 1009 | protocol error / invalid UTF-8 / message over `--max-message-bytes` |
-//! | 1008 | slow client: its send buffer hit `--client-buffer-bytes` (`--slow-client disconnect`) |
-//! | 1011 | no pong within `--pong-timeout-secs` of a ping |
-//! | 4000 | raw mode only: reset — the resume point is outside history, or messages were dropped; the reason is `reset EPOCH:OFFSET` (the current position) |
+//! `ringcast.v1` commands. Which close code says why the server ended a connection is
+//! `outbox/close.rs`.
 //!
 //! Live messages are written by the inbox task's flush. Once subscribed, the connection is
 //! parked (`park.rs`): it holds no task while idle, and a short task (`burst`) runs only while
