@@ -354,12 +354,7 @@ fn answer_without_body(
         date: c.sh.date.get(),
         cors: None,
     };
-    let mut body = Vec::with_capacity(reason.len() + 1);
-    body.extend_from_slice(reason.as_bytes());
-    body.push(b'\n');
-    let mut h: Vec<(&str, &[u8])> = vec![("Content-Type", b"text/plain; charset=utf-8")];
-    h.extend_from_slice(extra);
-    a.send(status, &h, &body);
+    a.error_with(status, reason, extra);
     if !keep_alive {
         return Next::Close;
     }

@@ -52,11 +52,7 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
             date: sh.date.get(),
             cors: None,
         };
-        let mut h: Vec<(&str, &[u8])> = vec![("Content-Type", b"text/plain; charset=utf-8")];
-        h.extend_from_slice(extra);
-        let mut body = reason.as_bytes().to_vec();
-        body.push(b'\n');
-        a.send(status, &h, &body);
+        a.error_with(status, reason, extra);
         Next::Close
     };
     // Cross-site WebSocket hijacking: a browser says where the page came from.
