@@ -29,7 +29,7 @@ const FORBIDDEN_IN_CODEC: &[(&str, &str)] = &[
 
 /// `unsafe` blocks outside `src/sys/`: (file, the exact line, why it is not in `sys`).
 const UNSAFE_OUTSIDE_SYS: &[(&str, &str, &str)] = &[(
-    "src/shard/park.rs",
+    "src/shard/stream/park.rs",
     "unsafe { socket::close(out.fd) };",
     "that a parked stream's `Out` owns its fd is the shard's invariant, so the shard argues it",
 )];

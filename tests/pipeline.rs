@@ -1,6 +1,6 @@
 //! Pipelined publishes against the real binary on two shards: a connection's `POST /pub/{topic}`
 //! requests whose topic is homed on the other shard go to that home together, as one command
-//! (`src/shard/pipeline.rs`). Whatever is gathered, every answer must come back in request
+//! (`src/shard/http/pipeline.rs`). Whatever is gathered, every answer must come back in request
 //! order, each topic's positions must follow on, every subscriber (SSE and WebSocket) must get
 //! every message once and in order, and a request that cannot join — a bad one, another
 //! route, HTTP/1.0, a body still arriving — must be answered in its place.

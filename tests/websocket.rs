@@ -2,7 +2,7 @@
 //! (tungstenite's sync client), and raw bytes where a client library refuses to send bad frames.
 //!
 //! Covers the handshake answers, echo, fanout across shards, the close codes of
-//! `src/shard/ws.rs` (1000 echo, 1001, 1002, 1007, 1008, 1009, 1011, 4000), ping/pong, resume and
+//! `src/shard/outbox/close.rs` (1000 echo, 1001, 1002, 1007, 1008, 1009, 1011, 4000), ping/pong, resume and
 //! reset, `ringcast.v1`, heartbeats, slow clients, drain and the connection gauges.
 //! Every wait is bounded; nothing asserts a speed.
 

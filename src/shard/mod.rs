@@ -1,37 +1,25 @@
 //! One core's world: listener, connections, subscribers, the topics it is home of.
 //!
 //! Owns: starting a shard's tasks and stopping them. Everything a shard thread touches is a
-//! `RefCell<State>` behind an `Rc<Shard>` (`core.rs`), never `Send`. These tasks run on it: the
-//! accept loop and one task per HTTP connection (`conn.rs`), the inbox task that executes
-//! commands from other shards and flushes subscribers once per pass (`inbox.rs`), the ticker
-//! (`ticker.rs`), and the reactor of parked streams (`park.rs`), which need no task of their
-//! own while idle.
+//! `RefCell<State>` behind an `Rc<Shard>` (`core/`), never `Send`. These tasks run on it: the
+//! accept loop and one task per HTTP connection (`http/`), the inbox task that executes
+//! commands from other shards and flushes subscribers once per pass (`core/inbox.rs`), the
+//! ticker (`ticker.rs`), and the reactor (`reactor.rs`) of streams parked by `stream/park.rs`,
+//! which need no task of their own while idle.
+//! The folders below are a stack, each importing only those after it: `http/` → `routes/` →
+//! `stream/` → `core/` → `outbox/` → `topics/`; `io.rs` is a leaf any of them may use.
 //! Must not: hold shard logic — this file only wires the tasks together; nothing below imports
 //! it.
 
-pub mod accept;
-pub mod answer;
-pub mod body;
-pub mod conn;
-pub mod connio;
 pub mod core;
-pub mod inbox;
+pub mod http;
 pub mod io;
-pub mod out;
-pub mod park;
-pub mod pipeline;
-pub mod poll;
-pub mod publish;
+pub mod outbox;
 pub mod reactor;
-pub mod rpc;
-pub mod session;
-pub mod signal;
-pub mod sse;
-pub mod subs;
+pub mod routes;
+pub mod stream;
 pub mod ticker;
 pub mod topics;
-pub mod wire;
-pub mod ws;
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -42,14 +30,14 @@ use std::time::{Duration, Instant};
 use crate::info;
 use crate::metrics::M;
 use crate::node::Node;
+use crate::shard::core::signal::Signal;
 use crate::shard::core::{Shard, State};
-use crate::shard::signal::Signal;
 use crate::shard::topics::ring::HistoryBounds;
 
 /// Runs one shard until the node has drained.
 pub async fn run(node: Arc<Node>, id: usize, listener: std::net::TcpListener) {
     let shards = node.bus.shards();
-    let ep = match park::create_set() {
+    let ep = match stream::park::create_set() {
         Ok(ep) => ep,
         Err(e) => {
             crate::error!("shard {id}: cannot create its readiness set: {e}");
@@ -71,7 +59,7 @@ pub async fn run(node: Arc<Node>, id: usize, listener: std::net::TcpListener) {
         flush_wanted: Cell::new(false),
     });
     ticker::refresh_date(&sh);
-    monoio::spawn(inbox::inbox_task(sh.clone()));
+    monoio::spawn(core::inbox::inbox_task(sh.clone()));
     monoio::spawn(reactor::reactor(sh.clone()));
     monoio::spawn(ticker::ticker_task(sh.clone()));
     let listener = match monoio::net::TcpListener::from_std(listener) {
@@ -81,7 +69,7 @@ pub async fn run(node: Arc<Node>, id: usize, listener: std::net::TcpListener) {
             return;
         }
     };
-    accept::accept_loop(&sh, &listener).await;
+    http::accept::accept_loop(&sh, &listener).await;
     io::stop_listening(std::os::fd::AsRawFd::as_raw_fd(&listener));
     drop(listener);
     drain(&sh).await;
@@ -93,7 +81,7 @@ pub async fn run(node: Arc<Node>, id: usize, listener: std::net::TcpListener) {
 async fn drain(sh: &Rc<Shard>) {
     let total = Duration::from_secs(sh.node.cfg.drain_timeout_secs);
     let start = Instant::now();
-    sse::drain_streams(sh, total.mul_f32(0.8)).await;
+    stream::chores::close_in_stages(sh, total.mul_f32(0.8)).await;
     while sh.metrics().get(M::ConnectionsOpen) > 0 && start.elapsed() < total {
         monoio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -109,9 +97,9 @@ mod size_tests {
     /// and the topic's subscriber list.
     #[test]
     fn parked_stream_sizes() {
-        let out = std::mem::size_of::<out::Out>();
-        let sub = std::mem::size_of::<subs::Sub>();
-        let session = std::mem::size_of::<session::Session>();
+        let out = std::mem::size_of::<outbox::out::Out>();
+        let sub = std::mem::size_of::<outbox::subs::Sub>();
+        let session = std::mem::size_of::<outbox::session::Session>();
         for (n, s) in [
             ("out::Out", out),
             ("subs::Sub", sub),

@@ -9,9 +9,9 @@ use std::task::Poll;
 use std::time::Duration;
 
 use crate::shard::core::{self, Shard};
-use crate::shard::park::{self, finish, serve, End, WOKEN};
-use crate::shard::wire::Format;
-use crate::shard::ws;
+use crate::shard::outbox::wire::Format;
+use crate::shard::routes::ws;
+use crate::shard::stream::park::{self, finish, serve, End, WOKEN};
 use crate::sys::epoll::{self, Event};
 
 /// Events taken from the readiness set per pass.

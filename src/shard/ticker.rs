@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::debug;
 use crate::metrics::M;
 use crate::shard::core::Shard;
-use crate::shard::sse;
+use crate::shard::stream::chores;
 
 /// Once a second: refresh the Date, free idle topics, send heartbeats on quiet streams.
 pub(crate) async fn ticker_task(sh: Rc<Shard>) {
@@ -20,9 +20,9 @@ pub(crate) async fn ticker_task(sh: Rc<Shard>) {
         sweep_topics(&sh);
         let hb = sh.node.cfg.heartbeat_secs;
         if hb > 0 && tick.is_multiple_of(hb) {
-            sse::heartbeat(&sh, tick);
+            chores::send_heartbeats(&sh, tick);
         } else {
-            sse::check_pongs(&sh, tick);
+            chores::close_unponged(&sh, tick);
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Owns: creating the set, registering an fd with a key, harvesting ready events without
 //! blocking, and the duplicate of the set's fd that monoio waits on as if it were a socket
-//! (readable while an event is ready). `shard::park` says why parked streams live here.
+//! (readable while an event is ready). `shard::stream::park` says why parked streams live here.
 //! Must not: block (every harvest has timeout 0), or close a registered fd (its owner does,
 //! which also removes it from the set).
 

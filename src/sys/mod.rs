@@ -10,7 +10,7 @@
 //! Must not: know about shards, connections or topics (fds, buffers and keys in; results out),
 //! or hold state. A safe function here is sound for every argument; an `unsafe fn` says in
 //! `# Safety` what its caller must guarantee, and each caller says why it does. There is one
-//! such caller outside `sys`: `shard::park::finish` closes the fd a parked stream's `Out`
+//! such caller outside `sys`: `shard::stream::park::finish` closes the fd a parked stream's `Out`
 //! owns, an ownership only the shard can vouch for (`tests/layout.rs` lists it and fails on
 //! any other `unsafe` or `libc::` outside this module).
 

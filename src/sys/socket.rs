@@ -2,7 +2,7 @@
 //! `shutdown`, `close`.
 //!
 //! Owns: the syscalls the shard makes on a connection itself (`shard::io` says why readiness
-//! plus a syscall, not io_uring completions; `shard::subs` why one `writev` per connection per
+//! plus a syscall, not io_uring completions; `shard::outbox::subs` why one `writev` per connection per
 //! pass). Every call is non-blocking: `WouldBlock` is an outcome, `EINTR` is retried.
 //! Must not: block, keep a buffer, or close an fd it was not given ownership of ([`close`] is
 //! the only function that ends an fd, and it is `unsafe` for that reason).

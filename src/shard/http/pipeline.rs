@@ -12,10 +12,10 @@ use crate::codec::route::{self, Route};
 use crate::debug;
 use crate::fanout::{home_of, NewMsg};
 use crate::metrics::M;
-use crate::shard::answer::{Answer, Next, Req};
-use crate::shard::connio::limits;
 use crate::shard::core::{Fail, Shard};
-use crate::shard::publish;
+use crate::shard::routes::answer::{Answer, Next, Req};
+use crate::shard::routes::connio::limits;
+use crate::shard::routes::publish;
 
 /// `POST /pub/{topic}`. When the topic's home is another shard, the publishes pipelined behind
 /// this one that are already complete in `rest` (bytes after this request) and whose topics

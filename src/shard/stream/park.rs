@@ -29,8 +29,9 @@ use crate::codec::ws as ws_codec;
 use crate::metrics::M;
 use crate::shard::core::{self, Shard};
 use crate::shard::io;
-use crate::shard::out::Kill;
-use crate::shard::wire::Format;
+use crate::shard::outbox::close::{CLOSE_PONG_TIMEOUT, CLOSE_SLOW_CLIENT};
+use crate::shard::outbox::out::Kill;
+use crate::shard::outbox::wire::Format;
 use crate::sys::epoll;
 use crate::sys::socket;
 use crate::sys::waker::{self, KeyWake};
@@ -173,11 +174,6 @@ pub fn finish(sh: &Rc<Shard>, k: usize, end: End) {
     sh.metrics().dec(gauge);
     core::uncount(sh);
 }
-
-/// Close code for a slow client.
-pub const CLOSE_SLOW_CLIENT: u16 = 1008;
-/// Close code for a missing pong.
-pub const CLOSE_PONG_TIMEOUT: u16 = 1011;
 
 /// The close frame that says why a WebSocket ended (None: no frame to send).
 pub fn close_for(end: End) -> Option<(u16, &'static str)> {

@@ -9,9 +9,9 @@ use std::task::Waker;
 
 use crate::codec::position::Position;
 use crate::fanout::MsgRef;
-use crate::shard::session::Session;
+use crate::shard::outbox::session::Session;
+use crate::shard::outbox::wire::Format;
 use crate::shard::topics::SubList;
-use crate::shard::wire::Format;
 
 /// Why the shard wants a connection closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

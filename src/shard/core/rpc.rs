@@ -14,7 +14,7 @@ use crate::codec::position::Position;
 use crate::fanout::{home_of, Cmd, NewMsg, Reply, ReplyTo, Since, TopicMsgs, Window};
 use crate::metrics::M;
 use crate::shard::core::{Fail, Pending, Refused, Shard, State, OUTQ_RETRY};
-use crate::shard::out::Out;
+use crate::shard::outbox::out::Out;
 
 impl Shard {
     // ---- client side ----------------------------------------------------------------------

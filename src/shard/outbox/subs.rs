@@ -22,11 +22,11 @@ use slab::Slab;
 use crate::config::SlowClient;
 use crate::fanout::{MsgRef, Since, Window};
 use crate::metrics::{ShardMetrics, M};
-use crate::shard::out::{Kill, Out};
+use crate::shard::outbox::out::{Kill, Out};
+use crate::shard::outbox::wire::{self, Format, FORMATS};
 use crate::shard::topics::recent::Recent;
 use crate::shard::topics::ring::HistoryBounds;
 use crate::shard::topics::{key32, Side, SubList, Topic, Topics};
-use crate::shard::wire::{self, Format, FORMATS};
 
 /// One connection's interest in one topic.
 pub struct Sub {

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpStream;
 
 use crate::codec::http1::{Head, Limits};
-use crate::shard::answer::Waiting;
 use crate::shard::core::Shard;
 use crate::shard::io::{self, ReadOutcome, READ_CHUNK_BYTES};
+use crate::shard::routes::answer::Waiting;
 
 /// A pooled read buffer larger than this is freed instead of kept.
 pub(crate) const MAX_POOLED_BUFFER_BYTES: usize = 64 * 1024;

@@ -17,11 +17,11 @@ use crate::codec::position::{Position, MAX_POSITION_BYTES};
 use crate::codec::route;
 use crate::fanout::{MsgRef, Since};
 use crate::metrics::M;
-use crate::shard::answer::{cors, Answer, Next, Req, Waiting};
 use crate::shard::core::{Fail, Shard};
-use crate::shard::out::Out;
-use crate::shard::wire;
-use crate::shard::wire::Format;
+use crate::shard::outbox::out::Out;
+use crate::shard::outbox::wire;
+use crate::shard::outbox::wire::Format;
+use crate::shard::routes::answer::{cors, Answer, Next, Req, Waiting};
 
 /// Reads `since`-like query parameters: absent, unreadable, or a position.
 pub fn since_of(v: Option<&[u8]>) -> Since {

@@ -133,14 +133,18 @@ impl Answer<'_> {
 
     /// A plain-text error with a one-line reason.
     pub fn error(&mut self, status: u16, reason: &str) {
-        let mut body = Vec::with_capacity(reason.len() + 1);
-        body.extend_from_slice(reason.as_bytes());
-        body.push(b'\n');
-        self.send(
-            status,
-            &[("Content-Type", b"text/plain; charset=utf-8")],
-            &body,
-        );
+        self.error_with(status, reason, &[]);
+    }
+
+    /// The one writer of plain-text errors: `reason` and a newline as the body, `extra`
+    /// headers after the `Content-Type`.
+    pub fn error_with(&mut self, status: u16, reason: &str, extra: &[(&str, &[u8])]) {
+        let mut h: Vec<(&str, &[u8])> = vec![("Content-Type", b"text/plain; charset=utf-8")];
+        h.extend_from_slice(extra);
+        self.send_with(status, &h, |out| {
+            out.extend_from_slice(reason.as_bytes());
+            out.push(b'\n');
+        });
     }
 }
 

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use crate::codec::http1::{self, BodyKind, ChunkedDecoder, Head};
 use crate::codec::route::Route;
-use crate::shard::connio::Conn;
 use crate::shard::core::Shard;
+use crate::shard::routes::connio::Conn;
 
 /// Which body a route accepts, in bytes.
 pub(crate) fn body_limit(sh: &Shard, r: &Route) -> Option<usize> {

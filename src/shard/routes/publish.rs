@@ -17,8 +17,8 @@ use crate::codec::position::Position;
 use crate::codec::route;
 use crate::fanout::{NewMsg, TopicMsgs};
 use crate::metrics::M;
-use crate::shard::answer::{Answer, Next, Req};
 use crate::shard::core::{Fail, Shard};
+use crate::shard::routes::answer::{Answer, Next, Req};
 
 /// Longest event name, bytes.
 pub const MAX_EVENT_NAME_BYTES: usize = 64;

@@ -11,8 +11,8 @@ use monoio::net::{TcpListener, TcpStream};
 use crate::codec::http1;
 use crate::config::OVERLOAD_ANSWER_SLACK;
 use crate::metrics::M;
-use crate::shard::conn::serve;
 use crate::shard::core::Shard;
+use crate::shard::http::conn::serve;
 use crate::shard::io;
 use crate::{debug, warn};
 

@@ -19,16 +19,16 @@ use crate::codec::http1::{self, BodyKind, Head, Method, Status};
 use crate::codec::route::{self, Route};
 use crate::debug;
 use crate::metrics::M;
-use crate::shard::answer::{cors, Answer, Next, OriginDenied, Req, Waiting};
-use crate::shard::body::{body_limit, read_body};
-use crate::shard::connio::{limits, release_buf, Conn, ReadErr};
 use crate::shard::core::{Counted, Shard};
+use crate::shard::http::body::{body_limit, read_body};
+use crate::shard::http::pipeline::publish_pipeline;
 use crate::shard::io;
-use crate::shard::pipeline::publish_pipeline;
-use crate::shard::poll;
-use crate::shard::publish;
-use crate::shard::sse;
-use crate::shard::ws;
+use crate::shard::routes::answer::{cors, Answer, Next, OriginDenied, Req, Waiting};
+use crate::shard::routes::connio::{limits, release_buf, Conn, ReadErr};
+use crate::shard::routes::poll;
+use crate::shard::routes::publish;
+use crate::shard::routes::sse;
+use crate::shard::routes::ws;
 
 pub(crate) async fn serve(sh: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let counted = Counted(sh.clone());
@@ -354,12 +354,7 @@ fn answer_without_body(
         date: c.sh.date.get(),
         cors: None,
     };
-    let mut body = Vec::with_capacity(reason.len() + 1);
-    body.extend_from_slice(reason.as_bytes());
-    body.push(b'\n');
-    let mut h: Vec<(&str, &[u8])> = vec![("Content-Type", b"text/plain; charset=utf-8")];
-    h.extend_from_slice(extra);
-    a.send(status, &h, &body);
+    a.error_with(status, reason, extra);
     if !keep_alive {
         return Next::Close;
     }

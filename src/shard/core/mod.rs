@@ -10,6 +10,10 @@
 //! makes a subscription's window arrive before the live messages that follow it.
 //! Must not: share any of its objects with another thread — only `fanout` types cross.
 
+pub mod inbox;
+pub mod rpc;
+pub mod signal;
+
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -23,8 +27,8 @@ use slab::Slab;
 use crate::fanout::{Cmd, NewMsg, PublishError, Reply, ReplyTo};
 use crate::metrics::{ShardMetrics, M};
 use crate::node::Node;
-use crate::shard::signal::Signal;
-use crate::shard::subs::{Policy, Subscribers};
+use crate::shard::core::signal::Signal;
+use crate::shard::outbox::subs::{Policy, Subscribers};
 use crate::shard::topics::ring::HistoryBounds;
 
 /// Retry period for commands parked because another shard's inbox was full.

@@ -241,7 +241,7 @@ mod publish_tests {
     use super::*;
     use crate::fanout::ReplyTo;
     use crate::node::Node;
-    use crate::shard::signal::Signal;
+    use crate::shard::core::signal::Signal;
     use crate::shard::topics::ring::HistoryBounds;
 
     /// Shard 0 of a two-shard node with these flags, outside any runtime: enough to run the

@@ -2,16 +2,8 @@
 //!
 //! Owns: the upgrade (origin check, handshake validation, `ringcast.v1` negotiation), resume
 //! with `?since=`, the connection loop (client frames in, control frames and replies out), the
-//! `ringcast.v1` commands, and the close codes that say why the server ended a connection:
-//!
-//! | code | why |
-//! |---|---|
-//! | 1000 | the client closed; echoed |
-//! | 1001 | the node is draining (`--drain-timeout-secs`) |
-//! | 1002 / 1007 / 1009 | protocol error / invalid UTF-8 / message over `--max-message-bytes` |
-//! | 1008 | slow client: its send buffer hit `--client-buffer-bytes` (`--slow-client disconnect`) |
-//! | 1011 | no pong within `--pong-timeout-secs` of a ping |
-//! | 4000 | raw mode only: reset — the resume point is outside history, or messages were dropped; the reason is `reset EPOCH:OFFSET` (the current position) |
+//! `ringcast.v1` commands. Which close code says why the server ended a connection is
+//! `outbox/close.rs`.
 //!
 //! Live messages are written by the inbox task's flush. Once subscribed, the connection is
 //! parked (`park.rs`): it holds no task while idle, and a short task (`burst`) runs only while
@@ -27,20 +19,20 @@ use serde::Deserialize;
 use crate::codec::{route, ws};
 use crate::fanout::NewMsg;
 use crate::metrics::M;
-use crate::shard::answer::{cors, Answer, Next, Req, WsPlan};
-use crate::shard::connio::{release_buf, take_pooled, Conn};
 use crate::shard::core::Counted;
 use crate::shard::core::{Fail, Shard};
 use crate::shard::io::READ_CHUNK_BYTES;
 use crate::shard::io::{self, ReadOutcome};
-use crate::shard::out::{Kill, Out};
-use crate::shard::park::StreamGuard;
-use crate::shard::park::{self, End};
-use crate::shard::poll::since_of;
-use crate::shard::publish::valid_event;
-use crate::shard::session::Session;
-use crate::shard::wire::Format;
-use crate::shard::wire::{self, error_json, subscribed_json};
+use crate::shard::outbox::out::{Kill, Out};
+use crate::shard::outbox::session::Session;
+use crate::shard::outbox::wire::Format;
+use crate::shard::outbox::wire::{self, error_json, subscribed_json};
+use crate::shard::routes::answer::{cors, Answer, Next, Req, WsPlan};
+use crate::shard::routes::connio::{release_buf, take_pooled, Conn};
+use crate::shard::routes::poll::since_of;
+use crate::shard::routes::publish::valid_event;
+use crate::shard::stream::park::StreamGuard;
+use crate::shard::stream::park::{self, End};
 
 /// The subprotocol with JSON envelopes, ids and commands.
 pub const SUBPROTOCOL_V1: &str = "ringcast.v1";
@@ -60,11 +52,7 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
             date: sh.date.get(),
             cors: None,
         };
-        let mut h: Vec<(&str, &[u8])> = vec![("Content-Type", b"text/plain; charset=utf-8")];
-        h.extend_from_slice(extra);
-        let mut body = reason.as_bytes().to_vec();
-        body.push(b'\n');
-        a.send(status, &h, &body);
+        a.error_with(status, reason, extra);
         Next::Close
     };
     // Cross-site WebSocket hijacking: a browser says where the page came from.

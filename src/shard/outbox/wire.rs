@@ -11,6 +11,7 @@ use base64::Engine as _;
 use crate::codec::position::Position;
 use crate::codec::{sse, ws};
 use crate::fanout::Msg;
+use crate::shard::outbox::close;
 
 /// How a connection wants messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,12 +27,6 @@ pub enum Format {
 
 /// How many `Format`s there are: a message is encoded at most this many times per shard.
 pub const FORMATS: usize = 4;
-
-/// Close code sent to a raw (no subprotocol) WebSocket whose resume point is outside history
-/// or that missed messages under `--slow-client drop`: raw frames carry no envelope to say
-/// "reset" in band, so the connection is closed with this code and the current position as the
-/// reason; the client reconnects with `?since=` that position after refetching its state.
-pub const WS_CLOSE_RESET: u16 = 4000;
 
 pub fn encode(f: Format, m: &Msg, out: &mut Vec<u8>) {
     match f {
@@ -68,7 +63,7 @@ pub fn reset(f: Format, topic: &str, current: Position, out: &mut Vec<u8>) {
         Format::Sse => sse::encode_reset(out, &current.to_bytes()),
         Format::WsRaw => {
             let reason = format!("reset {current}");
-            ws::encode_close(out, WS_CLOSE_RESET, &reason);
+            ws::encode_close(out, close::CLOSE_RESET, &reason);
         }
         Format::WsV1 => {
             let mut json = Vec::with_capacity(64 + topic.len());

@@ -1,5 +1,5 @@
-//! `GET /sse/{topic}`: a Server-Sent Events stream, and the shard-wide stream chores
-//! (heartbeats, staged drain) shared with WebSocket streams.
+//! `GET /sse/{topic}`: a Server-Sent Events stream. Its heartbeats (and the staged drain) are
+//! chores of every stream, SSE or WebSocket: `stream/chores.rs`.
 //!
 //! Owns: the stream's first bytes (head, jittered `retry:`, an opening comment, flushed at
 //! once), resume from `Last-Event-ID` (or `?last_event_id=` for clients that cannot set
@@ -12,25 +12,19 @@
 //! shared, encode-once event bytes.
 //! Must not: hold a read buffer while idle (readiness only), or borrow shard state across an await.
 
-use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::codec::route::query_param;
 use crate::codec::{http1, sse as codec};
 use crate::metrics::M;
-use crate::shard::answer::{cors, Answer, Next, Req, SsePlan};
-use crate::shard::connio::Conn;
 use crate::shard::core::Counted;
-use crate::shard::core::Shard;
 use crate::shard::io;
-use crate::shard::out::{Kill, Out};
-use crate::shard::park::{self, retry_seed, StreamGuard};
-use crate::shard::poll::since_of;
-use crate::shard::wire::Format;
-
-/// Heartbeat comment bytes.
-const HEARTBEAT: &[u8] = b":\n\n";
+use crate::shard::outbox::out::Out;
+use crate::shard::outbox::wire::Format;
+use crate::shard::routes::answer::{cors, Answer, Next, Req, SsePlan};
+use crate::shard::routes::connio::Conn;
+use crate::shard::routes::poll::since_of;
+use crate::shard::stream::park::{self, retry_seed, StreamGuard};
 
 /// Checks an SSE request and writes the stream's first bytes into `c.wbuf`: the head, a
 /// jittered `retry:` and an opening comment. Errors are answered as plain HTTP.
@@ -122,91 +116,4 @@ pub async fn stream(c: Conn, plan: SsePlan, counted: Counted) {
     g.disarm();
     counted.disarm();
     park::park(&sh, c.stream, ok);
-}
-
-/// Queues a heartbeat: a comment on every SSE stream that had nothing written since the last
-/// sweep, a ping on every WebSocket (closing those whose last ping went unanswered past
-/// `--pong-timeout-secs`).
-pub fn heartbeat(sh: &Shard, tick: u64) {
-    let mut st = sh.st.borrow_mut();
-    let policy = sh.policy();
-    let comment: Rc<[u8]> = Rc::from(HEARTBEAT);
-    let mut ping = Vec::new();
-    crate::codec::ws::encode_frame(&mut ping, crate::codec::ws::OpCode::Ping, b"");
-    let ping: Rc<[u8]> = ping.into();
-    let pong_timeout = sh.node.cfg.pong_timeout_secs.max(1);
-    let mut beats: Vec<(usize, Rc<[u8]>)> = Vec::new();
-    for (k, o) in st.subs.outs.iter_mut() {
-        let active = std::mem::replace(&mut o.active, false);
-        if o.kill.is_some() {
-            continue;
-        }
-        match o.format {
-            Format::Sse if !active => beats.push((k, comment.clone())),
-            Format::WsRaw | Format::WsV1 => {
-                if o.pong_due != 0 && tick >= o.pong_due {
-                    o.kill = Some(Kill::PongTimeout);
-                    o.wake();
-                    continue;
-                }
-                if o.pong_due == 0 {
-                    o.pong_due = tick + pong_timeout;
-                }
-                beats.push((k, ping.clone()));
-            }
-            _ => {}
-        }
-    }
-    for (k, b) in beats {
-        st.subs.queue_raw(k, b, &policy);
-        if let Some(o) = st.subs.outs.get_mut(k) {
-            o.active = false;
-        }
-    }
-    st.subs.flush(&policy);
-}
-
-/// Closes WebSockets whose pong is overdue (checked every second, between heartbeats).
-pub fn check_pongs(sh: &Shard, tick: u64) {
-    let mut st = sh.st.borrow_mut();
-    for (_, o) in st.subs.outs.iter_mut() {
-        if o.pong_due != 0 && tick >= o.pong_due && o.kill.is_none() {
-            o.kill = Some(Kill::PongTimeout);
-            o.wake();
-        }
-    }
-}
-
-/// Closes every stream in ten stages spread over `span`, so clients do not all reconnect in
-/// the same millisecond.
-pub async fn drain_streams(sh: &Rc<Shard>, span: Duration) {
-    const STAGES: usize = 10;
-    for stage in 0..STAGES {
-        let keys: Vec<usize> = sh
-            .st
-            .borrow()
-            .subs
-            .outs
-            .iter()
-            .filter(|(_, o)| o.kill.is_none())
-            .map(|(k, _)| k)
-            .collect();
-        if keys.is_empty() {
-            return;
-        }
-        let left = STAGES - stage;
-        let n = keys.len().div_ceil(left);
-        {
-            let mut st = sh.st.borrow_mut();
-            for &k in keys.iter().take(n) {
-                if let Some(o) = st.subs.outs.get_mut(k) {
-                    if o.kill.is_none() {
-                        o.kill = Some(Kill::Shutdown);
-                    }
-                    o.wake();
-                }
-            }
-        }
-        monoio::time::sleep(span / STAGES as u32).await;
-    }
 }

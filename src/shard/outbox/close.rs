@@ -1,0 +1,29 @@
+//! The WebSocket close codes ringcast sends, and why each one: the one table.
+//!
+//! Owns: ringcast's own codes (the 4000–4999 private range of RFC 6455 §7.4.2) and the names
+//! under which the shard uses RFC 6455's codes, which `codec::ws` defines (§7.4.1):
+//!
+//! | code | why |
+//! |---|---|
+//! | 1000 | the client closed; echoed |
+//! | 1001 | the node is draining (`--drain-timeout-secs`) |
+//! | 1002 / 1007 / 1009 | protocol error / invalid UTF-8 / message over `--max-message-bytes` (`codec::ws::WsError::close_code`) |
+//! | 1008 | slow client: its send buffer hit `--client-buffer-bytes` (`--slow-client disconnect`) |
+//! | 1011 | no pong within `--pong-timeout-secs` of a ping |
+//! | 4000 | raw mode only: reset — the resume point is outside history, or messages were dropped; the reason is `reset EPOCH:OFFSET` (the current position) |
+//!
+//! Must not: repeat a number `codec::ws` already names.
+
+use crate::codec::ws;
+
+/// A slow client (its send buffer hit `--client-buffer-bytes`): a policy violation.
+pub(crate) const CLOSE_SLOW_CLIENT: u16 = ws::CLOSE_POLICY_VIOLATION;
+
+/// No pong within `--pong-timeout-secs` of a ping.
+pub(crate) const CLOSE_PONG_TIMEOUT: u16 = ws::CLOSE_INTERNAL_ERROR;
+
+/// Sent to a raw (no subprotocol) WebSocket whose resume point is outside history or that
+/// missed messages under `--slow-client drop`: raw frames carry no envelope to say "reset" in
+/// band, so the connection is closed with this code and the current position as the reason;
+/// the client reconnects with `?since=` that position after refetching its state.
+pub const CLOSE_RESET: u16 = 4000;

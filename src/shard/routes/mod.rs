@@ -1,0 +1,12 @@
+//! What the router dispatches to: `poll.rs` (short and long polls), `publish.rs`, `sse.rs`
+//! (event streams) and `ws.rs` (the WebSocket upgrade and its bursts, v1 commands), with what
+//! every route shares: `answer.rs` (`Req`, `Answer`, `Next`, CORS) and `connio.rs` (`Conn`, a
+//! connection's socket and buffers).
+//! Must not: import `http/` (the router is above the routes, not beside them).
+
+pub mod answer;
+pub mod connio;
+pub mod poll;
+pub mod publish;
+pub mod sse;
+pub mod ws;
