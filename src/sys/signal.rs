@@ -13,9 +13,8 @@ pub struct ShutdownSignals(libc::sigset_t);
 /// Blocks SIGINT and SIGTERM in this thread (threads spawned later inherit the mask), and
 /// ignores SIGPIPE, so a peer that vanishes can never kill the process through a write.
 pub fn block_shutdown_signals() -> ShutdownSignals {
-    // SAFETY: sigset manipulation on a local (all-zero is a valid sigset_t before
-    // sigemptyset), then pthread_sigmask for this thread with a pointer to it; signal() sets
-    // SIG_IGN, which runs no code.
+    // An all-zero sigset_t is valid before sigemptyset; signal() sets SIG_IGN, which runs no code.
+    // SAFETY: sigset calls on a local, pthread_sigmask for this thread with a pointer to it.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);

@@ -14,10 +14,10 @@ pub trait KeyWake: 'static {
 
 /// A waker that calls `W::wake(key)` when woken (by value or by reference).
 pub fn key_waker<W: KeyWake>(key: usize) -> Waker {
-    // SAFETY: the vtable's functions never dereference the data pointer (it is `key`, cast);
-    // clone copies it, drop has nothing to free, and wake calls a safe function with the key.
-    // They touch no shared memory through the pointer, so the waker is as thread-safe as
+    // Clone copies the key, drop has nothing to free, and wake calls a safe function with it:
+    // no shared memory is touched through the pointer, so the waker is as thread-safe as
     // `W::wake`, which is safe Rust.
+    // SAFETY: the vtable's functions never dereference the data pointer (it is `key`, cast).
     unsafe { Waker::from_raw(raw::<W>(key)) }
 }
 
