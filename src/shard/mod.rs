@@ -11,10 +11,12 @@
 
 pub mod accept;
 pub mod answer;
+pub mod authz;
 pub mod body;
 pub mod conn;
 pub mod connio;
 pub mod core;
+pub mod expiry;
 pub mod inbox;
 pub mod io;
 pub mod out;

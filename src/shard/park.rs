@@ -150,6 +150,10 @@ pub fn finish(sh: &Rc<Shard>, k: usize, end: End) {
                     sse_codec::jittered_retry_ms(sh.node.cfg.sse_retry_ms, seed),
                 );
             }
+            if end == End::Kill(Kill::Expired) {
+                // Data, or a browser dispatches no event.
+                last.extend_from_slice(b"event: expired\ndata: token expired\n\n");
+            }
             M::SseOpen
         }
         Format::WsRaw | Format::WsV1 => {
@@ -176,6 +180,8 @@ pub fn finish(sh: &Rc<Shard>, k: usize, end: End) {
 
 /// Close code for a slow client.
 pub const CLOSE_SLOW_CLIENT: u16 = 1008;
+/// Close code for a stream whose token expired (a private-use code, RFC 6455 §7.4.2).
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 /// Close code for a missing pong.
 pub const CLOSE_PONG_TIMEOUT: u16 = 1011;
 
@@ -186,6 +192,7 @@ pub fn close_for(end: End) -> Option<(u16, &'static str)> {
         End::Kill(Kill::Slow) => Some((CLOSE_SLOW_CLIENT, "slow client")),
         End::Kill(Kill::Shutdown) => Some((ws_codec::CLOSE_GOING_AWAY, "going away")),
         End::Kill(Kill::PongTimeout) => Some((CLOSE_PONG_TIMEOUT, "ping timeout")),
+        End::Kill(Kill::Expired) => Some((CLOSE_TOKEN_EXPIRED, "token expired")),
         // The reset close frame is already queued.
         End::Kill(Kill::Reset) => None,
         End::Close(code) => Some((code, "")),

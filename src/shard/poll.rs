@@ -18,6 +18,7 @@ use crate::codec::route;
 use crate::fanout::{MsgRef, Since};
 use crate::metrics::M;
 use crate::shard::answer::{cors, Answer, Next, Req, Waiting};
+use crate::shard::authz;
 use crate::shard::core::{Fail, Shard};
 use crate::shard::out::Out;
 use crate::shard::wire;
@@ -147,6 +148,10 @@ pub fn prepare(
             a.error(403, "origin not allowed");
             return Err(Next::KeepAlive);
         }
+    }
+    if let Err(d) = authz::may_read(sh, req, &topic) {
+        authz::refuse(a, d);
+        return Err(Next::KeepAlive);
     }
     let q = req.query();
     let since = since_of(route::query_param(q, "since").as_deref());

@@ -28,6 +28,7 @@ use crate::codec::{route, ws};
 use crate::fanout::NewMsg;
 use crate::metrics::M;
 use crate::shard::answer::{cors, Answer, Next, Req, WsPlan};
+use crate::shard::authz;
 use crate::shard::connio::{release_buf, take_pooled, Conn};
 use crate::shard::core::Counted;
 use crate::shard::core::{Fail, Shard};
@@ -85,6 +86,13 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
     if sh.is_draining() {
         return deny(c, 503, "draining", &[("Retry-After", b"1")]);
     }
+    let grant = match authz::may_read(&sh, req, &topic) {
+        Ok(g) => g,
+        Err(d) if d.status() == 401 => {
+            return deny(c, 401, d.reason(), &[("WWW-Authenticate", b"Bearer")])
+        }
+        Err(d) => return deny(c, d.status(), d.reason(), &[]),
+    };
     let v1 = ws::offers_protocol(up.protocols, SUBPROTOCOL_V1);
     let since = since_of(route::query_param(req.query(), "since").as_deref());
     ws::write_101(
@@ -96,6 +104,8 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
         topic: Arc::from(topic),
         since,
         v1,
+        exp: authz::exp_of(grant.as_ref()),
+        publish: grant.map(Box::new),
     })
 }
 
@@ -103,9 +113,18 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
 /// then on a task runs only while the client's frames are being read (`burst`).
 pub async fn stream(c: Conn, plan: WsPlan, counted: Counted) {
     let sh = c.sh.clone();
-    let WsPlan { topic, since, v1 } = plan;
+    let WsPlan {
+        topic,
+        since,
+        v1,
+        exp,
+        publish,
+    } = plan;
     let format = if v1 { Format::WsV1 } else { Format::WsRaw };
-    let ok = sh.st.borrow_mut().subs.outs.insert(Out::new(c.fd, format));
+    let mut out = Out::new(c.fd, format);
+    out.exp = exp;
+    out.may_publish = authz::ws_may_publish(&sh, publish.as_deref(), &topic);
+    let ok = sh.st.borrow_mut().subs.outs.insert(out);
     let g = StreamGuard::new(&sh, ok);
     match sh.subscribe(ok, topic.clone(), since, usize::MAX).await {
         Ok((sk, w)) => {
@@ -127,7 +146,8 @@ pub async fn stream(c: Conn, plan: WsPlan, counted: Counted) {
     }
     if v1 {
         // A v1 connection keeps its URL topic (the default of `publish`) between bursts.
-        let s = Session::new(&sh, topic, true);
+        let mut s = Session::new(&sh, topic, true);
+        s.grant = publish;
         sh.st.borrow_mut().subs.outs[ok].session = Some(Box::new(s));
     }
     g.disarm();
@@ -237,6 +257,7 @@ impl Session {
             topic,
             v1,
             rx: ws::Inbound::new(sh.node.cfg.max_message_bytes),
+            grant: None,
         }
     }
 
@@ -320,7 +341,14 @@ impl Session {
                 ws::Event::Message { binary } => {
                     let data = self.rx.decoder().take_message().into_boxed_slice();
                     if !self.v1 {
-                        if !sh.node.cfg.client_publish() {
+                        let allowed = sh
+                            .st
+                            .borrow()
+                            .subs
+                            .outs
+                            .get(ok)
+                            .is_some_and(|o| o.may_publish);
+                        if !sh.node.cfg.client_publish() || !allowed {
                             return Some(End::Close(ws::CLOSE_POLICY_VIOLATION));
                         }
                         batch.push(NewMsg {
@@ -386,6 +414,9 @@ impl Session {
                 if count >= MAX_TOPICS_PER_CONNECTION {
                     return error_json(r, "too many topics on this connection", reply);
                 }
+                if let Err(d) = authz::v1_may_read(sh, self.grant.as_deref(), &t) {
+                    return error_json(r, d.reason(), reply);
+                }
                 let since = since_of(cmd.since.as_deref().map(str::as_bytes));
                 match sh
                     .subscribe(ok, Arc::from(t.as_str()), since, usize::MAX)
@@ -438,6 +469,9 @@ impl Session {
                 if !topic_ok(&t) {
                     return error_json(r, "bad topic", reply);
                 }
+                if !authz::ws_may_publish(sh, self.grant.as_deref(), &t) {
+                    return error_json(r, "token does not allow publishing to this topic", reply);
+                }
                 if let Some(e) = &cmd.event {
                     if !valid_event(e.as_bytes()) {
                         return error_json(r, "bad event name", reply);
@@ -476,6 +510,21 @@ impl Session {
                     Err(f) => error_json(r, fail_text(f), reply),
                 }
             }
+            "refresh" => {
+                let token = cmd.token.as_deref().unwrap_or("");
+                match authz::refresh(sh, ok, token.as_bytes()) {
+                    Ok(g) => {
+                        self.grant = Some(Box::new(g));
+                        reply.extend_from_slice(b"{\"type\":\"refreshed\"");
+                        if let Some(r) = r {
+                            reply.extend_from_slice(b",\"ref\":");
+                            wire::json_str(r, reply);
+                        }
+                        reply.push(b'}');
+                    }
+                    Err(d) => error_json(r, d.reason(), reply),
+                }
+            }
             _ => error_json(r, "unknown command type", reply),
         }
     }
@@ -489,6 +538,9 @@ struct Command {
     topic: Option<String>,
     #[serde(default)]
     since: Option<String>,
+    /// `refresh`: the new token.
+    #[serde(default)]
+    token: Option<String>,
     #[serde(default)]
     data: Option<String>,
     #[serde(default)]
