@@ -158,7 +158,8 @@ pub struct Config {
     /// shard's topic home as one command, requests (the first and those already read behind it).
     #[arg(long, default_value_t = DEFAULT_MAX_PIPELINED_PUBLISHES)]
     pub max_pipelined_publishes: usize,
-    /// Require `Authorization: Bearer TOKEN` to publish (default: loopback peers only).
+    /// Require `Authorization: Bearer TOKEN` to publish (default: loopback peers only; with a
+    /// JWT key, a token's `publish` claim also allows).
     #[arg(long)]
     pub publish_token: Option<String>,
     /// Longest long-poll wait, seconds (`wait=` is capped to it).

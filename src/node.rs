@@ -1,5 +1,5 @@
-//! What all shards share, read-only: the configuration, the bus, the metrics and two
-//! approximate totals used as caps. Everything here is `Sync`; nothing here is a shard object.
+//! What all shards share, read-only: the configuration, the token rules, the bus, the metrics
+//! and two approximate totals used as caps. Everything here is `Sync`; nothing here is a shard object.
 //! Kept apart from `fanout` so that `fanout` is only queues and commands, below `config`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize};
