@@ -453,3 +453,57 @@ fn no_token_reaches_the_log() {
         assert!(!log.contains(piece), "a token piece is in the log:\n{log}");
     }
 }
+
+#[test]
+fn v1_subscribes_and_browser_publishes_are_checked_too() {
+    let s = start(&[]);
+    // A v1 subscribe to a topic the token does not cover: an error envelope; a covered one and
+    // a public one are subscribed.
+    let mut t = upgrade_v1(s.addr, &format!("/ws/chat/1?token={}", reader(600)));
+    t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(next_json(&mut t)["type"], "subscribed");
+    for (topic, want) in [
+        ("news", "error"),
+        ("chat/2", "subscribed"),
+        ("public/x", "subscribed"),
+    ] {
+        let mut f = Vec::new();
+        client_frame(
+            &mut f,
+            true,
+            OP_TEXT,
+            json!({"type": "subscribe", "topic": topic, "ref": topic})
+                .to_string()
+                .as_bytes(),
+            [1, 2, 3, 4],
+        );
+        t.write_all(&f).unwrap();
+        let e = next_json(&mut t);
+        assert_eq!(e["type"], want, "{topic}: {e}");
+    }
+    // A browser's POST from an allowed origin can read its answer (the position).
+    let r = post(
+        &s,
+        "/pub/chat/42",
+        &format!(
+            "Origin: https://app.example\r\nContent-Type: application/json\r\nAuthorization: Bearer {}\r\n",
+            reader(600)
+        ),
+        "{\"a\":1}",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    let r = post(
+        &s,
+        "/pub/chat/42",
+        &format!(
+            "Origin: https://evil.example\r\nAuthorization: Bearer {}\r\n",
+            reader(600)
+        ),
+        "x",
+    );
+    assert_eq!(r.status, 403);
+}
