@@ -254,7 +254,7 @@ fn publishing_needs_a_publish_grant_or_the_publish_token() {
 }
 
 #[test]
-fn browser_publishers_get_a_cors_preflight() {
+fn page_publishers_get_a_cors_preflight() {
     let s = start(&[]);
     let pre = |origin: &str| {
         s.request(format!("OPTIONS /pub/chat/42 HTTP/1.1\r\nHost: t\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization, content-type\r\nConnection: close\r\n\r\n").as_bytes())
@@ -455,7 +455,7 @@ fn no_token_reaches_the_log() {
 }
 
 #[test]
-fn v1_subscribes_and_browser_publishes_are_checked_too() {
+fn v1_subscribes_and_page_publishes_are_checked_too() {
     let s = start(&[]);
     // A v1 subscribe to a topic the token does not cover: an error envelope; a covered one and
     // a public one are subscribed.
