@@ -151,7 +151,9 @@ pub fn finish(sh: &Rc<Shard>, k: usize, end: End) {
                 );
             }
             if end == End::Kill(Kill::Expired) {
-                // Data, or a browser dispatches no event.
+                // Behind what is still queued (it may end mid-event), best effort; with data,
+                // or a browser dispatches no event.
+                last = std::mem::take(&mut out.backlog);
                 last.extend_from_slice(b"event: expired\ndata: token expired\n\n");
             }
             M::SseOpen
