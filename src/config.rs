@@ -5,6 +5,7 @@
 //! Must not: start anything; `main.rs` turns a [`Config`] into a running node via `runtime`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
@@ -157,7 +158,8 @@ pub struct Config {
     /// shard's topic home as one command, requests (the first and those already read behind it).
     #[arg(long, default_value_t = DEFAULT_MAX_PIPELINED_PUBLISHES)]
     pub max_pipelined_publishes: usize,
-    /// Require `Authorization: Bearer TOKEN` to publish (default: loopback peers only).
+    /// Require `Authorization: Bearer TOKEN` to publish (default: loopback peers only; with a
+    /// JWT key, a token's `publish` claim also allows).
     #[arg(long)]
     pub publish_token: Option<String>,
     /// Longest long-poll wait, seconds (`wait=` is capped to it).
@@ -182,6 +184,27 @@ pub struct Config {
     /// Messages sent by WebSocket clients are published to the connection's topic.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     pub ws_client_publish: OnOff,
+
+    /// HMAC secret for HS256/384/512 tokens, read from this file (at least 32 bytes). With any
+    /// JWT key configured, subscribing on every transport needs a token.
+    #[arg(long, value_name = "PATH")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// PEM public key for RS*/PS* (RSA), ES256/ES384 (EC P-256/P-384) or EdDSA (Ed25519) tokens
+    /// (repeatable, for rotation).
+    #[arg(long, value_name = "PATH")]
+    pub jwt_public_key_file: Vec<PathBuf>,
+    /// Accept only tokens whose `aud` claim names this audience.
+    #[arg(long)]
+    pub jwt_audience: Option<String>,
+    /// Accept only tokens whose `iss` claim is this issuer.
+    #[arg(long)]
+    pub jwt_issuer: Option<String>,
+    /// Also read the token from this cookie (after `Authorization: Bearer` and `?token=`).
+    #[arg(long, value_name = "NAME")]
+    pub jwt_cookie: Option<String>,
+    /// Topics anyone may read without a token: a name, a prefix ending in `*`, or `*` (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    pub public_topic: Vec<String>,
 }
 
 impl Config {
@@ -235,6 +258,15 @@ impl Config {
                 );
             }
         }
+        if let Some(c) = &self.jwt_cookie {
+            if c.is_empty()
+                || !c
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+            {
+                return Err(format!("--jwt-cookie {c:?} is not a cookie name"));
+            }
+        }
         for o in &self.allow_origin {
             if o.is_empty() || o.bytes().any(|b| b.is_ascii_control() || b == b' ') {
                 return Err(format!("--allow-origin {o:?} is not an origin or '*'"));
@@ -252,6 +284,17 @@ impl Config {
         let mut c = Config::try_parse_from(args).map_err(|e| e.to_string())?;
         c.validate()?;
         Ok(c)
+    }
+
+    /// The token rules' part of the configuration.
+    pub fn auth_config(&self) -> crate::auth::AuthConfig {
+        crate::auth::AuthConfig {
+            jwt_secret_file: self.jwt_secret_file.clone(),
+            jwt_public_key_files: self.jwt_public_key_file.clone(),
+            jwt_audience: self.jwt_audience.clone(),
+            jwt_issuer: self.jwt_issuer.clone(),
+            public_topics: self.public_topic.clone(),
+        }
     }
 
     pub fn client_publish(&self) -> bool {

@@ -23,7 +23,15 @@ fn main() {
         eprintln!("ringcast: {e}");
         std::process::exit(2);
     }
-    if let Err(e) = runtime::run(cfg) {
+    // A key that does not parse is a configuration error like any other.
+    let auth = match ringcast::auth::Auth::load(&cfg.auth_config()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ringcast: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = runtime::run(cfg, auth) {
         eprintln!("ringcast: {e}");
         std::process::exit(1);
     }

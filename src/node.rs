@@ -1,9 +1,10 @@
-//! What all shards share, read-only: the configuration, the bus, the metrics and two
-//! approximate totals used as caps. Everything here is `Sync`; nothing here is a shard object.
+//! What all shards share, read-only: the configuration, the token rules, the bus, the metrics
+//! and two approximate totals used as caps. Everything here is `Sync`; nothing here is a shard object.
 //! Kept apart from `fanout` so that `fanout` is only queues and commands, below `config`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::fanout::Bus;
 use crate::metrics::Metrics;
@@ -11,6 +12,8 @@ use crate::metrics::Metrics;
 /// Built once by `runtime::run`, then shared by every shard thread behind an `Arc`.
 pub struct Node {
     pub cfg: Config,
+    /// The token rules (`--jwt-*`), loaded once at startup; `None` when no key is configured.
+    pub auth: Option<Auth>,
     pub bus: Bus,
     pub metrics: Metrics,
     /// Open connections on all shards (the `--max-connections` cap).
@@ -24,7 +27,7 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(cfg: Config) -> Node {
+    pub fn new(cfg: Config, auth: Option<Auth>) -> Node {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u128(
@@ -41,6 +44,7 @@ impl Node {
             topics: Default::default(),
             shutting_down: Default::default(),
             seed: h.finish(),
+            auth,
             cfg,
         }
     }

@@ -137,7 +137,7 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Runs the node until a signal drains it. Returns when every shard has stopped.
-pub fn run(cfg: Config) -> io::Result<()> {
+pub fn run(cfg: Config, auth: Option<crate::auth::Auth>) -> io::Result<()> {
     crate::log::set_level(cfg.log_level);
     // Before any thread starts, so every shard thread inherits the mask.
     let signals = signal::block_shutdown_signals();
@@ -166,7 +166,7 @@ pub fn run(cfg: Config) -> io::Result<()> {
         cfg.history_bytes,
         cfg.history_secs,
     );
-    let node = Arc::new(Node::new(cfg));
+    let node = Arc::new(Node::new(cfg, auth));
     let mut threads = Vec::new();
     for (id, listener) in listeners.into_iter().enumerate() {
         let node = node.clone();

@@ -9,6 +9,7 @@ use crate::debug;
 use crate::metrics::M;
 use crate::shard::core::Shard;
 use crate::shard::stream::chores;
+use crate::shard::stream::expiry;
 
 /// Once a second: refresh the Date, free idle topics, send heartbeats on quiet streams.
 pub(crate) async fn ticker_task(sh: Rc<Shard>) {
@@ -18,6 +19,7 @@ pub(crate) async fn ticker_task(sh: Rc<Shard>) {
         monoio::time::sleep(Duration::from_secs(1)).await;
         tick += 1;
         sweep_topics(&sh);
+        expiry::sweep(&sh, unix_secs());
         let hb = sh.node.cfg.heartbeat_secs;
         if hb > 0 && tick.is_multiple_of(hb) {
             chores::send_heartbeats(&sh, tick);
@@ -27,11 +29,15 @@ pub(crate) async fn ticker_task(sh: Rc<Shard>) {
     }
 }
 
-pub(crate) fn refresh_date(sh: &Shard) {
-    let secs = std::time::SystemTime::now()
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+pub(crate) fn refresh_date(sh: &Shard) {
+    let secs = unix_secs();
     let mut d = [0u8; 29];
     crate::codec::http1::http_date(secs, &mut d);
     sh.date.set(d);

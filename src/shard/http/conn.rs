@@ -179,9 +179,12 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
         Method::Patch => b"PATCH",
         Method::Other => b"",
     };
+    // Browser publishers send a preflight (`publish` answers it); `Allow` still says POST.
+    let publish = matches!(r, Route::Publish(_) | Route::PublishBatch);
     let allowed = allow
         .split(|&b| b == b',')
-        .any(|m| m.trim_ascii() == method_name);
+        .any(|m| m.trim_ascii() == method_name)
+        || (publish && method == Method::Options);
     if !allowed {
         sh.metrics().inc(M::BadRequests);
         return answer_without_body(
@@ -193,7 +196,7 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
         );
     }
     if method == Method::Options {
-        return preflight(c, head);
+        return preflight(c, head, publish);
     }
     // The body, for the routes that take one.
     let mut body = Vec::new();
@@ -294,7 +297,19 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
                 date: sh.date.get(),
                 cors: None,
             };
+            // A browser publisher reads the answer (its position) only with CORS headers.
+            let origin = if publish {
+                cors(&sh, &buf, head)
+            } else {
+                Ok(None)
+            };
+            a.cors = origin.clone().unwrap_or(None);
             let n = match other {
+                Route::Publish(_) | Route::PublishBatch if origin.is_err() => {
+                    sh.metrics().inc(M::BadRequests);
+                    a.error(403, "origin not allowed");
+                    Next::KeepAlive
+                }
                 Route::Healthz => {
                     a.send(200, &[("Content-Type", b"text/plain")], b"ok\n");
                     Next::KeepAlive
@@ -362,8 +377,17 @@ fn answer_without_body(
     Next::KeepAlive
 }
 
-/// CORS preflight for the browser routes.
-fn preflight(c: &mut Conn, head: &Head) -> Next {
+/// CORS preflight for the browser routes: the read routes, and `POST /pub` for browser
+/// publishers (who send `Authorization` and a JSON `Content-Type`).
+fn preflight(c: &mut Conn, head: &Head, publish: bool) -> Next {
+    let (methods, headers): (&[u8], &[u8]) = if publish {
+        (b"POST, OPTIONS", b"Authorization, Content-Type")
+    } else {
+        (
+            b"GET, HEAD, OPTIONS",
+            b"Last-Event-ID, If-None-Match, Cache-Control, Authorization",
+        )
+    };
     let sh = c.sh.clone();
     let keep_alive = head.keep_alive && !sh.is_draining();
     let verdict = cors(&sh, &c.rbuf, head);
@@ -381,18 +405,15 @@ fn preflight(c: &mut Conn, head: &Head) -> Next {
                 204,
                 &[
                     ("Access-Control-Allow-Origin", &origin),
-                    ("Access-Control-Allow-Methods", b"GET, HEAD, OPTIONS"),
-                    (
-                        "Access-Control-Allow-Headers",
-                        b"Last-Event-ID, If-None-Match, Cache-Control",
-                    ),
+                    ("Access-Control-Allow-Methods", methods),
+                    ("Access-Control-Allow-Headers", headers),
                     ("Access-Control-Max-Age", b"600"),
                     ("Vary", b"Origin"),
                 ],
                 b"",
             );
         }
-        Ok(None) => a.send(204, &[("Allow", b"GET, HEAD, OPTIONS")], b""),
+        Ok(None) => a.send(204, &[("Allow", methods)], b""),
         Err(OriginDenied) => {
             sh.metrics().inc(M::BadRequests);
             a.error(403, "origin not allowed");

@@ -39,7 +39,7 @@ pub(crate) async fn publish_pipeline(
         // of the executor turn (`Shard::publish_batched`).
         return (publish::single(sh, req, a, topic).await, 0);
     }
-    let first = match publish::message(sh, req) {
+    let first = match publish::message(sh, req, &topic) {
         Ok(m) => m,
         Err(r) => return (publish::refuse(sh, a, r), 0),
     };
@@ -63,7 +63,11 @@ pub(crate) async fn publish_pipeline(
                 body: &p.body,
                 peer: req.peer,
             };
-            let Ok(m) = publish::message(sh, &r) else {
+            // A browser's publish answers with its own CORS headers: it is served alone.
+            if r.header("origin").is_some() {
+                break;
+            }
+            let Ok(m) = publish::message(sh, &r, &p.topic) else {
                 break;
             };
             msgs.push((Arc::from(p.topic), m));

@@ -11,6 +11,7 @@
 //! | 1008 | slow client: its send buffer hit `--client-buffer-bytes` (`--slow-client disconnect`) |
 //! | 1011 | no pong within `--pong-timeout-secs` of a ping |
 //! | 4000 | raw mode only: reset — the resume point is outside history, or messages were dropped; the reason is `reset EPOCH:OFFSET` (the current position) |
+//! | 4001 | the stream's token expired (`token expired`); a `ringcast.v1` client may `refresh` before |
 //!
 //! Must not: repeat a number `codec::ws` already names.
 
@@ -27,3 +28,6 @@ pub(crate) const CLOSE_PONG_TIMEOUT: u16 = ws::CLOSE_INTERNAL_ERROR;
 /// band, so the connection is closed with this code and the current position as the reason;
 /// the client reconnects with `?since=` that position after refetching its state.
 pub const CLOSE_RESET: u16 = 4000;
+
+/// The stream's token expired (a `ringcast.v1` client could have sent `refresh` before).
+pub(crate) const CLOSE_TOKEN_EXPIRED: u16 = 4001;

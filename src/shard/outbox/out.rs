@@ -24,6 +24,8 @@ pub enum Kill {
     Reset,
     /// WebSocket: no pong within `--pong-timeout-secs` of a ping.
     PongTimeout,
+    /// The token's `exp` passed (SSE: `event: expired`; WebSocket: close 4001).
+    Expired,
 }
 
 /// One streaming connection's shard-side state.
@@ -63,6 +65,13 @@ pub struct Out {
     /// The client sent more while the burst task was awaiting: it reads again before parking
     /// (the edge-triggered event for it has been taken already).
     pub unread: bool,
+    /// With auth on: the token's `exp` in seconds since the epoch (`authz::exp_of`), 0 when
+    /// nothing expires. The ticker's `expiry::sweep` ends the stream past it.
+    pub exp: u32,
+    /// A `ringcast.v1` client was sent `{"type":"expired"}` for this `exp`.
+    pub warned: bool,
+    /// A raw WebSocket's messages may be published to its topic (`authz::ws_may_publish`).
+    pub may_publish: bool,
 }
 
 impl Out {
@@ -85,6 +94,9 @@ impl Out {
             session: None,
             busy: false,
             unread: false,
+            exp: 0,
+            warned: false,
+            may_publish: true,
         }
     }
 

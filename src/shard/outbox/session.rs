@@ -15,4 +15,7 @@ pub struct Session {
     pub(crate) v1: bool,
     /// The frame decoder and the partial header carried between reads.
     pub(crate) rx: ws::Inbound,
+    /// A v1 connection's grant (auth on, token given): its subscribes and publishes are checked
+    /// against it, a `refresh` replaces it.
+    pub(crate) grant: Option<Box<crate::auth::Grant>>,
 }

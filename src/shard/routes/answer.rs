@@ -152,6 +152,8 @@ impl Answer<'_> {
 pub struct SsePlan {
     pub(crate) topic: Arc<str>,
     pub(crate) since: Since,
+    /// The token's `exp` (`authz::exp_of`): 0 when nothing expires.
+    pub(crate) exp: u32,
 }
 
 /// What a WebSocket needs once its request is gone.
@@ -159,6 +161,11 @@ pub struct WsPlan {
     pub(crate) topic: Arc<str>,
     pub(crate) since: Since,
     pub(crate) v1: bool,
+    /// The token's `exp` (`authz::exp_of`): 0 when nothing expires.
+    pub(crate) exp: u32,
+    /// The connection's grant, for its publishes and v1 subscribes (`None`: auth off or a
+    /// public topic read without a token).
+    pub(crate) publish: Option<Box<crate::auth::Grant>>,
 }
 
 /// A long poll waiting for news, held by its connection loop (`conn::Conn::fill`), which waits

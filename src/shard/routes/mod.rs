@@ -5,8 +5,10 @@
 //! Must not: import `http/` (the router is above the routes, not beside them).
 
 pub mod answer;
+pub mod authz;
 pub mod connio;
 pub mod poll;
 pub mod publish;
 pub mod sse;
+pub mod v1;
 pub mod ws;

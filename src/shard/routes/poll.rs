@@ -22,6 +22,7 @@ use crate::shard::outbox::out::Out;
 use crate::shard::outbox::wire;
 use crate::shard::outbox::wire::Format;
 use crate::shard::routes::answer::{cors, Answer, Next, Req, Waiting};
+use crate::shard::routes::authz;
 
 /// Reads `since`-like query parameters: absent, unreadable, or a position.
 pub fn since_of(v: Option<&[u8]>) -> Since {
@@ -147,6 +148,10 @@ pub fn prepare(
             a.error(403, "origin not allowed");
             return Err(Next::KeepAlive);
         }
+    }
+    if let Err(d) = authz::may_read(sh, req, &topic) {
+        authz::refuse(a, d);
+        return Err(Next::KeepAlive);
     }
     let q = req.query();
     let since = since_of(route::query_param(q, "since").as_deref());

@@ -1,6 +1,6 @@
 //! `POST /pub/{topic}` and `POST /pub` (batch): authorisation, payload kind, positions.
 //!
-//! Owns: who may publish (`--publish-token`, else loopback peers only), the text/binary rule
+//! Owns: applying who may publish (`authz::publisher`), the text/binary rule
 //! (text = valid UTF-8 and not `Content-Type: application/octet-stream`), event-name checks and
 //! the all-or-nothing validation of a batch before anything is published. `message` is the one
 //! set of checks a `POST /pub/{topic}` passes, whether it is published alone or with the
@@ -19,38 +19,10 @@ use crate::fanout::{NewMsg, TopicMsgs};
 use crate::metrics::M;
 use crate::shard::core::{Fail, Shard};
 use crate::shard::routes::answer::{Answer, Next, Req};
+use crate::shard::routes::authz;
 
 /// Longest event name, bytes.
 pub const MAX_EVENT_NAME_BYTES: usize = 64;
-
-/// Checks the publisher. Err: (status, reason, needs WWW-Authenticate).
-fn authorize(sh: &Shard, req: &Req<'_>) -> Result<(), (u16, &'static str)> {
-    match &sh.node.cfg.publish_token {
-        Some(tok) => {
-            let Some(v) = req.header("authorization") else {
-                return Err((401, "publishing needs Authorization: Bearer <token>"));
-            };
-            let given = v.strip_prefix(b"Bearer ").unwrap_or(b"");
-            if constant_time_eq(given, tok.as_bytes()) {
-                Ok(())
-            } else {
-                Err((403, "wrong publish token"))
-            }
-        }
-        None if req.peer.ip().is_loopback() => Ok(()),
-        None => Err((
-            403,
-            "publishing is allowed from loopback only; set --publish-token",
-        )),
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 /// An event name: 1..=64 bytes of printable ASCII without spaces or ':' at the start.
 pub fn valid_event(e: &[u8]) -> bool {
@@ -60,20 +32,7 @@ pub fn valid_event(e: &[u8]) -> bool {
 fn deny(sh: &Shard, a: &mut Answer<'_>, status: u16, reason: &str) -> Next {
     sh.metrics().inc(M::BadRequests);
     crate::debug!("publish refused: {status} {reason}");
-    if status == 401 {
-        let mut body = reason.as_bytes().to_vec();
-        body.push(b'\n');
-        a.send(
-            401,
-            &[
-                ("WWW-Authenticate", b"Bearer"),
-                ("Content-Type", b"text/plain; charset=utf-8"),
-            ],
-            &body,
-        );
-    } else {
-        a.error(status, reason);
-    }
+    authz::write_refusal(a, status, reason);
     Next::KeepAlive
 }
 
@@ -126,8 +85,8 @@ pub type Refusal = (u16, &'static str);
 /// publisher, event name, text or binary. The body limit is the connection's (it read the
 /// body). A request pipelined behind a remote-homed publish passes the same checks before it
 /// may join its batch (`conn.rs`).
-pub fn message(sh: &Shard, req: &Req<'_>) -> Result<NewMsg, Refusal> {
-    authorize(sh, req)?;
+pub fn message(sh: &Shard, req: &Req<'_>, topic: &str) -> Result<NewMsg, Refusal> {
+    authz::publisher(sh, req)?.may(topic)?;
     let event = match route::query_param(req.query(), "event") {
         None => None,
         Some(e) if valid_event(&e) => Some(String::from_utf8_lossy(&e).into()),
@@ -174,7 +133,7 @@ pub fn answer(a: &mut Answer<'_>, r: Result<Vec<Position>, Fail>) -> Next {
 }
 
 pub async fn single(sh: &Rc<Shard>, req: &Req<'_>, a: &mut Answer<'_>, topic: String) -> Next {
-    let msg = match message(sh, req) {
+    let msg = match message(sh, req, &topic) {
         Ok(m) => m,
         Err(r) => return refuse(sh, a, r),
     };
@@ -212,9 +171,10 @@ struct BatchItem {
 }
 
 pub async fn batch(sh: &Rc<Shard>, req: &Req<'_>, a: &mut Answer<'_>) -> Next {
-    if let Err((s, r)) = authorize(sh, req) {
-        return deny(sh, a, s, r);
-    }
+    let publisher = match authz::publisher(sh, req) {
+        Ok(p) => p,
+        Err((s, r)) => return deny(sh, a, s, r),
+    };
     let items: Vec<BatchItem> = match serde_json::from_slice(req.body) {
         Ok(v) => v,
         Err(_) => {
@@ -235,6 +195,9 @@ pub async fn batch(sh: &Rc<Shard>, req: &Req<'_>, a: &mut Answer<'_>) -> Next {
     for (i, it) in items.into_iter().enumerate() {
         if route::validate_topic(it.topic.as_bytes(), cfg.max_topic_bytes).is_err() {
             return deny(sh, a, 400, "bad topic in batch");
+        }
+        if let Err((s, r)) = publisher.may(&it.topic) {
+            return deny(sh, a, s, r);
         }
         if let Some(e) = &it.event {
             if !valid_event(e.as_bytes()) {
@@ -302,12 +265,5 @@ mod tests {
         assert!(!valid_event(b"two words"));
         assert!(!valid_event(b"line\nbreak"));
         assert!(!valid_event(&[b'x'; 65]));
-    }
-
-    #[test]
-    fn token_compare() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }

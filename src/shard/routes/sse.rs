@@ -22,6 +22,7 @@ use crate::shard::io;
 use crate::shard::outbox::out::Out;
 use crate::shard::outbox::wire::Format;
 use crate::shard::routes::answer::{cors, Answer, Next, Req, SsePlan};
+use crate::shard::routes::authz;
 use crate::shard::routes::connio::Conn;
 use crate::shard::routes::poll::since_of;
 use crate::shard::stream::park::{self, retry_seed, StreamGuard};
@@ -43,6 +44,21 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
                 cors: None,
             };
             a.error(403, "origin not allowed");
+            return Next::KeepAlive;
+        }
+    };
+    let exp = match authz::may_read(&sh, req, &topic) {
+        Ok(g) => authz::exp_of(g.as_ref()),
+        Err(d) => {
+            let mut a = Answer {
+                http10: req.head.minor_version == 0,
+                out: &mut c.wbuf,
+                keep_alive: req.head.keep_alive,
+                head_only: req.head.method == http1::Method::Head,
+                date: sh.date.get(),
+                cors: origin,
+            };
+            authz::refuse(&mut a, d);
             return Next::KeepAlive;
         }
     };
@@ -85,6 +101,7 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
     Next::Sse(SsePlan {
         topic: Arc::from(topic),
         since,
+        exp,
     })
 }
 
@@ -92,12 +109,9 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
 /// it — from then on it holds no task (see `park.rs`).
 pub async fn stream(c: Conn, plan: SsePlan, counted: Counted) {
     let sh = c.sh.clone();
-    let ok = sh
-        .st
-        .borrow_mut()
-        .subs
-        .outs
-        .insert(Out::new(c.fd, Format::Sse));
+    let mut out = Out::new(c.fd, Format::Sse);
+    out.exp = plan.exp;
+    let ok = sh.st.borrow_mut().subs.outs.insert(out);
     let g = StreamGuard::new(&sh, ok);
     match sh.subscribe(ok, plan.topic, plan.since, usize::MAX).await {
         Ok((sk, _)) => {

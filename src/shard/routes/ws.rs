@@ -1,9 +1,9 @@
 //! `GET /ws/{topic}`: a WebSocket connection on the pub/sub core (RFC 6455).
 //!
 //! Owns: the upgrade (origin check, handshake validation, `ringcast.v1` negotiation), resume
-//! with `?since=`, the connection loop (client frames in, control frames and replies out), the
-//! `ringcast.v1` commands. Which close code says why the server ended a connection is
-//! `outbox/close.rs`.
+//! with `?since=`, the connection loop (client frames in, control frames and replies out). The
+//! `ringcast.v1` commands are `v1.rs`; which close code says why the server ended a connection
+//! is `outbox/close.rs`.
 //!
 //! Live messages are written by the inbox task's flush. Once subscribed, the connection is
 //! parked (`park.rs`): it holds no task while idle, and a short task (`burst`) runs only while
@@ -14,30 +14,27 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use serde::Deserialize;
-
 use crate::codec::{route, ws};
 use crate::fanout::NewMsg;
 use crate::metrics::M;
 use crate::shard::core::Counted;
-use crate::shard::core::{Fail, Shard};
+use crate::shard::core::Shard;
 use crate::shard::io::READ_CHUNK_BYTES;
 use crate::shard::io::{self, ReadOutcome};
 use crate::shard::outbox::out::{Kill, Out};
 use crate::shard::outbox::session::Session;
 use crate::shard::outbox::wire::Format;
-use crate::shard::outbox::wire::{self, error_json, subscribed_json};
+use crate::shard::outbox::wire::{error_json, subscribed_json};
 use crate::shard::routes::answer::{cors, Answer, Next, Req, WsPlan};
+use crate::shard::routes::authz;
 use crate::shard::routes::connio::{release_buf, take_pooled, Conn};
 use crate::shard::routes::poll::since_of;
-use crate::shard::routes::publish::valid_event;
+use crate::shard::routes::v1::{fail_text, Command};
 use crate::shard::stream::park::StreamGuard;
 use crate::shard::stream::park::{self, End};
 
 /// The subprotocol with JSON envelopes, ids and commands.
 pub const SUBPROTOCOL_V1: &str = "ringcast.v1";
-/// Most topics one `ringcast.v1` connection may subscribe to.
-pub const MAX_TOPICS_PER_CONNECTION: usize = 64;
 /// Checks an upgrade request and writes the 101 into `c.wbuf`; refusals are plain HTTP.
 pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
     let sh = c.sh.clone();
@@ -73,6 +70,13 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
     if sh.is_draining() {
         return deny(c, 503, "draining", &[("Retry-After", b"1")]);
     }
+    let grant = match authz::may_read(&sh, req, &topic) {
+        Ok(g) => g,
+        Err(d) if d.status() == 401 => {
+            return deny(c, 401, d.reason(), &[("WWW-Authenticate", b"Bearer")])
+        }
+        Err(d) => return deny(c, d.status(), d.reason(), &[]),
+    };
     let v1 = ws::offers_protocol(up.protocols, SUBPROTOCOL_V1);
     let since = since_of(route::query_param(req.query(), "since").as_deref());
     ws::write_101(
@@ -84,6 +88,8 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
         topic: Arc::from(topic),
         since,
         v1,
+        exp: authz::exp_of(grant.as_ref()),
+        publish: grant.map(Box::new),
     })
 }
 
@@ -91,9 +97,18 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
 /// then on a task runs only while the client's frames are being read (`burst`).
 pub async fn stream(c: Conn, plan: WsPlan, counted: Counted) {
     let sh = c.sh.clone();
-    let WsPlan { topic, since, v1 } = plan;
+    let WsPlan {
+        topic,
+        since,
+        v1,
+        exp,
+        publish,
+    } = plan;
     let format = if v1 { Format::WsV1 } else { Format::WsRaw };
-    let ok = sh.st.borrow_mut().subs.outs.insert(Out::new(c.fd, format));
+    let mut out = Out::new(c.fd, format);
+    out.exp = exp;
+    out.may_publish = authz::ws_may_publish(&sh, publish.as_deref(), &topic);
+    let ok = sh.st.borrow_mut().subs.outs.insert(out);
     let g = StreamGuard::new(&sh, ok);
     match sh.subscribe(ok, topic.clone(), since, usize::MAX).await {
         Ok((sk, w)) => {
@@ -115,7 +130,8 @@ pub async fn stream(c: Conn, plan: WsPlan, counted: Counted) {
     }
     if v1 {
         // A v1 connection keeps its URL topic (the default of `publish`) between bursts.
-        let s = Session::new(&sh, topic, true);
+        let mut s = Session::new(&sh, topic, true);
+        s.grant = publish;
         sh.st.borrow_mut().subs.outs[ok].session = Some(Box::new(s));
     }
     g.disarm();
@@ -184,13 +200,6 @@ pub async fn burst(sh: Rc<Shard>, k: usize) {
     park::serve(&sh, k);
 }
 
-fn fail_text(f: Fail) -> &'static str {
-    match f {
-        Fail::TooManyTopics => "too many topics",
-        Fail::Overloaded => "overloaded",
-    }
-}
-
 /// What one read of a burst came to.
 enum Step {
     /// The read filled its chunk: there may be more.
@@ -225,6 +234,7 @@ impl Session {
             topic,
             v1,
             rx: ws::Inbound::new(sh.node.cfg.max_message_bytes),
+            grant: None,
         }
     }
 
@@ -308,7 +318,14 @@ impl Session {
                 ws::Event::Message { binary } => {
                     let data = self.rx.decoder().take_message().into_boxed_slice();
                     if !self.v1 {
-                        if !sh.node.cfg.client_publish() {
+                        let allowed = sh
+                            .st
+                            .borrow()
+                            .subs
+                            .outs
+                            .get(ok)
+                            .is_some_and(|o| o.may_publish);
+                        if !sh.node.cfg.client_publish() || !allowed {
                             return Some(End::Close(ws::CLOSE_POLICY_VIOLATION));
                         }
                         batch.push(NewMsg {
@@ -350,140 +367,4 @@ impl Session {
         send_frame(sh, ok, &reply);
         None
     }
-
-    async fn command(&mut self, sh: &Rc<Shard>, ok: usize, cmd: Command, reply: &mut Vec<u8>) {
-        let r = cmd.r#ref.as_deref();
-        let cfg = &sh.node.cfg;
-        let topic_ok = |t: &str| route::validate_topic(t.as_bytes(), cfg.max_topic_bytes).is_ok();
-        match cmd.r#type.as_str() {
-            "subscribe" => {
-                let Some(t) = cmd.topic.filter(|t| topic_ok(t)) else {
-                    return error_json(r, "subscribe needs a valid \"topic\"", reply);
-                };
-                let (already, count) = {
-                    let st = sh.st.borrow();
-                    let subs = &st.subs.outs[ok].subs;
-                    let already = subs
-                        .iter()
-                        .any(|sk| st.subs.topic_of(sk).is_some_and(|s| **s == *t));
-                    (already, subs.len())
-                };
-                if already {
-                    return error_json(r, "already subscribed", reply);
-                }
-                if count >= MAX_TOPICS_PER_CONNECTION {
-                    return error_json(r, "too many topics on this connection", reply);
-                }
-                let since = since_of(cmd.since.as_deref().map(str::as_bytes));
-                match sh
-                    .subscribe(ok, Arc::from(t.as_str()), since, usize::MAX)
-                    .await
-                {
-                    Ok((sk, w)) => {
-                        if let Some(o) = sh.st.borrow_mut().subs.outs.get_mut(ok) {
-                            o.subs.push(sk);
-                        }
-                        subscribed_json(&t, w.current, r, reply);
-                    }
-                    Err(f) => error_json(r, fail_text(f), reply),
-                }
-            }
-            "unsubscribe" => {
-                let Some(t) = cmd.topic else {
-                    return error_json(r, "unsubscribe needs \"topic\"", reply);
-                };
-                let found = {
-                    let mut st = sh.st.borrow_mut();
-                    let st = &mut *st;
-                    let found = st.subs.outs[ok]
-                        .subs
-                        .iter()
-                        .find(|&sk| st.subs.topic_of(sk).is_some_and(|s| **s == *t));
-                    if let Some(sk) = found {
-                        st.subs.outs[ok].subs.remove(sk);
-                    }
-                    found
-                };
-                match found {
-                    Some(sk) => {
-                        sh.unsubscribe(sk);
-                        reply.extend_from_slice(b"{\"type\":\"unsubscribed\",\"topic\":");
-                        wire::json_str(&t, reply);
-                        if let Some(r) = r {
-                            reply.extend_from_slice(b",\"ref\":");
-                            wire::json_str(r, reply);
-                        }
-                        reply.push(b'}');
-                    }
-                    None => error_json(r, "not subscribed", reply),
-                }
-            }
-            "publish" => {
-                if !cfg.client_publish() {
-                    return error_json(r, "client publishing is off (--ws-client-publish)", reply);
-                }
-                let t = cmd.topic.unwrap_or_else(|| self.topic.to_string());
-                if !topic_ok(&t) {
-                    return error_json(r, "bad topic", reply);
-                }
-                if let Some(e) = &cmd.event {
-                    if !valid_event(e.as_bytes()) {
-                        return error_json(r, "bad event name", reply);
-                    }
-                }
-                let Some(d) = cmd.data else {
-                    return error_json(r, "publish needs \"data\"", reply);
-                };
-                let (data, binary): (Box<[u8]>, bool) = match cmd.encoding.as_deref() {
-                    None => (d.into_bytes().into(), false),
-                    Some("base64") => {
-                        use base64::Engine as _;
-                        match base64::engine::general_purpose::STANDARD.decode(&d) {
-                            Ok(b) => (b.into(), true),
-                            Err(_) => return error_json(r, "bad base64", reply),
-                        }
-                    }
-                    Some(_) => return error_json(r, "unknown encoding", reply),
-                };
-                let msg = NewMsg {
-                    event: cmd.event.map(Into::into),
-                    data,
-                    binary,
-                };
-                match sh.publish(Arc::from(t.as_str()), vec![msg]).await {
-                    Ok(ps) => {
-                        reply.extend_from_slice(b"{\"type\":\"ack\"");
-                        if let Some(r) = r {
-                            reply.extend_from_slice(b",\"ref\":");
-                            wire::json_str(r, reply);
-                        }
-                        reply.extend_from_slice(b",\"id\":\"");
-                        ps[0].write(reply);
-                        reply.extend_from_slice(b"\"}");
-                    }
-                    Err(f) => error_json(r, fail_text(f), reply),
-                }
-            }
-            _ => error_json(r, "unknown command type", reply),
-        }
-    }
-}
-
-/// A `ringcast.v1` client command.
-#[derive(Deserialize)]
-struct Command {
-    r#type: String,
-    #[serde(default)]
-    topic: Option<String>,
-    #[serde(default)]
-    since: Option<String>,
-    #[serde(default)]
-    data: Option<String>,
-    #[serde(default)]
-    event: Option<String>,
-    #[serde(default)]
-    encoding: Option<String>,
-    /// Echoed in the ack or error, so a client can match replies.
-    #[serde(default)]
-    r#ref: Option<String>,
 }

@@ -4,4 +4,5 @@
 //! Must not: import `routes/` or `http/`.
 
 pub mod chores;
+pub mod expiry;
 pub mod park;

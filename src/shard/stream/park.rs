@@ -29,7 +29,7 @@ use crate::codec::ws as ws_codec;
 use crate::metrics::M;
 use crate::shard::core::{self, Shard};
 use crate::shard::io;
-use crate::shard::outbox::close::{CLOSE_PONG_TIMEOUT, CLOSE_SLOW_CLIENT};
+use crate::shard::outbox::close::{CLOSE_PONG_TIMEOUT, CLOSE_SLOW_CLIENT, CLOSE_TOKEN_EXPIRED};
 use crate::shard::outbox::out::Kill;
 use crate::shard::outbox::wire::Format;
 use crate::sys::epoll;
@@ -151,6 +151,12 @@ pub fn finish(sh: &Rc<Shard>, k: usize, end: End) {
                     sse_codec::jittered_retry_ms(sh.node.cfg.sse_retry_ms, seed),
                 );
             }
+            if end == End::Kill(Kill::Expired) {
+                // Behind what is still queued (it may end mid-event), best effort; with data,
+                // or a browser dispatches no event.
+                last = std::mem::take(&mut out.backlog);
+                last.extend_from_slice(b"event: expired\ndata: token expired\n\n");
+            }
             M::SseOpen
         }
         Format::WsRaw | Format::WsV1 => {
@@ -182,6 +188,7 @@ pub fn close_for(end: End) -> Option<(u16, &'static str)> {
         End::Kill(Kill::Slow) => Some((CLOSE_SLOW_CLIENT, "slow client")),
         End::Kill(Kill::Shutdown) => Some((ws_codec::CLOSE_GOING_AWAY, "going away")),
         End::Kill(Kill::PongTimeout) => Some((CLOSE_PONG_TIMEOUT, "ping timeout")),
+        End::Kill(Kill::Expired) => Some((CLOSE_TOKEN_EXPIRED, "token expired")),
         // The reset close frame is already queued.
         End::Kill(Kill::Reset) => None,
         End::Close(code) => Some((code, "")),

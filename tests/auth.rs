@@ -1,0 +1,509 @@
+//! Who may read and write, end to end: JWTs on every transport and carrier, refusals with their
+//! statuses, publish grants, expiry of open streams and a v1 refresh, CORS for browser
+//! publishers, and no token in any log line.
+
+#[path = "support/server.rs"]
+mod server;
+#[path = "support/sse_parser.rs"]
+mod sse_parser;
+#[path = "support/wsraw.rs"]
+mod wsraw;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+use server::{read_response, Response, Server};
+use sse_parser::SseParser;
+use wsraw::*;
+
+fn key(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/keys")
+        .join(name)
+}
+
+fn now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+fn hs(claims: serde_json::Value) -> String {
+    let raw = std::fs::read(key("hmac.secret")).unwrap();
+    let secret = raw.strip_suffix(b"\n").unwrap_or(&raw);
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret).unwrap(),
+    )
+    .unwrap()
+}
+
+fn rs(claims: serde_json::Value) -> String {
+    let pem = std::fs::read(key("rsa.key")).unwrap();
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::RS256),
+        &claims,
+        &EncodingKey::from_rsa_pem(&pem).unwrap(),
+    )
+    .unwrap()
+}
+
+/// A reader of `chat/*` who may publish to `chat/42`, valid for `secs`.
+fn reader(secs: u64) -> String {
+    hs(json!({"exp": now() + secs, "sub": "user-42", "topics": ["chat/*"], "publish": ["chat/42"]}))
+}
+
+fn start(extra: &[&str]) -> Server {
+    let secret = key("hmac.secret");
+    let public = key("rsa.pub");
+    let mut args = vec![
+        "--shards",
+        "2",
+        "--jwt-secret-file",
+        secret.to_str().unwrap(),
+        "--jwt-public-key-file",
+        public.to_str().unwrap(),
+        "--public-topic",
+        "public/*",
+        "--jwt-cookie",
+        "rc_token",
+        "--allow-origin",
+        "https://app.example",
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+fn get(s: &Server, path: &str, headers: &str) -> Response {
+    s.request(
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+fn post(s: &Server, path: &str, headers: &str, body: &str) -> Response {
+    s.request(
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+}
+
+#[test]
+fn every_transport_needs_a_covering_token_from_any_carrier() {
+    let s = start(&[]);
+    let t = reader(600);
+    // Missing: 401 with a Bearer challenge, on each transport.
+    for path in ["/poll/chat/1", "/poll/chat/1?wait=1", "/sse/chat/1"] {
+        let r = get(&s, path, "");
+        assert_eq!(r.status, 401, "{path}: {}", r.text());
+        assert!(
+            r.header("www-authenticate").unwrap().starts_with("Bearer"),
+            "{path}"
+        );
+    }
+    let mut ws = s.connect();
+    ws.write_all(b"GET /ws/chat/1 HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut ws, false).unwrap().status, 401);
+    // Each carrier.
+    let auth = format!("Authorization: Bearer {t}\r\n");
+    let cookie = format!("Cookie: a=b; rc_token={t}\r\n");
+    assert_eq!(get(&s, "/poll/chat/1", &auth).status, 200);
+    assert_eq!(get(&s, &format!("/poll/chat/1?token={t}"), "").status, 200);
+    assert_eq!(get(&s, "/poll/chat/1", &cookie).status, 200);
+    // Valid but not covering: 403, on every transport.
+    assert_eq!(get(&s, "/poll/news", &auth).status, 403);
+    assert_eq!(get(&s, &format!("/sse/news?token={t}"), "").status, 403);
+    assert_eq!(get(&s, "/poll/chatroom", &auth).status, 403);
+    // A public topic needs none.
+    assert_eq!(get(&s, "/poll/public/x", "").status, 200);
+    // SSE and WebSocket open with a token in the query (what browsers can send).
+    let mut sse = s.connect();
+    write!(sse, "GET /sse/chat/1?token={t} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut sse, true).unwrap().status, 200);
+    upgrade(s.addr, &format!("/ws/chat/1?token={t}"));
+}
+
+#[test]
+fn bad_tokens_are_401_and_oversized_ones_431() {
+    // The request line's bound may not exceed the head's (the server refuses to start).
+    let s = start(&[
+        "--max-head-bytes",
+        "4096",
+        "--max-request-line-bytes",
+        "4096",
+    ]);
+    let good = reader(600);
+    let b64 = |v: serde_json::Value| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let forged = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"exp": now() + 600, "topics": ["*"]}),
+        &EncodingKey::from_secret(&std::fs::read(key("rsa.pub")).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let bad = [
+        hs(json!({"exp": now() - 5, "topics": ["*"]})),
+        hs(json!({"exp": now() + 600, "nbf": now() + 300, "topics": ["*"]})),
+        hs(json!({"topics": ["*"]})),
+        format!(
+            "{}.{}.",
+            b64(json!({"alg": "none"})),
+            b64(json!({"exp": now() + 600, "topics": ["*"]}))
+        ),
+        forged,
+        good[..good.len() - 5].to_string(),
+        "not-a-token".to_string(),
+        "a.b.c".to_string(),
+        format!("{}.{}.x", b64(json!({"alg": "HS256"})), "bm90IGpzb24"),
+    ];
+    for t in &bad {
+        let r = get(
+            &s,
+            "/poll/chat/1",
+            &format!("Authorization: Bearer {t}\r\n"),
+        );
+        assert_eq!(r.status, 401, "{t}: {}", r.text());
+    }
+    // RS256 from the configured public key works beside the HMAC secret.
+    let r = get(
+        &s,
+        "/poll/chat/1",
+        &format!(
+            "Authorization: Bearer {}\r\n",
+            rs(json!({"exp": now() + 600, "topics": ["chat/*"]}))
+        ),
+    );
+    assert_eq!(r.status, 200);
+    // A token that does not fit the head bound is the head's problem: 431. (In the query it
+    // would make the request line too long first: 414.)
+    let long = "x".repeat(5000);
+    assert_eq!(
+        get(
+            &s,
+            "/poll/chat/1",
+            &format!("Authorization: Bearer {long}\r\n")
+        )
+        .status,
+        431
+    );
+    assert!(s.metric("ringcast_auth_refused_total") >= bad.len() as i64);
+}
+
+#[test]
+fn publishing_needs_a_publish_grant_or_the_publish_token() {
+    let s = start(&["--publish-token", "backend-secret"]);
+    let t = reader(600);
+    // With keys configured, loopback alone is not enough.
+    assert_eq!(post(&s, "/pub/chat/42", "", "x").status, 401);
+    assert_eq!(
+        post(
+            &s,
+            "/pub/chat/42",
+            &format!("Authorization: Bearer {t}\r\n"),
+            "x"
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        post(
+            &s,
+            "/pub/chat/7",
+            &format!("Authorization: Bearer {t}\r\n"),
+            "x"
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        post(
+            &s,
+            "/pub/news",
+            "Authorization: Bearer backend-secret\r\n",
+            "x"
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        post(&s, "/pub/news", "Authorization: Bearer wrong\r\n", "x").status,
+        401
+    );
+
+    // A raw WebSocket may read chat/7 but not publish there: close 1008.
+    let mut w = upgrade(s.addr, &format!("/ws/chat/7?token={t}"));
+    let mut f = Vec::new();
+    client_frame(&mut f, true, OP_TEXT, b"hello", [1, 2, 3, 4]);
+    w.write_all(&f).unwrap();
+    w.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let close = loop {
+        match read_frame(&mut w) {
+            Some((_, OP_CLOSE, p)) => break close_code(&p).0,
+            Some(_) => {}
+            None => panic!("no close"),
+        }
+    };
+    assert_eq!(close, 1008);
+}
+
+#[test]
+fn page_publishers_get_a_cors_preflight() {
+    let s = start(&[]);
+    let pre = |origin: &str| {
+        s.request(format!("OPTIONS /pub/chat/42 HTTP/1.1\r\nHost: t\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization, content-type\r\nConnection: close\r\n\r\n").as_bytes())
+    };
+    let ok = pre("https://app.example");
+    assert_eq!(ok.status, 204);
+    assert_eq!(
+        ok.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert!(ok
+        .header("access-control-allow-methods")
+        .unwrap()
+        .contains("POST"));
+    let h = ok
+        .header("access-control-allow-headers")
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        h.contains("authorization") && h.contains("content-type"),
+        "{h}"
+    );
+    assert_eq!(pre("https://evil.example").status, 403);
+}
+
+#[test]
+fn open_streams_end_when_their_token_expires() {
+    let s = start(&[]);
+    let short = reader(2);
+    // SSE: one `event: expired` with data, then the end of the stream.
+    let mut sse = s.connect();
+    write!(
+        sse,
+        "GET /sse/chat/1?token={short} HTTP/1.1\r\nHost: t\r\n\r\n"
+    )
+    .unwrap();
+    assert_eq!(read_response(&mut sse, true).unwrap().status, 200);
+    let t0 = Instant::now();
+    let mut p = SseParser::new();
+    let events = sse_parser::read_events(&mut sse, &mut p, 1, Duration::from_secs(10));
+    assert_eq!(events.len(), 1, "one event at expiry");
+    assert_eq!(events[0].event, "expired");
+    assert!(!events[0].data.is_empty());
+    let mut rest = Vec::new();
+    sse.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = sse.read_to_end(&mut rest);
+    assert!(t0.elapsed() < Duration::from_secs(8));
+
+    // Raw WebSocket: close 4001 "token expired".
+    let mut w = upgrade(s.addr, &format!("/ws/chat/1?token={}", reader(2)));
+    w.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (code, reason) = loop {
+        match read_frame(&mut w) {
+            Some((_, OP_CLOSE, p)) => break close_code(&p),
+            Some(_) => {}
+            None => panic!("no close"),
+        }
+    };
+    assert_eq!((code, reason.as_str()), (4001, "token expired"));
+}
+
+/// A `ringcast.v1` text frame's JSON, skipping pings.
+fn next_json(t: &mut TcpStream) -> serde_json::Value {
+    loop {
+        match read_frame(t) {
+            Some((_, OP_TEXT, p)) => return serde_json::from_slice(&p).unwrap(),
+            Some((_, OP_CLOSE, p)) => panic!("closed: {:?}", close_code(&p)),
+            Some(_) => {}
+            None => panic!("connection ended"),
+        }
+    }
+}
+
+fn upgrade_v1(addr: std::net::SocketAddr, path: &str) -> TcpStream {
+    let mut t = TcpStream::connect(addr).unwrap();
+    write!(t, "GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ringcast.v1\r\n\r\n").unwrap();
+    let r = read_response(&mut t, true).unwrap();
+    assert_eq!(r.status, 101);
+    t
+}
+
+#[test]
+fn a_v1_client_is_warned_and_may_refresh() {
+    let s = start(&["--publish-token", "backend-secret"]);
+    // Expires in 3 s: inside the 30 s warning window at once.
+    let mut t = upgrade_v1(s.addr, &format!("/ws/chat/1?token={}", reader(3)));
+    t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(next_json(&mut t)["type"], "subscribed");
+    assert_eq!(next_json(&mut t)["type"], "expired");
+    // A token that does not cover the connection's topics is refused; a covering one extends.
+    let mut f = Vec::new();
+    let narrow = hs(json!({"exp": now() + 600, "topics": ["news"]}));
+    client_frame(
+        &mut f,
+        true,
+        OP_TEXT,
+        json!({"type": "refresh", "token": narrow, "ref": "r1"})
+            .to_string()
+            .as_bytes(),
+        [9, 9, 9, 9],
+    );
+    t.write_all(&f).unwrap();
+    let e = next_json(&mut t);
+    assert_eq!(
+        (e["type"].as_str(), e["ref"].as_str()),
+        (Some("error"), Some("r1"))
+    );
+    f.clear();
+    client_frame(
+        &mut f,
+        true,
+        OP_TEXT,
+        json!({"type": "refresh", "token": reader(600), "ref": "r2"})
+            .to_string()
+            .as_bytes(),
+        [9, 9, 9, 9],
+    );
+    t.write_all(&f).unwrap();
+    let a = next_json(&mut t);
+    assert_eq!(
+        (a["type"].as_str(), a["ref"].as_str()),
+        (Some("refreshed"), Some("r2"))
+    );
+    // Past the first token's exp the connection still delivers.
+    std::thread::sleep(Duration::from_secs(4));
+    // With keys configured the backend publishes with its token (loopback is not enough).
+    let r = post(
+        &s,
+        "/pub/chat/1",
+        "Authorization: Bearer backend-secret\r\n",
+        "after",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let m = next_json(&mut t);
+    assert_eq!(
+        (m["type"].as_str(), m["data"].as_str()),
+        (Some("message"), Some("after"))
+    );
+
+    // Without a refresh: closed with 4001 at exp.
+    let mut u = upgrade_v1(s.addr, &format!("/ws/chat/1?token={}", reader(2)));
+    u.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let code = loop {
+        match read_frame(&mut u) {
+            Some((_, OP_CLOSE, p)) => break close_code(&p).0,
+            Some(_) => {}
+            None => panic!("no close"),
+        }
+    };
+    assert_eq!(code, 4001);
+}
+
+#[test]
+fn no_token_reaches_the_log() {
+    let s = start(&["--publish-token", "backend-secret-token-value"]);
+    let ok = reader(600);
+    let expired = hs(json!({"exp": now() - 5, "topics": ["*"], "sub": "old"}));
+    let uncovered = hs(json!({"exp": now() + 600, "topics": ["news"]}));
+    for t in [&ok, &expired, &uncovered] {
+        get(&s, &format!("/poll/chat/1?token={t}"), "");
+        get(
+            &s,
+            "/poll/chat/1",
+            &format!("Authorization: Bearer {t}\r\n"),
+        );
+        get(&s, "/poll/chat/1", &format!("Cookie: rc_token={t}\r\n"));
+        get(&s, &format!("/sse/nope%ZZ?token={t}"), "");
+        let mut w = s.connect();
+        write!(w, "GET /ws/chat/1?token={t} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+        let _ = read_response(&mut w, false);
+    }
+    post(
+        &s,
+        "/pub/x",
+        "Authorization: Bearer backend-secret-token-value\r\n",
+        "m",
+    );
+    post(
+        &s,
+        "/pub/x",
+        "Authorization: Bearer wrong-token-value\r\n",
+        "m",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let log = s.log();
+    assert!(log.contains("DEBUG"), "the server logged at debug level");
+    for secret in [
+        ok.as_str(),
+        expired.as_str(),
+        uncovered.as_str(),
+        "backend-secret-token-value",
+        "wrong-token-value",
+    ] {
+        // Any third of a token would do to replay or brute-force it; none may appear.
+        let piece = &secret[secret.len() / 3..secret.len() / 3 * 2];
+        assert!(!log.contains(piece), "a token piece is in the log:\n{log}");
+    }
+}
+
+#[test]
+fn v1_subscribes_and_page_publishes_are_checked_too() {
+    let s = start(&[]);
+    // A v1 subscribe to a topic the token does not cover: an error envelope; a covered one and
+    // a public one are subscribed.
+    let mut t = upgrade_v1(s.addr, &format!("/ws/chat/1?token={}", reader(600)));
+    t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(next_json(&mut t)["type"], "subscribed");
+    for (topic, want) in [
+        ("news", "error"),
+        ("chat/2", "subscribed"),
+        ("public/x", "subscribed"),
+    ] {
+        let mut f = Vec::new();
+        client_frame(
+            &mut f,
+            true,
+            OP_TEXT,
+            json!({"type": "subscribe", "topic": topic, "ref": topic})
+                .to_string()
+                .as_bytes(),
+            [1, 2, 3, 4],
+        );
+        t.write_all(&f).unwrap();
+        let e = next_json(&mut t);
+        assert_eq!(e["type"], want, "{topic}: {e}");
+    }
+    // A browser's POST from an allowed origin can read its answer (the position).
+    let r = post(
+        &s,
+        "/pub/chat/42",
+        &format!(
+            "Origin: https://app.example\r\nContent-Type: application/json\r\nAuthorization: Bearer {}\r\n",
+            reader(600)
+        ),
+        "{\"a\":1}",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    let r = post(
+        &s,
+        "/pub/chat/42",
+        &format!(
+            "Origin: https://evil.example\r\nAuthorization: Bearer {}\r\n",
+            reader(600)
+        ),
+        "x",
+    );
+    assert_eq!(r.status, 403);
+}
