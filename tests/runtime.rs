@@ -5,61 +5,13 @@
 #[path = "support/server.rs"]
 mod server;
 
-use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use server::{read_response, run_to_exit, Response, Server};
-
-fn send(s: &mut TcpStream, raw: &[u8]) {
-    s.write_all(raw).expect("write request");
-}
-
-fn get_raw(path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes()
-}
-
-fn post_raw(path: &str, body: &[u8]) -> Vec<u8> {
-    let mut raw = format!(
-        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    raw.extend_from_slice(body);
-    raw
-}
-
-/// Sends `raw` on `s` and reads one response (not HEAD).
-fn exchange(s: &mut TcpStream, raw: &[u8]) -> Response {
-    send(s, raw);
-    read_response(s, false).expect("a response")
-}
-
-/// The OFFSET of an `EPOCH:OFFSET` position.
-fn offset(pos: &str) -> u64 {
-    pos.rsplit_once(':')
-        .and_then(|(_, o)| o.parse().ok())
-        .unwrap_or_else(|| panic!("not a position: {pos}"))
-}
-
-/// The position just before `pos`, as a `since` cursor that replays `pos`.
-fn before(pos: &str) -> String {
-    let (epoch, _) = pos.rsplit_once(':').unwrap();
-    format!("{epoch}:{}", offset(pos) - 1)
-}
-
-/// Like [`assert_closed`], but a reset also counts (the server closed with request bytes it
-/// had no reason to read still queued).
-fn assert_closed_or_reset(s: &mut TcpStream, what: &str) {
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut b = [0u8; 64];
-    match s.read(&mut b) {
-        Ok(0) => {}
-        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-        Ok(n) => panic!("{what}: expected close, got {n} more bytes: {:?}", &b[..n]),
-        Err(e) => panic!("{what}: expected close, got {e}"),
-    }
-}
+use server::{
+    assert_closed_or_reset, before, exchange, get_raw, post_raw, read_response, run_to_exit, send,
+    Server,
+};
 
 fn assert_healthy(server: &Server) {
     let r = server.get("/healthz");

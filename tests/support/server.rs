@@ -3,7 +3,7 @@
 //! Included by integration tests with `#[path = "support/server.rs"] mod server;`.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -309,4 +309,56 @@ pub fn pos(id: &str) -> (String, u64) {
         .split_once(':')
         .unwrap_or_else(|| panic!("not a position: {id}"));
     (e.to_string(), o.parse().unwrap())
+}
+
+// ---- raw request helpers shared by the HTTP tests -----------------------------------------
+
+pub fn send(s: &mut TcpStream, raw: &[u8]) {
+    s.write_all(raw).expect("write request");
+}
+
+pub fn get_raw(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes()
+}
+
+pub fn post_raw(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut raw = format!(
+        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    raw
+}
+
+/// Sends `raw` on `s` and reads one response (not HEAD).
+pub fn exchange(s: &mut TcpStream, raw: &[u8]) -> Response {
+    send(s, raw);
+    read_response(s, false).expect("a response")
+}
+
+/// The OFFSET of an `EPOCH:OFFSET` position.
+pub fn offset(pos: &str) -> u64 {
+    pos.rsplit_once(':')
+        .and_then(|(_, o)| o.parse().ok())
+        .unwrap_or_else(|| panic!("not a position: {pos}"))
+}
+
+/// The position just before `pos`, as a `since` cursor that replays `pos`.
+pub fn before(pos: &str) -> String {
+    let (epoch, _) = pos.rsplit_once(':').unwrap();
+    format!("{epoch}:{}", offset(pos) - 1)
+}
+
+/// Asserts the server closed the connection; a reset also counts (the server closed with request bytes it
+/// had no reason to read still queued).
+pub fn assert_closed_or_reset(s: &mut TcpStream, what: &str) {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = [0u8; 64];
+    match s.read(&mut b) {
+        Ok(0) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        Ok(n) => panic!("{what}: expected close, got {n} more bytes: {:?}", &b[..n]),
+        Err(e) => panic!("{what}: expected close, got {e}"),
+    }
 }
