@@ -173,9 +173,9 @@ pub fn finish(sh: &Rc<Shard>, k: usize, end: End) {
         let _ = io::write_some(out.fd, &last);
     }
     io::shutdown_write(out.fd);
-    // SAFETY: a parked stream's fd is owned by its `Out` (`park` moved it there out of the
-    // monoio stream, and only `finish` closes it), which was just removed from the slab, so
-    // nothing uses the fd after this; closing it also takes it out of the readiness set.
+    // `park` moved the fd out of the monoio stream into the `Out`, and only `finish` closes
+    // it; closing it also takes it out of the readiness set.
+    // SAFETY: the fd is owned by the `Out` just removed from the slab: nothing uses it after.
     unsafe { socket::close(out.fd) };
     sh.metrics().dec(gauge);
     core::uncount(sh);
