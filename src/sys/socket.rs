@@ -82,17 +82,7 @@ pub fn peer_closed(fd: RawFd) -> bool {
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
         )
     };
-    if n == 0 {
-        return true;
-    }
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        return !matches!(
-            e.kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-        );
-    }
-    false
+    n == 0 || (n < 0 && failed_now())
 }
 
 /// Reads whatever the peer sent into a small stack buffer and discards it, until the socket
@@ -109,17 +99,19 @@ pub fn discard_input(fd: RawFd) -> bool {
                 libc::MSG_DONTWAIT,
             )
         };
-        if n == 0 {
-            return true;
-        }
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return !matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-            );
+        if n <= 0 {
+            return n == 0 || failed_now();
         }
     }
+}
+
+/// After a `recv` returned -1: did the socket fail (true), or is there only nothing to read
+/// now (would block, or a signal interrupted the call)?
+fn failed_now() -> bool {
+    !matches!(
+        io::Error::last_os_error().kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
 }
 
 /// Writes as much of `buf` as the socket takes now. `Ok(n)` with `n < buf.len()` means full.
