@@ -186,7 +186,6 @@ impl Auth {
     /// then its times and, when configured, audience and issuer.
     pub fn verify(&self, token: &[u8]) -> Result<Grant, Denied> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Denied::Malformed)?;
-        let mut denied = Denied::BadSignature;
         for k in self
             .keys
             .iter()
@@ -215,7 +214,9 @@ impl Auth {
                     });
                 }
                 Err(e) => {
-                    denied = match e.kind() {
+                    // Anything but a bad signature is final: times and claims are checked
+                    // only once a key's signature held.
+                    return Err(match e.kind() {
                         // Another key may have signed it.
                         ErrorKind::InvalidSignature => continue,
                         ErrorKind::ExpiredSignature => Denied::Expired,
@@ -226,13 +227,11 @@ impl Auth {
                             Denied::BadSignature
                         }
                         _ => Denied::Malformed,
-                    };
-                    // The signature held (times and claims are checked after it): final.
-                    return Err(denied);
+                    });
                 }
             }
         }
-        Err(denied)
+        Err(Denied::BadSignature)
     }
 
     /// May this request read `topic`? A public topic needs no token (a token that comes anyway
