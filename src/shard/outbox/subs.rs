@@ -498,30 +498,7 @@ mod tests {
 
     use super::*;
     use crate::codec::position::Position;
-    use crate::fanout::Msg;
-
-    fn msg(epoch: u64, offset: u64, at: Instant) -> MsgRef {
-        Arc::new(Msg {
-            topic: Arc::from("t"),
-            pos: Position::new(epoch, offset),
-            event: None,
-            data: vec![b'x'; 10].into_boxed_slice(),
-            binary: false,
-            at,
-        })
-    }
-
-    fn bounds(messages: usize) -> HistoryBounds {
-        HistoryBounds {
-            messages,
-            bytes: 1 << 20,
-            age: Duration::from_secs(60),
-        }
-    }
-
-    fn offsets(w: &Window) -> Vec<u64> {
-        w.msgs.iter().map(|m| m.pos.offset).collect()
-    }
+    use crate::shard::topics::recent::tests::{bounds, msg, offsets};
 
     fn sub_remote(s: &mut Subscribers, out: usize, topic: &Arc<str>) -> usize {
         let tk = s.remote_topic(topic);

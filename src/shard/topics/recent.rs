@@ -105,14 +105,15 @@ impl Recent {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
     use crate::fanout::Msg;
 
-    fn msg(epoch: u64, offset: u64, at: Instant) -> MsgRef {
+    /// Shared with the outbox's tests, which feed the same kind of runs.
+    pub(crate) fn msg(epoch: u64, offset: u64, at: Instant) -> MsgRef {
         Arc::new(Msg {
             topic: Arc::from("t"),
             pos: Position::new(epoch, offset),
@@ -123,7 +124,7 @@ mod tests {
         })
     }
 
-    fn bounds(messages: usize) -> HistoryBounds {
+    pub(crate) fn bounds(messages: usize) -> HistoryBounds {
         HistoryBounds {
             messages,
             bytes: 1 << 20,
@@ -131,7 +132,7 @@ mod tests {
         }
     }
 
-    fn offsets(w: &Window) -> Vec<u64> {
+    pub(crate) fn offsets(w: &Window) -> Vec<u64> {
         w.msgs.iter().map(|m| m.pos.offset).collect()
     }
 
