@@ -140,10 +140,13 @@ fn refuse(sh: &Shard, stream: TcpStream, peer: SocketAddr, why: Refusal) {
         // The request the client sent already would turn the close into a reset, which can
         // destroy the answer before the client reads it: send FIN first, take what arrived.
         io::shutdown_write(fd);
-        io::discard_input(fd);
+        io::discard_upto(fd, REFUSED_DISCARD_BYTES);
     }
     drop(stream);
 }
+
+/// What a refused connection's request may have brought already (a head, at most).
+const REFUSED_DISCARD_BYTES: usize = 16 * 1024;
 
 thread_local! {
     /// Connections this shard refused at accept: the log keeps one line in 1024.
