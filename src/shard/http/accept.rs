@@ -77,6 +77,9 @@ fn admit(sh: &Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let max = sh.node.cfg.max_connections;
     if n > max {
         sh.node.connections.fetch_sub(1, Ordering::Relaxed);
+        // A refusal is answered here and now (no task holds the count), so the total passes
+        // the cap only by what other shards admit at the same instant; the hard cap stays as
+        // the guard that a flood never makes the node write.
         if n > max + OVERLOAD_ANSWER_SLACK {
             m.inc(M::ConnectionsRejected);
             debug!("connection from {peer} closed at accept: over the hard cap");
