@@ -423,3 +423,22 @@ fn v1_publishes_past_the_rate_get_error_envelopes_and_the_connection_stays() {
     };
     assert!(acked, "no publish acknowledged after the rate refilled");
 }
+
+// ---- the flags themselves ------------------------------------------------------------------
+
+#[test]
+fn zero_rates_and_caps_are_refused_at_startup_with_the_flag_named() {
+    for flag in [
+        "--accept-rate",
+        "--ws-publish-rate",
+        "--max-subscriptions-per-connection",
+    ] {
+        let (status, err) = server::run_to_exit(&[flag, "0"], &[], Duration::from_secs(10));
+        let status = status.expect("the server exits at once");
+        assert!(!status.success(), "{flag} 0 started");
+        assert!(err.contains(flag), "{flag}: {err}");
+    }
+    // 0 is "off" for the per-address cap, not an error.
+    let s = Server::start(&["--max-connections-per-ip", "0"]);
+    assert_eq!(s.get("/healthz").status, 200);
+}
