@@ -55,8 +55,7 @@ impl Bucket {
 /// idle parked stream's size is bounded (`cargo test --lib parked_stream_sizes`). Same rules,
 /// at most `u32::MAX / 1000` tokens saved up, and time kept modulo 2^32 ms (49 days): after a
 /// longer silence it refills by less than it should, and only as far as `burst`.
-/// Starts empty with `at_ms` 0, so a connection that is never asked costs nothing to set up;
-/// `start` fills it.
+/// `Default` is an empty bucket; a WebSocket's is filled (`full`) when it opens.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SmallBucket {
     level_milli: u32,
