@@ -51,6 +51,47 @@ impl Bucket {
     }
 }
 
+/// A [`Bucket`] in 8 bytes, for one per WebSocket connection (`--ws-publish-rate`), where an
+/// idle parked stream's size is bounded (`cargo test --lib parked_stream_sizes`). Same rules,
+/// at most `u32::MAX / 1000` tokens saved up, and time kept modulo 2^32 ms (49 days): after a
+/// longer silence it refills by less than it should, and only as far as `burst`.
+/// `Default` is an empty bucket; a WebSocket's is filled (`full`) when it opens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SmallBucket {
+    level_milli: u32,
+    at_ms: u32,
+}
+
+impl SmallBucket {
+    /// A full bucket at `now_ms`.
+    pub fn full(burst: u32, now_ms: u64) -> SmallBucket {
+        SmallBucket {
+            level_milli: burst.saturating_mul(1000),
+            at_ms: now_ms as u32,
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn try_take(&mut self, rate: u32, burst: u32, now_ms: u64) -> bool {
+        let now = now_ms as u32;
+        // Wrapping: the difference of two readings less than 2^32 ms apart is right.
+        let elapsed = now.wrapping_sub(self.at_ms);
+        // A reading older than the last one (another clock's) neither refills nor moves time.
+        if elapsed < 1 << 31 {
+            let refill = u64::from(elapsed) * u64::from(rate);
+            let level = (u64::from(self.level_milli) + refill).min(u64::from(burst) * 1000);
+            self.level_milli = level.min(u64::from(u32::MAX)) as u32;
+            self.at_ms = now;
+        }
+        if self.level_milli >= 1000 {
+            self.level_milli -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// `Retry-After` seconds for a refused connection: 1 to 2 × `base`, spread by `seed` so the
 /// refused clients do not all come back in the same second.
 pub fn jittered_retry_after_secs(base: u32, seed: u64) -> u32 {
@@ -151,6 +192,31 @@ mod tests {
         }
         // 100 saved up, then 100 a second for 10 s (give or take the last millisecond).
         assert!((1099..=1101).contains(&taken), "{taken}");
+    }
+
+    #[test]
+    fn a_small_bucket_takes_what_a_bucket_takes() {
+        // The 16-byte bucket is the oracle: same answers for every call of a mixed schedule.
+        for (rate, burst) in [(1, 1), (10, 10), (1000, 1000), (7, 3), (100_000, 100_000)] {
+            let mut big = Bucket::full(burst, 5);
+            let mut small = SmallBucket::full(burst, 5);
+            let mut now = 5u64;
+            for i in 0..20_000u64 {
+                now += [0, 0, 1, 3, 0, 250, 0, 1][(i % 8) as usize];
+                assert_eq!(
+                    big.try_take(rate, burst, now),
+                    small.try_take(rate, burst, now),
+                    "rate {rate} burst {burst} at {now} ms"
+                );
+            }
+        }
+        // Across the 2^32 ms wrap of its clock.
+        let mut small = SmallBucket::full(2, (1 << 32) - 10);
+        assert!(small.try_take(2, 2, (1 << 32) - 10));
+        assert!(small.try_take(2, 2, (1 << 32) - 10));
+        assert!(!small.try_take(2, 2, (1 << 32) - 10));
+        assert!(small.try_take(2, 2, (1 << 32) + 600));
+        assert_eq!(std::mem::size_of::<SmallBucket>(), 8);
     }
 
     #[test]

@@ -40,6 +40,18 @@ pub const DEFAULT_PONG_TIMEOUT_SECS: u64 = 30;
 /// closed at accept without a word (the hard cap), so a flood cannot make the node write.
 pub const OVERLOAD_ANSWER_SLACK: usize = 1024;
 
+// ---- admission (issue 15): the storm bounds, `crate::admission` -------------------------------
+/// New connections a node accepts a second (a bucket per shard, about a second of burst).
+pub const DEFAULT_ACCEPT_RATE: u32 = 50_000;
+/// Open connections one client address may hold; 0 = no cap.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 0;
+/// Topics one `ringcast.v1` connection may subscribe to.
+pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 128;
+/// Messages a second one WebSocket connection may publish (about a second of burst).
+pub const DEFAULT_WS_PUBLISH_RATE: u32 = 1000;
+/// `Retry-After` base for a connection refused at accept, seconds (jittered to 1–2×).
+pub const ADMISSION_RETRY_AFTER_SECS: u32 = 1;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Driver {
     /// io_uring, falling back to epoll with one log line when io_uring cannot start.
@@ -205,6 +217,23 @@ pub struct Config {
     /// Topics anyone may read without a token: a name, a prefix ending in `*`, or `*` (repeatable).
     #[arg(long, value_name = "PATTERN")]
     pub public_topic: Vec<String>,
+
+    // ---- admission (issue 15) ----------------------------------------------------------------
+    /// New connections accepted per second by the node (a token bucket per shard, the rate
+    /// split over shards, about a second of burst); past it 503 with a jittered Retry-After.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_ACCEPT_RATE)]
+    pub accept_rate: u32,
+    /// Open connections one client address may hold (503 past it); 0 = off. Behind a load
+    /// balancer every client has the balancer's address: this caps the balancer.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    pub max_connections_per_ip: u32,
+    /// Topics one `ringcast.v1` WebSocket may subscribe to (an error envelope past it).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION)]
+    pub max_subscriptions_per_connection: usize,
+    /// Messages per second one WebSocket may publish (about a second of burst); past it v1
+    /// answers an error envelope, a raw WebSocket is closed with 1008.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_WS_PUBLISH_RATE)]
+    pub ws_publish_rate: u32,
 }
 
 impl Config {
@@ -239,6 +268,12 @@ impl Config {
             ("--max-pipelined-publishes", self.max_pipelined_publishes),
             ("--poll-limit", self.poll_limit),
             ("--max-connections", self.max_connections),
+            (
+                "--max-subscriptions-per-connection",
+                self.max_subscriptions_per_connection,
+            ),
+            ("--accept-rate", self.accept_rate as usize),
+            ("--ws-publish-rate", self.ws_publish_rate as usize),
         ];
         for (name, v) in nonzero {
             if v == 0 {

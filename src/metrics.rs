@@ -41,6 +41,11 @@ counters! {
     AuthRefused => "ringcast_auth_refused_total", "counter", "Subscribes and publishes refused by the token rules (401/403).";
     LocalWindows => "ringcast_windows_local_total", "counter", "Windows answered from the messages a shard already received, with no round trip to the topic's home.";
     BufferedBytes => "ringcast_client_buffered_bytes", "gauge", "Bytes waiting in client send buffers.";
+    // Admission (issue 15): one counter per bound.
+    AcceptRateRefused => "ringcast_accept_rate_refused_total", "counter", "Connections answered 503 at accept over --accept-rate.";
+    PerIpRefused => "ringcast_per_ip_refused_total", "counter", "Connections answered 503 at accept over --max-connections-per-ip.";
+    SubscriptionsRefused => "ringcast_subscriptions_refused_total", "counter", "ringcast.v1 subscribes refused over --max-subscriptions-per-connection.";
+    WsPublishRateRefused => "ringcast_ws_publish_rate_refused_total", "counter", "WebSocket publishes refused over --ws-publish-rate.";
 }
 
 #[repr(align(128))]

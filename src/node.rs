@@ -1,9 +1,11 @@
-//! What all shards share, read-only: the configuration, the token rules, the bus, the metrics
-//! and two approximate totals used as caps. Everything here is `Sync`; nothing here is a shard object.
+//! What all shards share, read-only: the configuration, the token rules, the bus, the metrics,
+//! two approximate totals used as caps and the per-address connection counts. Everything here
+//! is `Sync`; nothing here is a shard object.
 //! Kept apart from `fanout` so that `fanout` is only queues and commands, below `config`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 
+use crate::admission::PerIp;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::fanout::Bus;
@@ -20,6 +22,9 @@ pub struct Node {
     pub connections: AtomicUsize,
     /// Topics alive on all shards (the `--max-topics` cap).
     pub topics: AtomicUsize,
+    /// Open connections per client address (`--max-connections-per-ip`; untouched when 0):
+    /// counted at accept, released when the connection ends (`shard::core::Counted`).
+    pub per_ip: PerIp,
     /// Set once by the signal thread.
     pub shutting_down: AtomicBool,
     /// Random per process: mixed into topic epochs so a restarted node never reuses one.
@@ -42,6 +47,7 @@ impl Node {
             metrics: Metrics::new(shards),
             connections: Default::default(),
             topics: Default::default(),
+            per_ip: PerIp::new(cfg.max_connections_per_ip),
             shutting_down: Default::default(),
             seed: h.finish(),
             auth,

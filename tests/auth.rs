@@ -507,3 +507,183 @@ fn v1_subscribes_and_page_publishes_are_checked_too() {
     );
     assert_eq!(r.status, 403);
 }
+
+// ---- the issue's token vectors on the real server (issue 15, admission half) ---------------
+// `src/auth/tests.rs` checks `Auth::verify` alone; these check that what reaches the routes
+// gets the same answers, through each carrier.
+
+/// A token for `alg`, signed with the matching test key from `tests/keys/`.
+fn signed(alg: Algorithm, claims: serde_json::Value) -> String {
+    let read = |n: &str| std::fs::read(key(n)).unwrap();
+    let k = match alg {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+            let raw = read("hmac.secret");
+            EncodingKey::from_secret(raw.strip_suffix(b"\n").unwrap_or(&raw)).unwrap()
+        }
+        Algorithm::ES256 => EncodingKey::from_ec_pem(&read("ec256.key")).unwrap(),
+        Algorithm::ES384 => EncodingKey::from_ec_pem(&read("ec384.key")).unwrap(),
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(&read("ed25519.key")).unwrap(),
+        _ => EncodingKey::from_rsa_pem(&read("rsa.key")).unwrap(),
+    };
+    jsonwebtoken::encode(&Header::new(alg), &claims, &k).unwrap()
+}
+
+/// Opens an SSE stream with `headers` and returns its status.
+fn sse_status(s: &Server, path: &str, headers: &str) -> u16 {
+    let mut c = s.connect();
+    write!(c, "GET {path} HTTP/1.1\r\nHost: t\r\n{headers}\r\n").unwrap();
+    read_response(&mut c, true).unwrap().status
+}
+
+/// Asks for a WebSocket upgrade with `headers` and returns the answer's status (101 or a refusal).
+fn ws_status(s: &Server, path: &str, headers: &str) -> u16 {
+    let mut c = s.connect();
+    write!(c, "GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n").unwrap();
+    read_response(&mut c, true).unwrap().status
+}
+
+#[test]
+fn every_algorithm_reads_through_every_carrier_on_the_real_server() {
+    let keys: Vec<PathBuf> = ["rsa.pub", "ec256.pub", "ec384.pub", "ed25519.pub"]
+        .iter()
+        .map(|k| key(k))
+        .collect();
+    let mut extra = Vec::new();
+    for k in &keys {
+        extra.extend(["--jwt-public-key-file", k.to_str().unwrap()]);
+    }
+    let s = start(&extra);
+    let algs = [
+        Algorithm::HS256,
+        Algorithm::HS384,
+        Algorithm::HS512,
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+    ];
+    for alg in algs {
+        let t = signed(alg, json!({"exp": now() + 600, "topics": ["chat/*"]}));
+        let (bearer, cookie) = (
+            format!("Authorization: Bearer {t}\r\n"),
+            format!("Cookie: rc_token={t}\r\n"),
+        );
+        let query = format!("?token={t}");
+        // Every carrier on every transport: header, query, cookie × poll, SSE, WebSocket.
+        for (path, headers) in [
+            ("/poll/chat/1".to_string(), bearer.as_str()),
+            (format!("/poll/chat/1{query}"), ""),
+            ("/poll/chat/1".to_string(), cookie.as_str()),
+        ] {
+            assert_eq!(
+                get(&s, &path, headers).status,
+                200,
+                "{alg:?} poll {headers}"
+            );
+        }
+        for (path, headers) in [
+            ("/sse/chat/1".to_string(), bearer.as_str()),
+            (format!("/sse/chat/1{query}"), ""),
+            ("/sse/chat/1".to_string(), cookie.as_str()),
+        ] {
+            assert_eq!(sse_status(&s, &path, headers), 200, "{alg:?} sse");
+            assert_eq!(
+                ws_status(&s, &path.replace("/sse/", "/ws/"), headers),
+                101,
+                "{alg:?} ws"
+            );
+        }
+        // `chat/*` covers chat/1, not the longer sibling `chatroom`.
+        assert_eq!(get(&s, "/poll/chatroom", &bearer).status, 403, "{alg:?}");
+        assert_eq!(sse_status(&s, "/sse/chatroom", &cookie), 403, "{alg:?}");
+    }
+}
+
+#[test]
+fn audience_and_issuer_are_checked_only_when_configured() {
+    let s = start(&[
+        "--jwt-audience",
+        "push",
+        "--jwt-issuer",
+        "https://auth.example",
+    ]);
+    let tok = |aud: &str, iss: &str| {
+        hs(json!({"exp": now() + 600, "topics": ["chat/*"], "aud": aud, "iss": iss}))
+    };
+    let status = |t: String| get(&s, &format!("/poll/chat/1?token={t}"), "").status;
+    assert_eq!(status(tok("push", "https://auth.example")), 200);
+    assert_eq!(status(tok("other", "https://auth.example")), 401);
+    assert_eq!(status(tok("push", "https://evil.example")), 401);
+    // A WebSocket is refused before its 101 the same way.
+    let t = tok("other", "https://auth.example");
+    assert_eq!(ws_status(&s, &format!("/ws/chat/1?token={t}"), ""), 401);
+    // A node told neither accepts any aud and iss.
+    let plain = start(&[]);
+    let t = tok("anyone", "anywhere");
+    assert_eq!(
+        get(&plain, &format!("/poll/chat/1?token={t}"), "").status,
+        200
+    );
+}
+
+#[test]
+fn malformed_tokens_are_401_in_every_carrier() {
+    let s = start(&[]);
+    let good = reader(600);
+    let b64 = |v: serde_json::Value| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let bad = [
+        // Truncated.
+        good[..good.len() / 2].to_string(),
+        // Bad base64 (characters outside the URL-safe alphabet, in each part).
+        "!!!.$$$.***".to_string(),
+        format!(
+            "{}.{}.@@",
+            b64(json!({"alg": "HS256"})),
+            b64(json!({"exp": 1}))
+        ),
+        // Bad JSON: valid base64 of text that is not a JSON object.
+        format!("{}.{}.x", b64(json!({"alg": "HS256"})), "bm90IGpzb24"),
+        format!("{}.{}.x", "e30", "W10"),
+        // alg none, unsigned.
+        format!(
+            "{}.{}.",
+            b64(json!({"alg": "none"})),
+            b64(json!({"exp": now() + 600, "topics": ["*"]}))
+        ),
+    ];
+    for t in &bad {
+        assert_eq!(
+            get(
+                &s,
+                "/poll/chat/1",
+                &format!("Authorization: Bearer {t}\r\n")
+            )
+            .status,
+            401,
+            "header {t}"
+        );
+        assert_eq!(
+            get(&s, &format!("/poll/chat/1?token={t}"), "").status,
+            401,
+            "query {t}"
+        );
+        assert_eq!(
+            sse_status(&s, "/sse/chat/1", &format!("Cookie: rc_token={t}\r\n")),
+            401,
+            "cookie {t}"
+        );
+    }
+    // The node is unharmed: the good token still reads.
+    assert_eq!(
+        get(&s, &format!("/poll/chat/1?token={good}"), "").status,
+        200
+    );
+}

@@ -1,5 +1,6 @@
 //! The real-browser tests: `tools/browser/run.sh` (Debian's headless Chromium, driven by
-//! playwright-core, holds an `EventSource` across cut connections and a server restart, and runs
+//! playwright-core, holds an `EventSource` across cut connections and a server restart,
+//! publishes with `fetch` and subscribes with `?token=` against a node with a JWT key, and runs
 //! the browser client `clients/js/ringcast.js` across cuts, a restart, a drain, dead connections,
 //! token expiry and refused upgrades; plus the client's `node --test` unit tests; see
 //! tools/browser/README.md). run.sh installs what is missing (chromium by apt-get, the pinned

@@ -14,8 +14,8 @@ use std::os::fd::RawFd;
 
 pub use crate::sys::listener::stop_listening;
 pub use crate::sys::socket::{
-    discard_input, peer_closed, read_some, set_nonblocking, shutdown_write, write_some,
-    writev_some, ReadOutcome,
+    discard_input, discard_upto, peer_closed, read_some, set_nonblocking, shutdown_write,
+    write_some, writev_some, ReadOutcome,
 };
 
 /// Writes all of `buf`, waiting for writability when the socket is full.

@@ -47,6 +47,7 @@ pub async fn run(node: Arc<Node>, id: usize, listener: std::net::TcpListener) {
     let sh = Rc::new(Shard {
         id,
         bounds: HistoryBounds::from_config(&node.cfg),
+        adm: core::admit::Admit::new(&node.cfg),
         node,
         st: RefCell::new(State {
             outq: (0..shards).map(|_| VecDeque::new()).collect(),

@@ -105,6 +105,30 @@ pub fn discard_input(fd: RawFd) -> bool {
     }
 }
 
+/// Reads and discards at most `max` bytes of what the peer has sent already, without waiting:
+/// for a socket about to be closed, whose unread request would turn the close into a reset.
+/// Bounded, so a peer that keeps sending cannot hold the caller.
+pub fn discard_upto(fd: RawFd, max: usize) {
+    let mut scratch = [0u8; 512];
+    let mut left = max;
+    while left > 0 {
+        let want = left.min(scratch.len());
+        // SAFETY: recv of at most `want` (≤ scratch.len()) bytes into a live stack buffer.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                scratch.as_mut_ptr() as *mut libc::c_void,
+                want,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n <= 0 {
+            return;
+        }
+        left -= n as usize;
+    }
+}
+
 /// After a `recv` returned -1: did the socket fail (true), or is there only nothing to read
 /// now (would block, or a signal interrupted the call)?
 fn failed_now() -> bool {

@@ -16,18 +16,26 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts the server with `--listen 127.0.0.1:0 --log-level debug` plus `args`.
+    /// Starts the server with `--listen 127.0.0.1:0 --log-level debug` (unless `args` say
+    /// otherwise) plus `args`.
     pub fn start(args: &[&str]) -> Server {
         Self::start_env(args, &[])
     }
 
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringcast"));
+        Self::start_bin(env!("CARGO_BIN_EXE_ringcast").as_ref(), args, env)
+    }
+
+    /// Starts `bin` (another build of ringcast, e.g. the release binary a measurement runs).
+    pub fn start_bin(bin: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(bin);
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
-        cmd.args(["--log-level", "debug"])
-            .args(args)
+        if !args.contains(&"--log-level") {
+            cmd.args(["--log-level", "debug"]);
+        }
+        cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

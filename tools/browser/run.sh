@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Real-browser tests (tools/browser/README.md): installs what is missing (Debian's chromium,
 # the pinned playwright-core), builds ringcast if needed, runs the browser client's unit tests
-# (clients/js, node --test), sse-resume.mjs (EventSource) and client.mjs (clients/js/ringcast.js).
+# (clients/js, node --test), sse-resume.mjs (EventSource; fetch + tokens) and client.mjs
+# (clients/js/ringcast.js).
 # Exits non-zero on failure; the last line is a one-line summary.
 #   RINGCAST_BIN=path   use this ringcast binary instead of building target/debug/ringcast
 #   BROWSER_TEST_VERBOSE=1   log every request and step
@@ -54,7 +55,10 @@ unit=$?
 unit_pass="$(sed -n 's/^# pass //p' "$tmp/unit")"
 unit_fail="$(sed -n 's/^# fail //p' "$tmp/unit")"
 if [ "$unit" -ne 0 ]; then cat "$tmp/unit"; fi
-timeout 180 node "$here/sse-resume.mjs" | tee "$tmp/sse"
+# The HMAC secret of sse-resume.mjs's auth scenario: ringcast reads it, the script mints
+# HS256 tokens from it with node's crypto.
+head -c 48 /dev/urandom | base64 -w0 >"$tmp/jwt.secret"
+JWT_SECRET_FILE="$tmp/jwt.secret" timeout 180 node "$here/sse-resume.mjs" | tee "$tmp/sse"
 sse=${PIPESTATUS[0]}
 timeout 240 node "$here/client.mjs" | tee "$tmp/client"
 client=${PIPESTATUS[0]}

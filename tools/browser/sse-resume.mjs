@@ -5,14 +5,19 @@
 //             replays exactly what it missed;
 //   (restart) the server restarted on the same port (SIGTERM, then a new process): the topic has a
 //             new epoch, so the browser's Last-Event-ID is stale and the page must get an explicit
-//             `event: reset` carrying the current position, then only new messages.
+//             `event: reset` carrying the current position, then only new messages;
+//   (auth)    with a JWT key (HS256, tokens minted here with node's crypto from the secret file
+//             run.sh writes): a cross-origin page publishes with fetch (JSON body to POST /pub,
+//             Authorization: Bearer, so the browser sends a CORS preflight) and subscribes with
+//             EventSource and ?token=; a token without the publish claim gets 403 in the page.
 //
 // Only 127.0.0.1 is used. Every wait is bounded, and a watchdog bounds the whole run.
-// Usage: node sse-resume.mjs   (env: RINGCAST_BIN, CHROMIUM, BROWSER_TEST_VERBOSE=1)
-// Prints one summary line; exits 0 when both scenarios pass, 1 otherwise.
+// Usage: node sse-resume.mjs   (env: RINGCAST_BIN, CHROMIUM, JWT_SECRET_FILE, BROWSER_TEST_VERBOSE=1)
+// Prints one summary line; exits 0 when every scenario passes, 1 otherwise.
 
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { createHmac, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
@@ -184,16 +189,23 @@ class CutProxy {
     const pair = { conn, client, up, tail: '', cutMid: false, how: null };
     this.pairs.add(pair);
     let head = Buffer.alloc(0);
+    let body = 0; // bytes of a request body (Content-Length) still to pass before the next head
 
     client.on('data', (d) => {
       head = Buffer.concat([head, d]);
-      for (let i; (i = head.indexOf('\r\n\r\n')) >= 0; ) {
+      for (;;) {
+        const skip = Math.min(body, head.length);
+        head = head.subarray(skip);
+        body -= skip;
+        const i = head.indexOf('\r\n\r\n');
+        if (body > 0 || i < 0) break;
         const lines = head.subarray(0, i).toString('latin1').split('\r\n');
         head = head.subarray(i + 4);
         const [method, target] = lines[0].split(' ');
         const h = Object.fromEntries(
           lines.slice(1).map((l) => [l.slice(0, l.indexOf(':')).trim().toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]),
         );
+        body = Number(h['content-length'] ?? 0);
         this.requests.push({ conn, method, target, lastEventId: h['last-event-id'] ?? null, origin: h.origin ?? null });
         debug(`proxy conn ${conn}: ${method} ${target} Last-Event-ID=${h['last-event-id'] ?? '-'}`);
       }
@@ -513,12 +525,116 @@ async function scenarioRestart(ctx, origin, stats) {
   }
 }
 
+
 // ---------------------------------------------------------------------------------------------
+// Scenario: tokens. ringcast runs with --jwt-secret-file; the page holds tokens minted here.
+
+/** An HS256 JWT of `claims`, signed with `secret` (bytes): what a backend would mint. */
+function mintHs256(secret, claims) {
+  const b64 = (x) => Buffer.from(JSON.stringify(x)).toString('base64url');
+  const signing = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
+  return `${signing}.${createHmac('sha256', secret).update(signing).digest('base64url')}`;
+}
+
+/** The secret file run.sh wrote (JWT_SECRET_FILE), or one written here when run alone. */
+function secretFile(dir) {
+  if (process.env.JWT_SECRET_FILE) return process.env.JWT_SECRET_FILE;
+  const f = path.join(dir, 'jwt.secret');
+  writeFileSync(f, randomBytes(48).toString('base64') + '\n');
+  return f;
+}
+
+async function scenarioAuth(ctx, origin, stats, dir) {
+  const file = secretFile(dir);
+  // ringcast drops one trailing line break from the file; so does this.
+  const secret = readFileSync(file).toString('latin1').replace(/\r?\n$/, '');
+  const port = await freePort();
+  const rc = new Ringcast(port, ['--jwt-secret-file', file, '--allow-origin', origin, '--drain-timeout-secs', '2']);
+  const proxy = new CutProxy(port);
+  const cleanup = [];
+  try {
+    await rc.start();
+    await proxy.listen();
+    const topic = 'browser-auth/news';
+    const exp = Math.floor(Date.now() / 1000) + 600;
+    const reader = mintHs256(secret, { exp, sub: 'browser-reader', topics: ['browser-auth/*'] });
+    const writer = mintHs256(secret, { exp, sub: 'browser-writer', publish: ['browser-auth/*'] });
+    const base = `http://127.0.0.1:${proxy.port}`;
+    const p = await openPage(ctx, origin, `${base}/sse/${topic}?token=${reader}`);
+    cleanup.push(() => p.page.close());
+    await until('the EventSource with ?token= to open', 10_000, async () => (await alive(p), (await p.page.evaluate(() => window.opens)) >= 1));
+
+    // Publish from the page: fetch, JSON body to POST /pub, Authorization: Bearer.
+    const publish = (token, data) =>
+      p.page.evaluate(
+        async ([url, token, body]) => {
+          try {
+            const r = await fetch(url, {
+              method: 'POST',
+              headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+              body,
+            });
+            return { status: r.status, text: await r.text() };
+          } catch (e) {
+            return { status: 0, text: String(e) };
+          }
+        },
+        [`${base}/pub`, token, JSON.stringify([{ topic, data }])],
+      );
+    const published = [];
+    for (let n = 1; n <= 5; n++) {
+      const data = payload('t', n);
+      const r = await publish(writer, data);
+      eq(r.status, 200, `the page's publish ${n} (${r.text})`);
+      const { ids } = JSON.parse(r.text);
+      eq(ids.length, 1, 'ids in the answer');
+      published.push({ id: ids[0], data });
+    }
+    // A token that may read but not publish: the page sees the 403 (a CORS-readable answer).
+    const refused = await publish(reader, 'not allowed');
+    eq(refused.status, 403, `a token without the publish claim (${refused.text})`);
+
+    await until('the 5 published messages in the page', 10_000, async () => (await alive(p), (await p.messages()).length >= 5));
+    await sleep(300); // the refused message must not arrive: it would show here
+    const got = (await p.messages()).map(({ id, data }) => ({ id, data }));
+    eq(got, published, 'messages the page received over EventSource');
+
+    // What the browser sent: the EventSource carried ?token= (it cannot set headers); each
+    // publish with Authorization was preceded by a CORS preflight, all from the page's origin.
+    const sse = proxy.sseRequests();
+    check(sse.length === 1 && sse[0].target.includes('token='), `one EventSource request with ?token=: ${JSON.stringify(sse.map((r) => r.target.slice(0, 40)))}`);
+    const preflights = proxy.requests.filter((r) => r.method === 'OPTIONS' && r.target === '/pub');
+    check(preflights.length >= 1, `a CORS preflight for POST /pub (requests: ${JSON.stringify(proxy.requests.map((r) => `${r.method} ${r.target.slice(0, 30)}`))})`);
+    const posts = proxy.requests.filter((r) => r.method === 'POST' && r.target === '/pub');
+    eq(posts.length, 6, 'POST /pub requests (5 allowed, 1 refused)');
+    check(proxy.requests.every((r) => r.origin === origin), `every request carries Origin ${origin}`);
+    // And no token reached the log (the server logs URLs with the token redacted).
+    check(
+      !rc.log.some((l) => [reader, writer].some((t) => l.includes(t.split('.')[2]))),
+      'no token signature in the server log',
+    );
+
+    stats.events += got.length;
+    return `auth: ${got.length} messages published by fetch (JSON, Bearer, ${preflights.length} preflight) received by EventSource ?token=; publish without the claim → 403`;
+  } finally {
+    for (const f of cleanup) await f().catch(() => {});
+    await proxy.close();
+    await rc.stop().catch(() => rc.kill());
+  }
+}
+// ---------------------------------------------------------------------------------------------
+
+const SCENARIOS = [
+  ['cut', scenarioCut],
+  ['restart', scenarioRestart],
+  ['auth', scenarioAuth],
+];
 
 async function main() {
   check(existsSync(RINGCAST), `no ringcast binary at ${RINGCAST} (cargo build first)`);
   check(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM} (apt-get install -y chromium)`);
   const profile = mkdtempSync(path.join(os.tmpdir(), 'ringcast-chromium-'));
+  const scratch = mkdtempSync(path.join(os.tmpdir(), 'ringcast-browser-'));
   const { srv, origin } = await pageServer();
   let ctx;
   const stats = { events: 0, reconnects: 0, resets: 0 };
@@ -543,13 +659,10 @@ async function main() {
     });
     const version = ctx.browser()?.version() ?? '?';
     say(`chromium ${version}, page origin ${origin}`);
-    for (const [name, run] of [
-      ['cut', scenarioCut],
-      ['restart', scenarioRestart],
-    ]) {
+    for (const [name, run] of SCENARIOS) {
       const s = Date.now();
       try {
-        const line = await run(ctx, origin, stats);
+        const line = await run(ctx, origin, stats, scratch);
         say(`PASS ${line} (${((Date.now() - s) / 1000).toFixed(1)}s)`);
         results.push(name);
       } catch (e) {
@@ -561,14 +674,15 @@ async function main() {
     await ctx?.close().catch(() => {});
     await new Promise((r) => srv.close(r));
     rmSync(profile, { recursive: true, force: true });
+    rmSync(scratch, { recursive: true, force: true });
   }
   const secs = ((Date.now() - t0) / 1000).toFixed(1);
   if (failed) {
-    console.log(`browser: FAILED (${results.length} of 2 scenarios passed; first failure: ${failed}) in ${secs}s`);
+    console.log(`browser: FAILED (${results.length} of ${SCENARIOS.length} scenarios passed; first failure: ${failed}) in ${secs}s`);
     return 1;
   }
   console.log(
-    `browser: 2 scenarios passed (received ${stats.events} events, ${stats.reconnects} reconnects, ${stats.resets} reset) in ${secs}s`,
+    `browser: ${SCENARIOS.length} scenarios passed (received ${stats.events} events, ${stats.reconnects} reconnects, ${stats.resets} reset) in ${secs}s`,
   );
   return 0;
 }

@@ -254,6 +254,7 @@ mod publish_tests {
         Shard {
             id: 0,
             bounds,
+            adm: crate::shard::core::admit::Admit::new(&cfg),
             node: Arc::new(Node::new(cfg, None)),
             st: RefCell::new(State {
                 outq: (0..2).map(|_| VecDeque::new()).collect(),

@@ -10,14 +10,13 @@
 //! makes a subscription's window arrive before the live messages that follow it.
 //! Must not: share any of its objects with another thread — only `fanout` types cross.
 
+pub mod admit;
 pub mod inbox;
 pub mod rpc;
 pub mod signal;
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -74,6 +73,8 @@ pub struct Shard {
     /// A publish on this shard queued deliveries: the inbox task flushes them at the end of
     /// this turn of the executor, together with whatever else the turn queued.
     pub flush_wanted: Cell<bool>,
+    /// This shard's side of the admission bounds (`--accept-rate`, per-address counts).
+    pub adm: admit::Admit,
 }
 
 /// Why a home did not publish: the messages come back when it may work later.
@@ -201,24 +202,4 @@ pub async fn yield_now() {
     .await
 }
 
-/// Undoes the connection counts however the connection ends.
-pub struct Counted(pub(crate) Rc<Shard>);
-
-impl Counted {
-    /// The connection is parked: `park::finish` undoes the counts when it ends.
-    pub fn disarm(self) {
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        uncount(&self.0);
-    }
-}
-
-/// Undoes the counts taken when a connection was admitted.
-pub fn uncount(sh: &Shard) {
-    sh.metrics().dec(M::ConnectionsOpen);
-    sh.node.connections.fetch_sub(1, Ordering::Relaxed);
-}
+pub use admit::{uncount_parked, Counted};

@@ -30,8 +30,7 @@ use crate::shard::routes::publish;
 use crate::shard::routes::sse;
 use crate::shard::routes::ws;
 
-pub(crate) async fn serve(sh: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
-    let counted = Counted(sh.clone());
+pub(crate) async fn serve(sh: Rc<Shard>, stream: TcpStream, peer: SocketAddr, counted: Counted) {
     let fd = stream.as_raw_fd();
     if io::set_nonblocking(fd).is_err() {
         return;

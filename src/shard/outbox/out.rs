@@ -7,6 +7,7 @@
 use std::os::fd::RawFd;
 use std::task::Waker;
 
+use crate::admission::SmallBucket;
 use crate::codec::position::Position;
 use crate::fanout::MsgRef;
 use crate::shard::outbox::session::Session;
@@ -47,7 +48,9 @@ pub struct Out {
     /// In `State::dirty` already.
     pub dirty: bool,
     /// WebSocket: shard tick by which a pong must have come (0: no ping outstanding).
-    pub pong_due: u64,
+    /// (A u32: ticks are seconds, 136 years of them; the 4 bytes saved keep `publish_bucket`
+    /// inside `parked_stream_sizes`.)
+    pub pong_due: u32,
     /// Bytes of an over-sized message (larger than `--client-buffer-bytes`, taken into an
     /// empty queue) not yet written: the bound is raised by this much while it drains.
     pub allowance: usize,
@@ -72,6 +75,8 @@ pub struct Out {
     pub warned: bool,
     /// A raw WebSocket's messages may be published to its topic (`authz::ws_may_publish`).
     pub may_publish: bool,
+    /// A WebSocket's `--ws-publish-rate` (raw and v1): filled when the stream opens.
+    pub publish_bucket: SmallBucket,
 }
 
 impl Out {
@@ -97,6 +102,7 @@ impl Out {
             exp: 0,
             warned: false,
             may_publish: true,
+            publish_bucket: SmallBucket::default(),
         }
     }
 

@@ -14,15 +14,13 @@ use serde::Deserialize;
 
 use crate::codec::route;
 use crate::fanout::NewMsg;
+use crate::metrics::M;
 use crate::shard::core::{Fail, Shard};
 use crate::shard::outbox::session::Session;
 use crate::shard::outbox::wire::{self, error_json, subscribed_json};
 use crate::shard::routes::authz;
 use crate::shard::routes::poll::since_of;
 use crate::shard::routes::publish::valid_event;
-
-/// Most topics one `ringcast.v1` connection may subscribe to.
-pub const MAX_TOPICS_PER_CONNECTION: usize = 64;
 
 /// What a failed subscribe or publish says in its error envelope.
 pub(super) fn fail_text(f: Fail) -> &'static str {
@@ -59,8 +57,13 @@ impl Session {
                 if already {
                     return error_json(r, "already subscribed", reply);
                 }
-                if count >= MAX_TOPICS_PER_CONNECTION {
-                    return error_json(r, "too many topics on this connection", reply);
+                if count >= cfg.max_subscriptions_per_connection {
+                    sh.metrics().inc(M::SubscriptionsRefused);
+                    crate::debug!(
+                        "v1 subscribe refused: {count} subscriptions on this connection \
+                         (--max-subscriptions-per-connection)"
+                    );
+                    return error_json(r, "too many subscriptions on this connection", reply);
                 }
                 if let Err(d) = authz::v1_may_read(sh, self.grant.as_deref(), &t) {
                     return error_json(r, d.reason(), reply);
@@ -128,6 +131,9 @@ impl Session {
                 let Some(d) = cmd.data else {
                     return error_json(r, "publish needs \"data\"", reply);
                 };
+                if !super::ws::may_publish_now(sh, ok) {
+                    return error_json(r, "over the publish rate (--ws-publish-rate)", reply);
+                }
                 let (data, binary): (Box<[u8]>, bool) = match cmd.encoding.as_deref() {
                     None => (d.into_bytes().into(), false),
                     Some("base64") => {

@@ -14,6 +14,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::admission::SmallBucket;
 use crate::codec::{route, ws};
 use crate::fanout::NewMsg;
 use crate::metrics::M;
@@ -21,6 +22,7 @@ use crate::shard::core::Counted;
 use crate::shard::core::Shard;
 use crate::shard::io::READ_CHUNK_BYTES;
 use crate::shard::io::{self, ReadOutcome};
+use crate::shard::outbox::close::CLOSE_PUBLISH_RATE;
 use crate::shard::outbox::out::{Kill, Out};
 use crate::shard::outbox::session::Session;
 use crate::shard::outbox::wire::Format;
@@ -108,6 +110,7 @@ pub async fn stream(c: Conn, plan: WsPlan, counted: Counted) {
     let mut out = Out::new(c.fd, format);
     out.exp = exp;
     out.may_publish = authz::ws_may_publish(&sh, publish.as_deref(), &topic);
+    out.publish_bucket = SmallBucket::full(sh.node.cfg.ws_publish_rate, sh.adm.now_ms());
     let ok = sh.st.borrow_mut().subs.outs.insert(out);
     let g = StreamGuard::new(&sh, ok);
     match sh.subscribe(ok, topic.clone(), since, usize::MAX).await {
@@ -207,6 +210,26 @@ enum Step {
     /// The socket is empty for now.
     Idle,
     End(End),
+}
+
+/// Takes a token from WebSocket `ok`'s `--ws-publish-rate` bucket; past the rate, counts and
+/// logs the refusal (at debug: one per message would flood anything louder; the counter has
+/// them all).
+pub(super) fn may_publish_now(sh: &Shard, ok: usize) -> bool {
+    let rate = sh.node.cfg.ws_publish_rate;
+    let now = sh.adm.now_ms();
+    let allowed = sh
+        .st
+        .borrow_mut()
+        .subs
+        .outs
+        .get_mut(ok)
+        .is_some_and(|o| o.publish_bucket.try_take(rate, rate, now));
+    if !allowed {
+        sh.metrics().inc(M::WsPublishRateRefused);
+        crate::debug!("websocket publish refused: over --ws-publish-rate {rate}/s");
+    }
+    allowed
 }
 
 /// Queues one text frame for the connection, then writes it.
@@ -327,6 +350,9 @@ impl Session {
                             .is_some_and(|o| o.may_publish);
                         if !sh.node.cfg.client_publish() || !allowed {
                             return Some(End::Close(ws::CLOSE_POLICY_VIOLATION));
+                        }
+                        if !may_publish_now(sh, ok) {
+                            return Some(End::Policy(CLOSE_PUBLISH_RATE, "publish rate"));
                         }
                         batch.push(NewMsg {
                             event: None,

@@ -36,13 +36,13 @@ pub(crate) fn send_heartbeats(sh: &Shard, tick: u64) {
         match o.format {
             Format::Sse if !active => beats.push((k, comment.clone())),
             Format::WsRaw | Format::WsV1 => {
-                if o.pong_due != 0 && tick >= o.pong_due {
+                if o.pong_due != 0 && tick >= u64::from(o.pong_due) {
                     o.kill = Some(Kill::PongTimeout);
                     o.wake();
                     continue;
                 }
                 if o.pong_due == 0 {
-                    o.pong_due = tick + pong_timeout;
+                    o.pong_due = u32::try_from(tick + pong_timeout).unwrap_or(u32::MAX);
                 }
                 beats.push((k, ping.clone()));
             }
@@ -62,7 +62,7 @@ pub(crate) fn send_heartbeats(sh: &Shard, tick: u64) {
 pub(crate) fn close_unponged(sh: &Shard, tick: u64) {
     let mut st = sh.st.borrow_mut();
     for (_, o) in st.subs.outs.iter_mut() {
-        if o.pong_due != 0 && tick >= o.pong_due && o.kill.is_none() {
+        if o.pong_due != 0 && tick >= u64::from(o.pong_due) && o.kill.is_none() {
             o.kill = Some(Kill::PongTimeout);
             o.wake();
         }

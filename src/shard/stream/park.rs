@@ -49,6 +49,8 @@ pub enum End {
     Kill(Kill),
     /// WebSocket: a close handshake or a protocol error; send this close code.
     Close(u16),
+    /// WebSocket: the server's policy ended it; send this close code and reason.
+    Policy(u16, &'static str),
 }
 
 /// Keys whose `Out` asked for the reactor (through a key waker), and the reactor's own waker.
@@ -173,12 +175,13 @@ pub fn finish(sh: &Rc<Shard>, k: usize, end: End) {
         let _ = io::write_some(out.fd, &last);
     }
     io::shutdown_write(out.fd);
+    // Before the close: the fd names the stream's client address until then.
+    core::uncount_parked(sh, out.fd);
     // `park` moved the fd out of the monoio stream into the `Out`, and only `finish` closes
     // it; closing it also takes it out of the readiness set.
     // SAFETY: the fd is owned by the `Out` just removed from the slab: nothing uses it after.
     unsafe { socket::close(out.fd) };
     sh.metrics().dec(gauge);
-    core::uncount(sh);
 }
 
 /// The close frame that says why a WebSocket ended (None: no frame to send).
@@ -192,6 +195,7 @@ pub fn close_for(end: End) -> Option<(u16, &'static str)> {
         // The reset close frame is already queued.
         End::Kill(Kill::Reset) => None,
         End::Close(code) => Some((code, "")),
+        End::Policy(code, reason) => Some((code, reason)),
     }
 }
 
