@@ -178,6 +178,9 @@ pub fn finish(sh: &Rc<Shard>, k: usize, end: End) {
     // SAFETY: the fd is owned by the `Out` just removed from the slab: nothing uses it after.
     unsafe { socket::close(out.fd) };
     sh.metrics().dec(gauge);
+    if matches!(out.format, Format::WsV1) {
+        sh.metrics().dec(M::WsV1Open);
+    }
     core::uncount(sh);
 }
 
