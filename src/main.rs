@@ -27,6 +27,11 @@ fn main() {
         }
     };
     let cfg = loaded.config.clone();
+    ringcast::log::set_level(cfg.log_level);
+    ringcast::log::set_format(cfg.log_format);
+    for w in &loaded.warnings {
+        ringcast::warn!("{w}");
+    }
     // A key that does not parse is a configuration error like any other.
     let auth = match ringcast::auth::Auth::load(&cfg.auth_config()) {
         Ok(a) => a,

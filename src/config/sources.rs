@@ -66,6 +66,10 @@ pub struct Setting {
 pub struct Loaded {
     pub config: Config,
     pub settings: Vec<Setting>,
+    /// What was given but means nothing: `RINGCAST_*` variables that name no flag (a typo, or
+    /// a variable of the test tools). Logged as warnings, not refused, so such a variable in
+    /// the environment cannot keep the node from starting.
+    pub warnings: Vec<String>,
 }
 
 /// Why the configuration could not be loaded.
@@ -178,6 +182,11 @@ where
     let prog = args.first().cloned().unwrap_or_else(|| "ringcast".into());
 
     // 2. The environment.
+    let warnings: Vec<String> = env
+        .iter()
+        .filter(|(k, _)| !settings_of(&plain).any(|(_, l)| env_name(l) == *k))
+        .map(|(k, _)| format!("{k} is set but names no flag of ringcast; ignored"))
+        .collect();
     let mut env_given: Vec<(String, Given)> = Vec::new();
     for (arg, long) in settings_of(&plain) {
         let var = env_name(long);
@@ -291,7 +300,11 @@ where
             }
         })
         .collect();
-    Ok(Loaded { config, settings })
+    Ok(Loaded {
+        config,
+        settings,
+        warnings,
+    })
 }
 
 fn raw_values(m: &ArgMatches, id: &str) -> Option<Vec<String>> {
@@ -412,6 +425,9 @@ impl Loaded {
             "# ringcast {}: the effective configuration (flag > environment > file > default)",
             env!("CARGO_PKG_VERSION")
         );
+        for w in &self.warnings {
+            let _ = writeln!(out, "# warning: {w}");
+        }
         for s in &self.settings {
             if s.name == "config" || s.name == "check-config" {
                 if let (Some(v), "config") = (&s.values, s.name.as_str()) {
@@ -612,6 +628,18 @@ mod tests {
         assert!(load(&["--config", &f], &[])
             .unwrap_err()
             .contains("--client-buffer-bytes"));
+    }
+
+    #[test]
+    fn unknown_variables_are_warned_about_not_refused() {
+        let l = load(&[], &[("RINGCAST_MAX_CONECTIONS", "5")]).unwrap();
+        assert_eq!(l.warnings.len(), 1);
+        assert!(l.warnings[0].contains("RINGCAST_MAX_CONECTIONS"));
+        assert!(l.render().contains("# warning: RINGCAST_MAX_CONECTIONS"));
+        assert!(load(&[], &[("RINGCAST_SHARDS", "1")])
+            .unwrap()
+            .warnings
+            .is_empty());
     }
 
     #[test]
