@@ -541,7 +541,9 @@ mod tests {
         let (_d, f) = file(
             "max-connections = 7\nmax_topics = 9\nheartbeat-secs = 3\npoll-limit = 4\n\
              public-topic = [\"f1\", \"f2\"]\nallow-origin = [\"http://file\"]\n\
-             publish-token = \"file-secret\"\nno-pin = true\n",
+             publish-token = \"file-secret\"\nno-pin = true\njwt-issuer = \"file-iss\"\n\
+             jwt-audience = \"file-aud\"\njwt-cookie = \"file_cookie\"\n\
+             jwt-public-key-file = [\"k1.pem\", \"k2.pem\"]\n",
         );
         let e = [
             ("RINGCAST_MAX_CONNECTIONS", "70"),
@@ -549,9 +551,18 @@ mod tests {
             ("RINGCAST_PUBLIC_TOPIC", "e1 e2\ne3"),
             ("RINGCAST_NO_PIN", "false"),
             ("RINGCAST_CONFIG", f.as_str()),
+            ("RINGCAST_JWT_ISSUER", "env-iss"),
+            ("RINGCAST_JWT_COOKIE", "env_cookie"),
         ];
         let l = load(
-            &["--max-connections", "700", "--allow-origin", "http://flag"],
+            &[
+                "--max-connections",
+                "700",
+                "--allow-origin",
+                "http://flag",
+                "--jwt-cookie",
+                "flag_cookie",
+            ],
             &e,
         )
         .unwrap();
@@ -571,8 +582,16 @@ mod tests {
         // repeatable: the highest layer that has any value gives all of them
         assert_eq!(c.public_topic, ["e1", "e2", "e3"]);
         assert_eq!(c.allow_origin, ["http://flag"]);
-        // string
+        assert_eq!(
+            c.jwt_public_key_file,
+            [PathBuf::from("k1.pem"), PathBuf::from("k2.pem")]
+        );
+        // string: flag > env > file
+        assert_eq!(c.jwt_cookie.as_deref(), Some("flag_cookie"));
+        assert_eq!(c.jwt_issuer.as_deref(), Some("env-iss"));
+        assert_eq!(c.jwt_audience.as_deref(), Some("file-aud"));
         assert_eq!(c.publish_token.as_deref(), Some("file-secret"));
+        assert_eq!(c.admin_token, None);
         // switch: the environment's false beats the file's true
         assert!(c.pin);
         assert!(!c.no_pin);
