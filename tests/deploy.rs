@@ -175,7 +175,7 @@ fn nginx_front_carries_sse_publish_and_websocket() {
         "nginx -t: {}",
         String::from_utf8_lossy(&t.stderr)
     );
-    let _nginx = Nginx(
+    let nginx = Nginx(
         Command::new("nginx")
             .arg("-p")
             .arg(&dir)
@@ -269,6 +269,8 @@ fn nginx_front_carries_sse_publish_and_websocket() {
     );
     let log = std::fs::read_to_string(&errlog).unwrap_or_default();
     assert!(!log.contains("[error]") && !log.contains("[crit]"), "{log}");
+    drop(nginx);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
