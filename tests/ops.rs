@@ -210,12 +210,28 @@ fn admin_token_guards_stats_and_status() {
     assert_eq!(s.get("/healthz").status, 200);
 }
 
-fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("ringcast-ops-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
+/// A file under the temp directory, removed when dropped.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn to_str(&self) -> Option<&str> {
+        self.0.to_str()
+    }
+    fn display(&self) -> std::path::Display<'_> {
+        self.0.display()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn temp_file(name: &str, text: &str) -> TempFile {
+    let p = std::env::temp_dir().join(format!("ringcast-ops-{}-{name}", std::process::id()));
     std::fs::write(&p, text).unwrap();
-    p
+    TempFile(p)
 }
 
 /// `ringcast ARGS` with `env`, to its exit: (status, stdout, stderr).
