@@ -87,6 +87,15 @@ pub enum OnOff {
 #[derive(Clone, Debug, Parser)]
 #[command(version, about, max_term_width = 100)]
 pub struct Config {
+    // ---- where the settings come from (issue 17) ----
+    /// Read settings from this TOML file: the keys are the flag names (`max-connections = 100`);
+    /// flags and `RINGCAST_*` variables take precedence over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration, print every setting in force and where it came from, then
+    /// exit (non-zero, with the reason, when it is not valid).
+    #[arg(long)]
+    pub check_config: bool,
     /// Address to listen on (one SO_REUSEPORT listener per shard).
     #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
@@ -105,6 +114,9 @@ pub struct Config {
     /// Log level (one line per event on stderr).
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     /// Longest request line, bytes (414 past it).
     #[arg(long, default_value_t = DEFAULT_MAX_REQUEST_LINE_BYTES)]
@@ -173,6 +185,15 @@ pub struct Config {
     /// JWT key, a token's `publish` claim also allows).
     #[arg(long)]
     pub publish_token: Option<String>,
+    // ---- /stats and /status (issue 17) ----
+    /// Require `Authorization: Bearer TOKEN` (or `?token=TOKEN`) for /stats and /status from
+    /// peers that are not loopback (default: loopback peers only).
+    #[arg(long)]
+    pub admin_token: Option<String>,
+    /// Loopback peers may read /stats and /status without --admin-token. Turn it off behind a
+    /// proxy on the same host, where every peer is loopback.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub admin_loopback: OnOff,
     /// Longest long-poll wait, seconds (`wait=` is capped to it).
     #[arg(long, default_value_t = DEFAULT_LONGPOLL_MAX_SECS)]
     pub longpoll_max_secs: u64,
@@ -216,27 +237,6 @@ pub struct Config {
     /// Topics anyone may read without a token: a name, a prefix ending in `*`, or `*` (repeatable).
     #[arg(long, value_name = "PATTERN")]
     pub public_topic: Vec<String>,
-
-    // ---- operators (issue 17): configuration sources, logs, /stats and /status ----
-    /// Read settings from this TOML file: the keys are the flag names (`max-connections = 100`);
-    /// flags and `RINGCAST_*` variables take precedence over it.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Validate the configuration, print every setting in force and where it came from, then
-    /// exit (non-zero, with the reason, when it is not valid).
-    #[arg(long)]
-    pub check_config: bool,
-    /// Log line format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-    /// Require `Authorization: Bearer TOKEN` (or `?token=TOKEN`) for /stats and /status from
-    /// peers that are not loopback (default: loopback peers only).
-    #[arg(long)]
-    pub admin_token: Option<String>,
-    /// Loopback peers may read /stats and /status without --admin-token. Turn it off behind a
-    /// proxy on the same host, where every peer is loopback.
-    #[arg(long, value_enum, default_value_t = OnOff::On)]
-    pub admin_loopback: OnOff,
 }
 
 impl Config {

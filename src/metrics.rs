@@ -36,12 +36,12 @@ counters! {
     TopicsFreed => "ringcast_topics_freed_total", "counter", "Idle topics freed.";
     SseOpen => "ringcast_sse_streams_open", "gauge", "Open SSE streams.";
     WsOpen => "ringcast_websockets_open", "gauge", "Open WebSocket connections.";
+    WsV1Open => "ringcast_websockets_v1_open", "gauge", "Open WebSocket connections speaking ringcast.v1 (also counted in ringcast_websockets_open).";
     LongPollWaiting => "ringcast_longpoll_waiting", "gauge", "Long polls waiting for a message.";
     Resets => "ringcast_resets_total", "counter", "Resume points answered with a reset.";
     AuthRefused => "ringcast_auth_refused_total", "counter", "Subscribes and publishes refused by the token rules (401/403).";
     LocalWindows => "ringcast_windows_local_total", "counter", "Windows answered from the messages a shard already received, with no round trip to the topic's home.";
     BufferedBytes => "ringcast_client_buffered_bytes", "gauge", "Bytes waiting in client send buffers.";
-    WsV1Open => "ringcast_websockets_v1_open", "gauge", "Open WebSocket connections speaking ringcast.v1 (also counted in ringcast_websockets_open).";
 }
 
 #[repr(align(128))]

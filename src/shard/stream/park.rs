@@ -160,6 +160,9 @@ pub fn finish(sh: &Rc<Shard>, k: usize, end: End) {
             M::SseOpen
         }
         Format::WsRaw | Format::WsV1 => {
+            if matches!(out.format, Format::WsV1) {
+                sh.metrics().dec(M::WsV1Open);
+            }
             // Whatever is still queued goes first (best effort), then the close frame.
             last = std::mem::take(&mut out.backlog);
             if let Some((code, reason)) = close_for(end) {
@@ -178,9 +181,6 @@ pub fn finish(sh: &Rc<Shard>, k: usize, end: End) {
     // SAFETY: the fd is owned by the `Out` just removed from the slab: nothing uses it after.
     unsafe { socket::close(out.fd) };
     sh.metrics().dec(gauge);
-    if matches!(out.format, Format::WsV1) {
-        sh.metrics().dec(M::WsV1Open);
-    }
     core::uncount(sh);
 }
 
