@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Real-browser tests (tools/browser/README.md): installs what is missing (Debian's chromium,
 # the pinned playwright-core), builds ringcast if needed, runs the browser client's unit tests
-# (clients/js, node --test), sse-resume.mjs (EventSource), client.mjs (clients/js/ringcast.js)
-# and status.mjs (the /status page under traffic; screenshots in target/browser-artifacts/).
+# (clients/js, node --test), sse-resume.mjs (EventSource) and client.mjs (clients/js/ringcast.js).
 # Exits non-zero on failure; the last line is a one-line summary.
 #   RINGCAST_BIN=path   use this ringcast binary instead of building target/debug/ringcast
 #   BROWSER_TEST_VERBOSE=1   log every request and step
@@ -59,7 +58,7 @@ timeout 180 node "$here/sse-resume.mjs" | tee "$tmp/sse"
 sse=${PIPESTATUS[0]}
 timeout 240 node "$here/client.mjs" | tee "$tmp/client"
 client=${PIPESTATUS[0]}
-# The status page (issue 17).
+# The status page (issue 17): status.mjs, screenshots in target/browser-artifacts/.
 timeout 120 node "$here/status.mjs" | tee "$tmp/status"
 status=${PIPESTATUS[0]}
 summary="unit: ${unit_pass:-0} passed, ${unit_fail:-?} failed | $(tail -n1 "$tmp/sse") | $(tail -n1 "$tmp/client") | $(tail -n1 "$tmp/status")"
