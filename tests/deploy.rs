@@ -187,6 +187,20 @@ fn nginx_front_carries_sse_publish_and_websocket() {
             .spawn()
             .unwrap(),
     );
+    // On a failure, what nginx and ringcast said.
+    struct Logs<'a>(&'a Server, PathBuf);
+    impl Drop for Logs<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                eprintln!(
+                    "--- nginx error log\n{}\n--- ringcast log\n{}",
+                    std::fs::read_to_string(&self.1).unwrap_or_default(),
+                    self.0.log()
+                );
+            }
+        }
+    }
+    let _logs = Logs(&rc, errlog.clone());
     let front: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let t = Instant::now();
     while TcpStream::connect(front).is_err() {
@@ -204,9 +218,30 @@ fn nginx_front_carries_sse_publish_and_websocket() {
     };
 
     // An SSE subscriber through nginx: the stream's opening and then, unbuffered, each event.
+    // Both streams resume from the topic's position before the publish: a stream subscribes
+    // just after its head (or 101) is written, and must not miss a publish racing it.
+    let mut poll = connect();
+    poll.write_all(b"GET /poll/front HTTP/1.1\r\nHost: push.example\r\n\r\n")
+        .unwrap();
+    let mut ans = Vec::new();
+    assert!(read_until(
+        &mut poll,
+        &mut ans,
+        b"\"}",
+        Duration::from_secs(5)
+    ));
+    let text = String::from_utf8_lossy(&ans);
+    let since = text
+        .split("\"next\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("a poll answer through nginx: {text}"))
+        .to_string();
     let mut sse = connect();
-    sse.write_all(
-        b"GET /sse/front HTTP/1.1\r\nHost: push.example\r\nAccept: text/event-stream\r\n\r\n",
+    write!(
+        sse,
+        "GET /sse/front?last_event_id={since} HTTP/1.1\r\nHost: push.example\r\n\
+         Accept: text/event-stream\r\n\r\n"
     )
     .unwrap();
     let mut got = Vec::new();
@@ -217,7 +252,7 @@ fn nginx_front_carries_sse_publish_and_websocket() {
     );
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
     // A WebSocket through nginx (raw mode: what it sends is published, and echoed to it).
-    let mut ws = wsraw::upgrade(front, "/ws/front");
+    let mut ws = wsraw::upgrade(front, &format!("/ws/front?since={since}"));
     ws.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
 
     // A publish through nginx reaches both.
@@ -263,7 +298,7 @@ fn nginx_front_carries_sse_publish_and_websocket() {
     let mut rest = got.split_off(got.len());
     assert!(
         // nginx re-frames the close-delimited stream as chunks: `3\r\n:\n\n\r\n`.
-        read_until(&mut sse, &mut rest, b"\r\n:\n\n", Duration::from_secs(5)),
+        read_until(&mut sse, &mut rest, b":\n\n", Duration::from_secs(5)),
         "a heartbeat comment came through: {}",
         String::from_utf8_lossy(&rest)
     );
