@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+pub mod sources;
+
 // The codecs' own defaults, defined once where the limit is enforced.
 pub use crate::codec::http1::{
     DEFAULT_MAX_HEADERS, DEFAULT_MAX_HEAD_BYTES, DEFAULT_MAX_REQUEST_LINE_BYTES,
@@ -78,6 +80,15 @@ pub enum LogLevel {
     Debug,
 }
 
+/// `--log-format`: how a log line is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `LEVEL message`, one line per event.
+    Text,
+    /// One JSON object per line: `ts`, `level`, `shard` (on a shard's thread), `peer` (when the event is about a client), `msg`.
+    Json,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OnOff {
     On,
@@ -88,6 +99,15 @@ pub enum OnOff {
 #[derive(Clone, Debug, Parser)]
 #[command(version, about, max_term_width = 100)]
 pub struct Config {
+    // ---- where the settings come from (issue 17) ----
+    /// Read settings from this TOML file: the keys are the flag names (`max-connections = 100`);
+    /// flags and `RINGCAST_*` variables take precedence over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration, print every setting in force and where it came from, then
+    /// exit (non-zero, with the reason, when it is not valid).
+    #[arg(long)]
+    pub check_config: bool,
     /// Address to listen on (one SO_REUSEPORT listener per shard).
     #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
@@ -106,6 +126,9 @@ pub struct Config {
     /// Log level (one line per event on stderr).
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     /// Longest request line, bytes (414 past it).
     #[arg(long, default_value_t = DEFAULT_MAX_REQUEST_LINE_BYTES)]
@@ -174,6 +197,15 @@ pub struct Config {
     /// JWT key, a token's `publish` claim also allows).
     #[arg(long)]
     pub publish_token: Option<String>,
+    // ---- /stats and /status (issue 17) ----
+    /// Require `Authorization: Bearer TOKEN` (or `?token=TOKEN`) for /stats and /status from
+    /// peers that are not loopback (default: loopback peers only).
+    #[arg(long)]
+    pub admin_token: Option<String>,
+    /// Loopback peers may read /stats and /status without --admin-token. Turn it off behind a
+    /// proxy on the same host, where every peer is loopback.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub admin_loopback: OnOff,
     /// Longest long-poll wait, seconds (`wait=` is capped to it).
     #[arg(long, default_value_t = DEFAULT_LONGPOLL_MAX_SECS)]
     pub longpoll_max_secs: u64,
@@ -290,6 +322,13 @@ impl Config {
             if t.is_empty() || t.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
                 return Err(
                     "--publish-token must be non-empty printable ASCII without spaces".into(),
+                );
+            }
+        }
+        if let Some(t) = &self.admin_token {
+            if t.is_empty() || t.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
+                return Err(
+                    "--admin-token must be non-empty printable ASCII without spaces".into(),
                 );
             }
         }

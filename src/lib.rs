@@ -4,7 +4,8 @@
 //! topic pub/sub, one monoio shard per core.
 //!
 //! # Layout
-//! - [`config`]: command-line flags, validation and defaults (clap).
+//! - [`config`]: command-line flags, validation and defaults (clap); the same flags from
+//!   `RINGCAST_*` variables and a `--config` TOML file.
 //! - [`runtime`]: shard threads, core pinning, io_uring/epoll driver choice, signals and shutdown.
 //! - [`codec`]: pure protocol code — HTTP/1.1 heads and bodies, routes and topics, positions,
 //!   SSE events, WebSocket frames. No I/O, no clock, no shard state.
@@ -14,7 +15,7 @@
 //! - [`sys`]: every libc call and `unsafe` block — sockets, listeners, the epoll readiness set,
 //!   key wakers, signals — each argued.
 //! - [`metrics`]: per-shard counters, rendered as Prometheus text on `GET /metrics`.
-//! - [`log`]: leveled one-line logging to stderr.
+//! - [`log`]: leveled one-line logging to stderr, as text or JSON.
 
 // Unsafe is rare, fenced and argued: every block says why it is sound, every `unsafe fn` what
 // its caller must guarantee.

@@ -1,7 +1,6 @@
 //! The `ringcast` binary: flags → [`Config`] → [`runtime::run`]. No logic lives here.
 
-use clap::Parser;
-use ringcast::config::Config;
+use ringcast::config::sources::{self, LoadError};
 use ringcast::runtime;
 
 /// jemalloc instead of glibc malloc. Its size classes keep the small allocations a connection
@@ -18,10 +17,20 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 fn main() {
-    let mut cfg = Config::parse();
-    if let Err(e) = cfg.validate() {
-        eprintln!("ringcast: {e}");
-        std::process::exit(2);
+    // Flags, then `RINGCAST_*` variables, then the `--config` file, then defaults; validated.
+    let loaded = match sources::load(std::env::args_os()) {
+        Ok(l) => l,
+        Err(LoadError::Clap(e)) => e.exit(),
+        Err(LoadError::Invalid(e)) => {
+            eprintln!("ringcast: {e}");
+            std::process::exit(2);
+        }
+    };
+    let cfg = loaded.config.clone();
+    ringcast::log::set_level(cfg.log_level);
+    ringcast::log::set_format(cfg.log_format);
+    for w in &loaded.warnings {
+        ringcast::warn!("{w}");
     }
     // A key that does not parse is a configuration error like any other.
     let auth = match ringcast::auth::Auth::load(&cfg.auth_config()) {
@@ -31,6 +40,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if cfg.check_config {
+        print!("{}", loaded.render());
+        return;
+    }
     if let Err(e) = runtime::run(cfg, auth) {
         eprintln!("ringcast: {e}");
         std::process::exit(1);

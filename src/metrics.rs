@@ -6,7 +6,7 @@
 //! connection and topic totals, which are deliberately approximate caps).
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 macro_rules! counters {
     ($($name:ident => $prom:literal, $kind:literal, $help:literal;)*) => {
@@ -36,6 +36,7 @@ counters! {
     TopicsFreed => "ringcast_topics_freed_total", "counter", "Idle topics freed.";
     SseOpen => "ringcast_sse_streams_open", "gauge", "Open SSE streams.";
     WsOpen => "ringcast_websockets_open", "gauge", "Open WebSocket connections.";
+    WsV1Open => "ringcast_websockets_v1_open", "gauge", "Open WebSocket connections speaking ringcast.v1 (also counted in ringcast_websockets_open).";
     LongPollWaiting => "ringcast_longpoll_waiting", "gauge", "Long polls waiting for a message.";
     Resets => "ringcast_resets_total", "counter", "Resume points answered with a reset.";
     AuthRefused => "ringcast_auth_refused_total", "counter", "Subscribes and publishes refused by the token rules (401/403).";
@@ -107,6 +108,88 @@ impl Metrics {
     }
 }
 
+// ---- /stats: per-second samples (issue 17) ----
+
+/// How many per-second samples `/stats` keeps: five minutes.
+pub const SAMPLES: usize = 300;
+
+/// One second's totals over every shard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sample {
+    pub unix_ms: u64,
+    pub published: i64,
+    pub delivered: i64,
+    pub connections: i64,
+}
+
+/// A ring of the last [`SAMPLES`] per-second totals, so `/stats` can say publishes/s and
+/// deliveries/s without a lock or a question to each shard. One writer (shard 0's ticker,
+/// once a second); readers on any shard. The hot path is untouched: a sample sums the
+/// counters the shards keep anyway.
+pub struct Samples {
+    /// How many samples were ever written; slot `i % SAMPLES` holds sample `i`.
+    written: AtomicU64,
+    slots: [[AtomicI64; 4]; SAMPLES],
+}
+
+impl Default for Samples {
+    fn default() -> Self {
+        Samples {
+            written: AtomicU64::new(0),
+            slots: std::array::from_fn(|_| std::array::from_fn(|_| AtomicI64::new(0))),
+        }
+    }
+}
+
+impl Samples {
+    /// Sums the shards' counters into the next slot (the one writer).
+    pub fn record(&self, m: &Metrics, unix_ms: u64) {
+        let n = self.written.load(Ordering::Relaxed);
+        let slot = &self.slots[(n % SAMPLES as u64) as usize];
+        slot[0].store(unix_ms as i64, Ordering::Relaxed);
+        slot[1].store(m.total(M::Published), Ordering::Relaxed);
+        slot[2].store(m.total(M::Delivered), Ordering::Relaxed);
+        slot[3].store(m.total(M::ConnectionsOpen), Ordering::Relaxed);
+        // Release: a reader that sees the new count sees the slot.
+        self.written.store(n + 1, Ordering::Release);
+    }
+
+    /// The samples held, oldest first (at most `SAMPLES - 1`: the oldest slot may be being
+    /// rewritten while it is read).
+    pub fn recent(&self) -> Vec<Sample> {
+        let n = self.written.load(Ordering::Acquire);
+        let first = n.saturating_sub(SAMPLES as u64 - 1);
+        (first..n)
+            .map(|i| {
+                let s = &self.slots[(i % SAMPLES as u64) as usize];
+                Sample {
+                    unix_ms: s[0].load(Ordering::Relaxed) as u64,
+                    published: s[1].load(Ordering::Relaxed),
+                    delivered: s[2].load(Ordering::Relaxed),
+                    connections: s[3].load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Per-second rates between consecutive samples: `(unix_secs, publishes/s, deliveries/s,
+/// connections)` for each sample after the first.
+pub fn rates(samples: &[Sample]) -> Vec<(u64, f64, f64, i64)> {
+    samples
+        .windows(2)
+        .map(|w| {
+            let secs = (w[1].unix_ms.saturating_sub(w[0].unix_ms)).max(1) as f64 / 1000.0;
+            (
+                w[1].unix_ms / 1000,
+                (w[1].published - w[0].published).max(0) as f64 / secs,
+                (w[1].delivered - w[0].delivered).max(0) as f64 / secs,
+                w[1].connections,
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +207,40 @@ mod tests {
         m.render(&mut s);
         assert!(s.contains("ringcast_messages_published_total{shard=\"1\"} 2\n"));
         assert!(s.contains("# TYPE ringcast_connections_open gauge\n"));
+    }
+
+    #[test]
+    fn samples_ring_and_rates() {
+        let m = Metrics::new(2);
+        let s = Samples::default();
+        assert!(s.recent().is_empty());
+        for i in 0..(SAMPLES as i64 + 10) {
+            m.shards[(i % 2) as usize].add(M::Published, 3);
+            m.shards[0].add(M::Delivered, 10);
+            s.record(&m, 1_000 * i as u64);
+        }
+        let r = s.recent();
+        assert_eq!(r.len(), SAMPLES - 1);
+        assert!(r.windows(2).all(|w| w[1].unix_ms == w[0].unix_ms + 1000));
+        assert_eq!(r.last().unwrap().published, 3 * (SAMPLES as i64 + 10));
+        let rates = rates(&r);
+        assert_eq!(rates.len(), SAMPLES - 2);
+        assert!(rates.iter().all(|&(_, p, d, _)| p == 3.0 && d == 10.0));
+        // Two seconds between samples halve the rate.
+        let two = [
+            Sample {
+                unix_ms: 0,
+                published: 0,
+                delivered: 0,
+                connections: 1,
+            },
+            Sample {
+                unix_ms: 2000,
+                published: 8,
+                delivered: 4,
+                connections: 2,
+            },
+        ];
+        assert_eq!(super::rates(&two), vec![(2, 4.0, 2.0, 2)]);
     }
 }

@@ -29,6 +29,11 @@ pub struct Node {
     pub shutting_down: AtomicBool,
     /// Random per process: mixed into topic epochs so a restarted node never reuses one.
     pub seed: u64,
+    // ---- /stats (issue 17) ----
+    /// When the node started: `/stats` uptime.
+    pub started: std::time::Instant,
+    /// The last minutes of per-second totals, written by shard 0's ticker (`/stats` rates).
+    pub samples: crate::metrics::Samples,
 }
 
 impl Node {
@@ -50,6 +55,8 @@ impl Node {
             per_ip: PerIp::new(cfg.max_connections_per_ip),
             shutting_down: Default::default(),
             seed: h.finish(),
+            started: std::time::Instant::now(),
+            samples: Default::default(),
             auth,
             cfg,
         }

@@ -139,6 +139,7 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
 /// Runs the node until a signal drains it. Returns when every shard has stopped.
 pub fn run(cfg: Config, auth: Option<crate::auth::Auth>) -> io::Result<()> {
     crate::log::set_level(cfg.log_level);
+    crate::log::set_format(cfg.log_format);
     // Before any thread starts, so every shard thread inherits the mask.
     let signals = signal::block_shutdown_signals();
     let driver = choose_driver(cfg.driver)?;

@@ -409,7 +409,21 @@ fn a_v1_client_is_warned_and_may_refresh() {
 
 #[test]
 fn no_token_reaches_the_log() {
-    let s = start(&["--publish-token", "backend-secret-token-value"]);
+    no_token_reaches_the_log_in("text");
+    no_token_reaches_the_log_in("json");
+}
+
+fn no_token_reaches_the_log_in(format: &str) {
+    let s = start(&[
+        "--publish-token",
+        "backend-secret-token-value",
+        "--log-format",
+        format,
+        "--admin-token",
+        "admin-secret-token-value",
+        "--admin-loopback",
+        "off",
+    ]);
     let ok = reader(600);
     let expired = hs(json!({"exp": now() - 5, "topics": ["*"], "sub": "old"}));
     let uncovered = hs(json!({"exp": now() + 600, "topics": ["news"]}));
@@ -438,15 +452,26 @@ fn no_token_reaches_the_log() {
         "Authorization: Bearer wrong-token-value\r\n",
         "m",
     );
+    for t in ["admin-secret-token-value", "wrong-token-value"] {
+        get(&s, &format!("/status?token={t}"), "");
+        get(&s, "/stats", &format!("Authorization: Bearer {t}\r\n"));
+    }
     std::thread::sleep(Duration::from_millis(300));
     let log = s.log();
-    assert!(log.contains("DEBUG"), "the server logged at debug level");
+    let debug = if format == "json" {
+        "\"level\":\"debug\""
+    } else {
+        "DEBUG"
+    };
+    assert!(log.contains(debug), "the server logged at debug level");
+    assert!(log.contains("admin ("), "the admin refusals were logged");
     for secret in [
         ok.as_str(),
         expired.as_str(),
         uncovered.as_str(),
         "backend-secret-token-value",
         "wrong-token-value",
+        "admin-secret-token-value",
     ] {
         // Any third of a token would do to replay or brute-force it; none may appear.
         let piece = &secret[secret.len() / 3..secret.len() / 3 * 2];

@@ -2,7 +2,9 @@
 //! playwright-core, holds an `EventSource` across cut connections and a server restart,
 //! publishes with `fetch` and subscribes with `?token=` against a node with a JWT key, and runs
 //! the browser client `clients/js/ringcast.js` across cuts, a restart, a drain, dead connections,
-//! token expiry and refused upgrades; plus the client's `node --test` unit tests; see
+//! token expiry and refused upgrades; opens the `/status` page under traffic, checks that its
+//! figures move and keeps screenshots at 390 and 1280 px in `target/browser-artifacts/`; plus
+//! the client's `node --test` unit tests; see
 //! tools/browser/README.md). run.sh installs what is missing (chromium by apt-get, the pinned
 //! node module by npm ci) and is given this build's `ringcast` binary.
 //!

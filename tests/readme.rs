@@ -5,6 +5,7 @@
 //! has a row and every row is a flag of the binary; a row's default is the binary's (empty when
 //! it has none); its meaning contains the binary's description; an enum's values are all there,
 //! each described value on a line of its own (`<br>`), not run together into one sentence.
+//! Every flag but `--help`/`--version` shows its environment variable, `RINGCAST_<FLAG_NAME>`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,6 +15,8 @@ use std::process::Command;
 #[derive(Debug, Default)]
 struct HelpFlag {
     default: Option<String>,
+    /// `[env: NAME]`: the variable that sets it.
+    env: Option<String>,
     /// The description paragraphs, joined by spaces.
     description: String,
     /// `- name: text` entries of a value enum with doc comments.
@@ -65,6 +68,8 @@ fn help_flags() -> BTreeMap<String, HelpFlag> {
             .and_then(|d| d.strip_suffix(']'))
         {
             f.default = Some(d.to_string());
+        } else if let Some(e) = t.strip_prefix("[env: ").and_then(|e| e.strip_suffix(']')) {
+            f.env = Some(e.to_string());
         } else if let Some(v) = t
             .strip_prefix("[possible values: ")
             .and_then(|v| v.strip_suffix(']'))
@@ -144,6 +149,14 @@ fn readme_flags_table_is_the_binarys_help() {
             .map(|d| format!("`{d}`"))
             .unwrap_or_default();
         assert_eq!(default, &want_default, "--{name}: default");
+        if name != "help" && name != "version" {
+            let want_env = format!("RINGCAST_{}", name.to_uppercase().replace('-', "_"));
+            assert_eq!(
+                flag.env.as_deref(),
+                Some(want_env.as_str()),
+                "--{name}: env"
+            );
+        }
         assert!(
             meaning.contains(&flag.description),
             "--{name}: the meaning should contain the help text\n  help:   {}\n  README: {meaning}",

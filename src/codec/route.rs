@@ -13,6 +13,8 @@
 //! |-----------------|------------------------|
 //! | `/healthz`      | [`Route::Healthz`]     |
 //! | `/metrics`      | [`Route::Metrics`]     |
+//! | `/stats`        | [`Route::Stats`]       |
+//! | `/status`       | [`Route::Status`]      |
 //! | `/pub`          | [`Route::PublishBatch`]|
 //! | `/pub/{topic}`  | [`Route::Publish`]     |
 //! | `/poll/{topic}` | [`Route::Poll`]        |
@@ -47,6 +49,10 @@ pub enum Route {
     Healthz,
     /// `/metrics`
     Metrics,
+    /// `/stats`: the node's figures as JSON.
+    Stats,
+    /// `/status`: the live status page.
+    Status,
     /// `/pub` exactly: a batch of messages for several topics.
     PublishBatch,
     /// `/pub/{topic}`
@@ -105,6 +111,8 @@ pub fn route(path: &[u8], max_topic_bytes: usize) -> Result<Route, TopicError> {
     match path {
         b"/healthz" => return Ok(Route::Healthz),
         b"/metrics" => return Ok(Route::Metrics),
+        b"/stats" => return Ok(Route::Stats),
+        b"/status" => return Ok(Route::Status),
         b"/pub" => return Ok(Route::PublishBatch),
         _ => {}
     }
@@ -249,6 +257,9 @@ mod tests {
         let cases: &[(&[u8], Result<Route, TopicError>)] = &[
             (b"/healthz", Ok(Route::Healthz)),
             (b"/metrics", Ok(Route::Metrics)),
+            (b"/stats", Ok(Route::Stats)),
+            (b"/status", Ok(Route::Status)),
+            (b"/stats/x", Ok(Route::NotFound)),
             (b"/pub", Ok(Route::PublishBatch)),
             (b"/pub/news", Ok(Route::Publish(s("news")))),
             (b"/poll/news", Ok(Route::Poll(s("news")))),

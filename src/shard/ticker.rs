@@ -1,5 +1,5 @@
 //! The once-a-second work of a shard: the `Date` value, idle topics, heartbeats and pong checks
-//! on quiet streams.
+//! on quiet streams, and (shard 0) the per-second samples of `/stats`.
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -18,6 +18,10 @@ pub(crate) async fn ticker_task(sh: Rc<Shard>) {
         refresh_date(&sh);
         monoio::time::sleep(Duration::from_secs(1)).await;
         tick += 1;
+        // One writer: shard 0 sums the counters into /stats' per-second samples.
+        if sh.id == 0 {
+            sh.node.samples.record(&sh.node.metrics, unix_ms());
+        }
         sweep_topics(&sh);
         expiry::sweep(&sh, unix_secs());
         let hb = sh.node.cfg.heartbeat_secs;
@@ -27,6 +31,13 @@ pub(crate) async fn ticker_task(sh: Rc<Shard>) {
             chores::close_unponged(&sh, tick);
         }
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn unix_secs() -> u64 {

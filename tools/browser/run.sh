@@ -62,8 +62,11 @@ JWT_SECRET_FILE="$tmp/jwt.secret" timeout 180 node "$here/sse-resume.mjs" | tee 
 sse=${PIPESTATUS[0]}
 timeout 240 node "$here/client.mjs" | tee "$tmp/client"
 client=${PIPESTATUS[0]}
-summary="unit: ${unit_pass:-0} passed, ${unit_fail:-?} failed | $(tail -n1 "$tmp/sse") | $(tail -n1 "$tmp/client")"
-if [ "$unit" -ne 0 ] || [ "$sse" -ne 0 ] || [ "$client" -ne 0 ]; then
+# The status page (issue 17): status.mjs, screenshots in target/browser-artifacts/.
+timeout 120 node "$here/status.mjs" | tee "$tmp/status"
+status=${PIPESTATUS[0]}
+summary="unit: ${unit_pass:-0} passed, ${unit_fail:-?} failed | $(tail -n1 "$tmp/sse") | $(tail -n1 "$tmp/client") | $(tail -n1 "$tmp/status")"
+if [ "$unit" -ne 0 ] || [ "$sse" -ne 0 ] || [ "$client" -ne 0 ] || [ "$status" -ne 0 ]; then
   echo "browser: FAILED ($summary)"
   exit 1
 fi

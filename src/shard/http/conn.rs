@@ -28,6 +28,7 @@ use crate::shard::routes::connio::{limits, release_buf, Conn, ReadErr};
 use crate::shard::routes::poll;
 use crate::shard::routes::publish;
 use crate::shard::routes::sse;
+use crate::shard::routes::stats;
 use crate::shard::routes::ws;
 
 pub(crate) async fn serve(sh: Rc<Shard>, stream: TcpStream, peer: SocketAddr, counted: Counted) {
@@ -159,6 +160,7 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
     // Method checks per route.
     let allow: &[u8] = match &r {
         Route::Healthz | Route::Metrics => b"GET, HEAD",
+        Route::Stats | Route::Status => b"GET, HEAD",
         Route::Publish(_) | Route::PublishBatch => b"POST",
         Route::Poll(_) | Route::Sse(_) => b"GET, HEAD, OPTIONS",
         Route::Ws(_) => b"GET",
@@ -321,6 +323,10 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
                         &[("Content-Type", b"text/plain; version=0.0.4")],
                         s.as_bytes(),
                     );
+                    Next::KeepAlive
+                }
+                Route::Stats | Route::Status => {
+                    stats::serve(&sh, &req, &mut a, matches!(other, Route::Status));
                     Next::KeepAlive
                 }
                 Route::Publish(topic) => {

@@ -223,7 +223,7 @@ pub fn refresh(sh: &Shard, ok: usize, token: &[u8]) -> Result<Grant, Denied> {
     r
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -1,7 +1,7 @@
 //! What the router dispatches to: `poll.rs` (short and long polls), `publish.rs`, `sse.rs`
 //! (event streams) and `ws.rs` (the WebSocket upgrade and its bursts, v1 commands), with what
 //! every route shares: `answer.rs` (`Req`, `Answer`, `Next`, CORS) and `connio.rs` (`Conn`, a
-//! connection's socket and buffers).
+//! connection's socket and buffers). `stats.rs` serves the operators' `/stats` and `/status`.
 //! Must not: import `http/` (the router is above the routes, not beside them).
 
 pub mod answer;
@@ -10,5 +10,6 @@ pub mod connio;
 pub mod poll;
 pub mod publish;
 pub mod sse;
+pub mod stats;
 pub mod v1;
 pub mod ws;

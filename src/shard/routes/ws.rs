@@ -118,6 +118,7 @@ pub async fn stream(c: Conn, plan: WsPlan, counted: Counted) {
             g.add_sub(sk);
             sh.metrics().inc(M::WsOpen);
             if v1 {
+                sh.metrics().inc(M::WsV1Open);
                 let mut j = Vec::new();
                 subscribed_json(&topic, w.current, None, &mut j);
                 send_frame(&sh, ok, &j);

@@ -162,6 +162,9 @@ pub fn finish(sh: &Rc<Shard>, k: usize, end: End) {
             M::SseOpen
         }
         Format::WsRaw | Format::WsV1 => {
+            if matches!(out.format, Format::WsV1) {
+                sh.metrics().dec(M::WsV1Open);
+            }
             // Whatever is still queued goes first (best effort), then the close frame.
             last = std::mem::take(&mut out.backlog);
             if let Some((code, reason)) = close_for(end) {
