@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use crate::codec::position::Position;
+use crate::codec::streampos::{self, StreamPos};
 use crate::config::SlowClient;
 use crate::fanout::{MsgRef, Since, Window};
 use crate::metrics::{ShardMetrics, M};
@@ -108,6 +110,15 @@ impl Subscribers {
             t.subs.push(key);
         }
         key
+    }
+
+    /// How many subscriptions of `topic` this shard has (streams, v1 subscriptions, waiting
+    /// long polls: each is one `Sub`).
+    pub fn count(&self, topic: &str) -> u64 {
+        self.topics
+            .find(topic)
+            .and_then(|tk| self.topics.get(tk))
+            .map_or(0, |t| t.subs.len() as u64)
     }
 
     /// The name of subscription `sk`'s topic.
@@ -232,6 +243,9 @@ impl Subscribers {
                 *recent = None;
             }
         }
+        let Some(t) = self.topics.get(tk) else {
+            return;
+        };
         let mut encoded = Encoded::default();
         for sk in t.subs.iter() {
             let Some(sub) = self.subs.get_mut(sk) else {
@@ -255,7 +269,33 @@ impl Subscribers {
                 continue;
             }
             let bytes = encoded.get(out.format, msg);
-            queue(&mut self.pass, &mut self.dirty, ok, out, bytes, msg, p);
+            // A multi-topic SSE event ends with this stream's own token: the shared `data:`
+            // bytes, then a line written for this stream only.
+            let id = (out.format == Format::SseMulti).then(|| {
+                let mut v = Vec::with_capacity(16 + 24 * out.subs.len());
+                stream_token(&self.subs, &self.topics, &out.subs, &mut v);
+                Rc::from(v)
+            });
+            queue(&mut self.pass, &mut self.dirty, ok, out, bytes, id, msg, p);
+        }
+    }
+
+    /// Gives a multi-topic stream's subscription, before its window comes, the position its
+    /// client resumes from, so the stream's token keeps it meanwhile (a subscription with no
+    /// position is left out of the token until its window places it).
+    pub fn preset(&mut self, sk: usize, at: Position) {
+        if let Some(sub) = self.subs.get_mut(sk) {
+            if !sub.ready {
+                sub.epoch = at.epoch;
+                sub.cursor = at.offset;
+            }
+        }
+    }
+
+    /// The token of multi-topic stream `ok` now (every topic's last delivered position).
+    pub fn token_of(&self, ok: usize, v: &mut Vec<u8>) {
+        if let Some(out) = self.outs.get(ok) {
+            stream_token(&self.subs, &self.topics, &out.subs, v);
         }
     }
 
@@ -289,15 +329,35 @@ impl Subscribers {
             return;
         }
         let mut v = Vec::new();
-        if w.reset {
+        if out.format == Format::SseMulti {
+            // Each event's token holds this topic at that event: the cursor moves with the
+            // replay (it ends where it was set above).
+            let end = sub.cursor;
+            if w.reset {
+                wire::sse_multi_reset(&topic, w.current, &mut v);
+                stream_token(&self.subs, &self.topics, &out.subs, &mut v);
+            }
+            for msg in msgs {
+                if let Some(sub) = self.subs.get_mut(sk) {
+                    sub.cursor = msg.pos.offset;
+                }
+                wire::encode(out.format, msg, &mut v);
+                stream_token(&self.subs, &self.topics, &out.subs, &mut v);
+            }
+            if let Some(sub) = self.subs.get_mut(sk) {
+                sub.cursor = end;
+            }
+        } else if w.reset {
             wire::reset(out.format, &topic, w.current, &mut v);
             if out.format == Format::WsRaw {
                 // Raw frames cannot say "reset" in band: the close frame says it.
                 out.kill = Some(Kill::Reset);
             }
         }
-        for msg in msgs {
-            wire::encode(out.format, msg, &mut v);
+        if out.format != Format::SseMulti {
+            for msg in msgs {
+                wire::encode(out.format, msg, &mut v);
+            }
         }
         m.add(M::Delivered, msgs.len() as i64);
         if !v.is_empty() {
@@ -382,16 +442,50 @@ impl Subscribers {
     }
 }
 
+/// Appends the `id:` line of a multi-topic stream whose subscriptions are `list`: the token of
+/// every placed topic's last delivered position.
+fn stream_token(subs: &Slab<Sub>, topics: &Topics, list: &SubList, v: &mut Vec<u8>) {
+    let mut small = [(0u64, Position::new(0, 0)); 16];
+    let mut big;
+    let e: &mut [(u64, Position)] = if list.len() <= small.len() {
+        &mut small[..]
+    } else {
+        big = vec![(0u64, Position::new(0, 0)); list.len()];
+        &mut big[..]
+    };
+    let mut n = 0;
+    for sk in list.iter() {
+        let Some(sub) = subs.get(sk) else { continue };
+        // Epochs are never 0: a subscription with no position yet.
+        if sub.epoch == 0 {
+            continue;
+        }
+        let Some(t) = topics.get(sub.topic as usize) else {
+            continue;
+        };
+        e[n] = (
+            streampos::tag(&t.name),
+            Position::new(sub.epoch, sub.cursor),
+        );
+        n += 1;
+    }
+    v.extend_from_slice(b"id: ");
+    StreamPos::encode_tagged(&mut e[..n], v);
+    v.extend_from_slice(b"\n\n");
+}
+
+#[allow(clippy::too_many_arguments)]
 fn queue(
     pass: &mut Vec<(usize, Rc<[u8]>)>,
     dirty: &mut Vec<usize>,
     ok: usize,
     out: &mut Out,
     bytes: Rc<[u8]>,
+    id: Option<Rc<[u8]>>,
     msg: &MsgRef,
     p: &Policy<'_>,
 ) {
-    let mut need = bytes.len();
+    let mut need = bytes.len() + id.as_ref().map_or(0, |i| i.len());
     let notice = out.gap.map(|g| {
         let mut v = Vec::new();
         wire::reset(out.format, &msg.topic, g, &mut v);
@@ -433,6 +527,9 @@ fn queue(
     out.queued += need;
     out.active = true;
     pass.push((ok, bytes));
+    if let Some(id) = id {
+        pass.push((ok, id));
+    }
     p.metrics.inc(M::Delivered);
     if !out.dirty {
         out.dirty = true;
