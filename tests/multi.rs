@@ -3,6 +3,8 @@
 //! transport at the history bounds, bad input, subscriber counts under churn, v1 `presence`
 //! and `ping`.
 
+#[path = "support/pubsub.rs"]
+mod pubsub;
 #[path = "support/server.rs"]
 mod server;
 #[path = "support/sse_parser.rs"]
@@ -861,4 +863,154 @@ fn sse_streams_say_their_position_before_the_first_message() {
             s.raw
         );
     }
+}
+
+#[test]
+fn multi_routes_counts_and_presence_need_read_permission_on_every_topic() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let keys = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/keys");
+    let raw = std::fs::read(keys.join("hmac.secret")).unwrap();
+    let secret = raw.strip_suffix(b"\n").unwrap_or(&raw).to_vec();
+    let jwt = |topics: &[&str]| {
+        let exp = jsonwebtoken::get_current_timestamp() + 600;
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({"exp": exp, "sub": "t", "topics": topics}),
+            &EncodingKey::from_secret(&secret).unwrap(),
+        )
+        .unwrap()
+    };
+    let srv = Server::start(&[
+        "--shards",
+        "2",
+        "--jwt-secret-file",
+        keys.join("hmac.secret").to_str().unwrap(),
+        "--allow-origin",
+        "https://app.example",
+    ]);
+    let both = jwt(&["room/*"]);
+    let one = jwt(&["room/a"]);
+    let get = |path: &str, token: Option<&str>| {
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        srv.request(
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: t\r\nOrigin: https://app.example\r\n{auth}\
+                 Connection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+    };
+    for path in [
+        "/poll?topic=room/a&topic=room/b",
+        "/sse?topic=room/a&topic=room/b",
+        "/topics/room/b",
+    ] {
+        assert_eq!(get(path, None).status, 401, "{path}");
+        assert_eq!(
+            get(path, Some(&one)).status,
+            403,
+            "{path}: one topic of two"
+        );
+    }
+    let r = get("/poll?topic=room/a&topic=room/b", Some(&both));
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example"),
+        "a browser page reads the answer"
+    );
+    let r = get("/topics/room/b", Some(&both));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["subscribers"], 0);
+    // v1 presence: the connection's grant.
+    let mut ws = ws_connect(
+        &srv,
+        &format!("/ws/room/a?token={one}"),
+        Some("ringcast.v1"),
+    );
+    v1_until(&mut ws, "subscribed");
+    ws.send(Message::Text(
+        r#"{"type":"presence","topic":"room/b","ref":"x"}"#.into(),
+    ))
+    .unwrap();
+    let v = v1_next(&mut ws);
+    assert_eq!(
+        (v["type"].as_str(), v["ref"].as_str()),
+        (Some("error"), Some("x"))
+    );
+    ws.send(Message::Text(
+        r#"{"type":"presence","topic":"room/a","ref":"y"}"#.into(),
+    ))
+    .unwrap();
+    let v = v1_next(&mut ws);
+    assert_eq!(v["type"], "presence");
+    assert_eq!(v["subscribers"], 1, "{v}");
+}
+
+#[test]
+fn a_slow_multi_topic_stream_is_disconnected_even_under_drop_and_resumes_exactly() {
+    let srv = Server::start(&[
+        "--shards",
+        "2",
+        "--client-buffer-bytes",
+        "65536",
+        "--slow-client",
+        "drop",
+        "--history-bytes",
+        "33554432",
+        "--history-messages",
+        "20000",
+    ]);
+    let ts = topics("slowm", 2);
+    let q = query(&ts);
+    let (_, token) = mpoll(&srv, &q);
+    let mut slow = pubsub::connect_small_rcvbuf(&srv, 4096);
+    write!(
+        slow,
+        "GET /sse?{q} HTTP/1.1\r\nHost: t\r\nLast-Event-ID: {token}\r\n\r\n"
+    )
+    .unwrap();
+    assert_eq!(
+        srv.wait_metric("ringcast_sse_streams_open", 1, Duration::from_secs(5)),
+        1
+    );
+    // 1 KiB messages on both topics until the node gives up on the client (bounded).
+    let mut published: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut s = srv.connect();
+    for i in 0..12_000 {
+        let t = &ts[i % 2];
+        let mut body = format!("{i:06}-").into_bytes();
+        body.resize(1024, b'k');
+        let id = server::publish_on(&mut s, t, &body);
+        published.entry(t.clone()).or_default().push(offset(&id));
+        if i % 100 == 0 && srv.metric("ringcast_slow_client_disconnects_total") > 0 {
+            break;
+        }
+    }
+    assert!(srv.metric("ringcast_slow_client_disconnects_total") >= 1);
+    assert_eq!(
+        srv.metric("ringcast_slow_client_drops_total"),
+        0,
+        "never dropped"
+    );
+    // What it got is a gap-free prefix of each topic; its last stream position resumes the rest.
+    let r = read_response(&mut slow, true).expect("head");
+    assert_eq!(r.status, 200);
+    let mut p = SseParser::new();
+    let (events, eof) = pubsub::sse_read_to_eof(&mut slow, &mut p, Duration::from_secs(30));
+    assert!(eof, "closed by the node");
+    let mut got = sse_entries(&events);
+    let last = p.last_event_id().to_string();
+    let mut again = Sse::open(&srv, &format!("/sse?{q}"), Some(&last));
+    let want: BTreeMap<String, u64> = published
+        .iter()
+        .map(|(t, o)| (t.clone(), *o.last().unwrap()))
+        .collect();
+    again.read_until(|s| {
+        let e = sse_entries(&s.events);
+        want.iter()
+            .all(|(t, last)| e.iter().any(|x| &x.0 == t && x.1 == *last))
+    });
+    got.extend(sse_entries(&again.events));
+    check(&got, &published, &[]);
 }

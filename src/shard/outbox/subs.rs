@@ -495,7 +495,13 @@ fn queue(
         need += n.len();
     }
     if !out.admit(need, p.limit) {
-        match p.slow {
+        // A multi-topic stream's token would have to say which topics lost what; it is closed
+        // instead, and resumes every topic exactly from the last token it got.
+        let slow = match out.format {
+            Format::SseMulti => SlowClient::Disconnect,
+            _ => p.slow,
+        };
+        match slow {
             SlowClient::Disconnect => {
                 out.kill = Some(Kill::Slow);
                 p.metrics.inc(M::SlowDisconnects);
@@ -727,5 +733,78 @@ mod pass_tests {
         let mut got = [0u8; 64];
         let n = new_client.read(&mut got).unwrap();
         assert_eq!(&got[..n], b"new\n");
+    }
+}
+
+#[cfg(test)]
+mod multi_tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::shard::topics::recent::tests::msg;
+
+    /// A message on several multi-topic streams is encoded once: every stream queues the same
+    /// shared `data:` bytes, followed by its own `id:` line, whose token holds each of its
+    /// topics at its last delivered position.
+    #[test]
+    fn multi_topic_streams_share_the_message_bytes_and_differ_by_token() {
+        let metrics = ShardMetrics::default();
+        let p = Policy {
+            limit: 1 << 20,
+            slow: SlowClient::Disconnect,
+            metrics: &metrics,
+            bounds: HistoryBounds {
+                messages: 10,
+                bytes: 1 << 20,
+                age: Duration::from_secs(60),
+            },
+        };
+        let mut s = Subscribers::default();
+        let t: Arc<str> = Arc::from("t");
+        let u: Arc<str> = Arc::from("u");
+        let (tt, tu) = (s.remote_topic(&t), s.remote_topic(&u));
+        let ready = |s: &mut Subscribers, sk: usize, epoch: u64, cursor: u64| {
+            let sub = s.subs.get_mut(sk).unwrap();
+            (sub.epoch, sub.cursor, sub.ready) = (epoch, cursor, true);
+        };
+        let mut outs = Vec::new();
+        for u_at in [3, 9] {
+            let ok = s.outs.insert(Out::new(-1, Format::SseMulti));
+            let a = s.subscribe(ok, tt);
+            let b = s.subscribe(ok, tu);
+            s.outs[ok].subs.push(a);
+            s.outs[ok].subs.push(b);
+            ready(&mut s, a, 7, 0);
+            ready(&mut s, b, 5, u_at);
+            outs.push(ok);
+        }
+        s.deliver_to(tt, &msg(7, 1, Instant::now()), &p);
+        assert_eq!(s.pass.len(), 4, "data and id for each stream");
+        let (d0, d1) = (&s.pass[0].1, &s.pass[2].1);
+        assert!(Rc::ptr_eq(d0, d1), "one encoding of the message");
+        assert!(d0.starts_with(b"data: {\"type\":\"message\",\"topic\":\"t\""));
+        for (i, u_at) in [3u64, 9].into_iter().enumerate() {
+            let id = &s.pass[2 * i + 1].1;
+            let tok = id
+                .strip_prefix(b"id: ")
+                .unwrap()
+                .strip_suffix(b"\n\n")
+                .unwrap();
+            let sp = StreamPos::parse(tok, 64).unwrap();
+            assert_eq!(sp.get("t"), Some(Position::new(7, 1)));
+            assert_eq!(sp.get("u"), Some(Position::new(5, u_at)));
+        }
+        // A subscription not placed yet (epoch 0) is left out of the token.
+        let ok = s.outs.insert(Out::new(-1, Format::SseMulti));
+        let c = s.subscribe(ok, tt);
+        let d = s.subscribe(ok, tu);
+        s.outs[ok].subs.push(c);
+        s.outs[ok].subs.push(d);
+        ready(&mut s, c, 7, 1);
+        let mut v = Vec::new();
+        s.token_of(ok, &mut v);
+        let sp = StreamPos::parse(&v[4..v.len() - 2], 64).unwrap();
+        assert_eq!((sp.len(), sp.get("t")), (1, Some(Position::new(7, 1))));
     }
 }

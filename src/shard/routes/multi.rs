@@ -25,7 +25,7 @@ use crate::shard::core::{Counted, Fail, Shard};
 use crate::shard::io;
 use crate::shard::outbox::out::Out;
 use crate::shard::outbox::wire::{self, Format};
-use crate::shard::routes::answer::{Answer, Next, Req, Waiting};
+use crate::shard::routes::answer::{cors, Answer, Next, Req, Waiting};
 use crate::shard::routes::authz;
 use crate::shard::routes::connio::Conn;
 use crate::shard::routes::poll::since_or;
@@ -157,6 +157,14 @@ pub struct MultiWait {
 
 /// Checks a multi-topic poll; `Err` is the answer already written (400, 401/403).
 pub fn prepare_poll(sh: &Shard, req: &Req<'_>, a: &mut Answer<'_>) -> Result<MultiPoll, Next> {
+    match cors(sh, req.buf, req.head) {
+        Ok(c) => a.cors = c,
+        Err(_) => {
+            sh.metrics().inc(M::BadRequests);
+            a.error(403, "origin not allowed");
+            return Err(Next::KeepAlive);
+        }
+    }
     let q = req.query();
     let since = route::query_param(q, "since");
     let starts = match starts(sh, q, since.as_deref()) {
