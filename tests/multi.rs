@@ -604,8 +604,15 @@ fn bad_multi_topic_queries_are_400_and_bad_positions_reset() {
         );
         assert_eq!(r.status, 400, "ws ?{q}");
     }
-    // The log says why.
-    assert!(srv.wait_log("rewind must be a count", Duration::from_secs(5)));
+    // The log says why, on every route.
+    for line in [
+        "sse refused: rewind must be a count",
+        "multi-topic poll refused: a topic is named twice",
+        ": poll refused: rewind must be a count",
+        "websocket upgrade refused: 400 rewind must be a count",
+    ] {
+        assert!(srv.wait_log(line, Duration::from_secs(5)), "{line}");
+    }
     // Malformed, truncated, oversized or forged stream positions: a reset for every topic
     // they cannot place, then live messages; the server stays up.
     let ts = topics("bad", 2);
@@ -682,6 +689,7 @@ fn v1_subscribe_rejects_bad_rewind_with_an_error_envelope() {
         assert_eq!(v["type"], "error", "{bad}: {v}");
         assert_eq!(v["ref"], "1");
     }
+    assert!(srv.wait_log("v1 subscribe refused", Duration::from_secs(5)));
     // Still usable.
     ws.send(Message::Text(r#"{"type":"ping","ref":"p"}"#.into()))
         .unwrap();

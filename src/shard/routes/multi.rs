@@ -171,6 +171,7 @@ pub fn prepare_poll(sh: &Shard, req: &Req<'_>, a: &mut Answer<'_>) -> Result<Mul
         Ok(s) => s,
         Err(e) => {
             sh.metrics().inc(M::BadRequests);
+            crate::debug!("{}: multi-topic poll refused: {}", req.peer, e.reason());
             a.error(400, e.reason());
             return Err(Next::KeepAlive);
         }

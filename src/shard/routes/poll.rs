@@ -181,6 +181,7 @@ pub fn prepare(
         Ok(s) => s,
         Err(e) => {
             sh.metrics().inc(M::BadRequests);
+            crate::debug!("{}: poll refused: {}", req.peer, e.reason());
             a.error(400, e.reason());
             return Err(Next::KeepAlive);
         }

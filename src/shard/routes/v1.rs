@@ -71,7 +71,10 @@ impl Session {
                 }
                 let since = match start_of_v1(cmd.since.as_deref(), cmd.rewind.as_ref()) {
                     Ok(s) => s,
-                    Err(e) => return error_json(r, e.reason(), reply),
+                    Err(e) => {
+                        crate::debug!("v1 subscribe refused: {}", e.reason());
+                        return error_json(r, e.reason(), reply);
+                    }
                 };
                 match sh
                     .subscribe(ok, Arc::from(t.as_str()), since, usize::MAX)
