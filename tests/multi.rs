@@ -825,6 +825,17 @@ fn counts_cover_every_shard_and_return_to_zero_under_churn() {
                 18,
                 "round {round}"
             );
+            // The kernel spread them: both shards hold some (all 18 on one: about 2^-17).
+            let m = srv.get("/metrics").text();
+            for shard in ["0", "1"] {
+                let key = format!("ringcast_connections_open{{shard=\"{shard}\"}} ");
+                let open: i64 = m
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&key))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                assert!(open > 0, "shard {shard} holds none of the subscribers");
+            }
             // v1 presence answers the same count.
             v1[0]
                 .send(Message::Text(
