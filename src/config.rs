@@ -35,6 +35,8 @@ pub const DEFAULT_PUBLISH_TIMEOUT_MS: u64 = 2000;
 pub const DEFAULT_MAX_PIPELINED_PUBLISHES: usize = 64;
 pub const DEFAULT_LONGPOLL_MAX_SECS: u64 = 60;
 pub const DEFAULT_POLL_LIMIT: usize = 100;
+/// Most topics of one multi-topic stream or poll (`GET /sse?topic=..`, `GET /poll?topic=..`).
+pub const DEFAULT_MAX_TOPICS_PER_STREAM: usize = 64;
 pub const DEFAULT_SSE_RETRY_MS: u64 = 3000;
 pub const DEFAULT_HEARTBEAT_SECS: u64 = 15;
 pub const DEFAULT_PONG_TIMEOUT_SECS: u64 = 30;
@@ -213,6 +215,11 @@ pub struct Config {
     #[arg(long, default_value_t = DEFAULT_POLL_LIMIT)]
     pub poll_limit: usize,
 
+    /// Most topics of one multi-topic SSE stream or poll (400 past it); it also bounds the
+    /// stream position token (at most 28 bytes a topic before base64).
+    #[arg(long, default_value_t = DEFAULT_MAX_TOPICS_PER_STREAM)]
+    pub max_topics_per_stream: usize,
+
     /// Reconnect delay announced to SSE clients, milliseconds (jittered ±20% per client).
     #[arg(long, default_value_t = DEFAULT_SSE_RETRY_MS)]
     pub sse_retry_ms: u64,
@@ -311,6 +318,9 @@ impl Config {
             if v == 0 {
                 return Err(format!("{name} must be at least 1"));
             }
+        }
+        if self.max_topics_per_stream == 0 {
+            return Err("--max-topics-per-stream must be at least 1".into());
         }
         if self.max_request_line_bytes > self.max_head_bytes {
             return Err("--max-request-line-bytes must not exceed --max-head-bytes".into());

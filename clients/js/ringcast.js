@@ -463,7 +463,7 @@ export class Ringcast {
         if (idle >= 2 * P) down(me, {});
         else if (idle >= P && !pinged) {
           // The browser answers the server's pings without telling us: probe with a command
-          // the server answers (today: an error envelope carrying the ref).
+          // the server answers (`pong`).
           pinged = 1;
           me.send({ type: 'ping', ref: 'hb' });
         }

@@ -63,6 +63,12 @@ pub enum Route {
     Sse(String),
     /// `/ws/{topic}`
     Ws(String),
+    /// `/sse` exactly: one stream of the topics named by `topic=` in the query.
+    SseMulti,
+    /// `/poll` exactly: a poll of the topics named by `topic=` in the query.
+    PollMulti,
+    /// `/topics/{topic}`: the topic's position and subscriber count.
+    TopicInfo(String),
     /// No route has this path (404).
     NotFound,
 }
@@ -114,14 +120,17 @@ pub fn route(path: &[u8], max_topic_bytes: usize) -> Result<Route, TopicError> {
         b"/stats" => return Ok(Route::Stats),
         b"/status" => return Ok(Route::Status),
         b"/pub" => return Ok(Route::PublishBatch),
+        b"/sse" => return Ok(Route::SseMulti),
+        b"/poll" => return Ok(Route::PollMulti),
         _ => {}
     }
     type Ctor = fn(String) -> Route;
-    const PREFIXES: [(&[u8], Ctor); 4] = [
+    const PREFIXES: [(&[u8], Ctor); 5] = [
         (b"/pub/", Route::Publish),
         (b"/poll/", Route::Poll),
         (b"/sse/", Route::Sse),
         (b"/ws/", Route::Ws),
+        (b"/topics/", Route::TopicInfo),
     ];
     for (prefix, ctor) in PREFIXES {
         if let Some(raw) = path.strip_prefix(prefix) {
@@ -278,7 +287,11 @@ mod tests {
             (b"/healthz/", Ok(Route::NotFound)),
             (b"/HEALTHZ", Ok(Route::NotFound)),
             (b"/pubx", Ok(Route::NotFound)),
-            (b"/sse", Ok(Route::NotFound)),
+            (b"/sse", Ok(Route::SseMulti)),
+            (b"/poll", Ok(Route::PollMulti)),
+            (b"/topics/a/b", Ok(Route::TopicInfo(s("a/b")))),
+            (b"/topics/", Err(TopicError::Empty)),
+            (b"/topics", Ok(Route::NotFound)),
             (b"/other/x", Ok(Route::NotFound)),
             (b"/pub/", Err(TopicError::Empty)),
             (b"/sse/", Err(TopicError::Empty)),

@@ -60,21 +60,40 @@ impl StreamPos {
     /// Appends the token of `(topic, position)` pairs to `out`.
     pub fn encode<'a>(entries: impl IntoIterator<Item = (&'a str, Position)>, out: &mut Vec<u8>) {
         let mut e: Vec<(u64, Position)> = entries.into_iter().map(|(t, p)| (tag(t), p)).collect();
-        e.sort_unstable_by_key(|&(t, _)| t);
-        e.dedup_by_key(|&mut (t, _)| t);
-        let mut raw = Vec::with_capacity(e.len() * MAX_ENTRY_BYTES);
-        for (t, p) in e {
-            raw.extend_from_slice(&t.to_le_bytes());
-            varint(p.epoch, &mut raw);
-            varint(p.offset, &mut raw);
+        Self::encode_tagged(&mut e, out);
+    }
+
+    /// [`StreamPos::encode`] for entries already tagged, with no allocation but the output's
+    /// (a multi-topic stream writes one per event); sorts `entries` in place.
+    pub fn encode_tagged(entries: &mut [(u64, Position)], out: &mut Vec<u8>) {
+        entries.sort_unstable_by_key(|&(t, _)| t);
+        let mut raw = [0u8; 64 * MAX_ENTRY_BYTES];
+        let mut raw_vec;
+        let raw: &mut [u8] = if entries.len() <= 64 {
+            &mut raw[..]
+        } else {
+            raw_vec = vec![0u8; entries.len() * MAX_ENTRY_BYTES];
+            &mut raw_vec[..]
+        };
+        let mut n = 0;
+        let mut last = None;
+        for &(t, p) in entries.iter() {
+            if last == Some(t) {
+                continue;
+            }
+            last = Some(t);
+            raw[n..n + 8].copy_from_slice(&t.to_le_bytes());
+            n += 8;
+            n += varint(p.epoch, &mut raw[n..]);
+            n += varint(p.offset, &mut raw[n..]);
         }
         out.extend_from_slice(PREFIX);
         let start = out.len();
-        out.resize(start + raw.len().div_ceil(3) * 4, 0);
-        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode_slice(&raw, &mut out[start..])
+        out.resize(start + n.div_ceil(3) * 4, 0);
+        let w = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode_slice(&raw[..n], &mut out[start..])
             .expect("sized for the encoding");
-        out.truncate(start + n);
+        out.truncate(start + w);
     }
 
     /// Reads a token of at most `max_topics` entries.
@@ -116,6 +135,12 @@ impl StreamPos {
             .map(|i| self.entries[i].1)
     }
 
+    /// The entries, sorted by tag: what [`StreamPos::encode_tagged`] writes back as the same
+    /// token (one token per set of positions).
+    pub fn entries(&self) -> &[(u64, Position)] {
+        &self.entries
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -125,12 +150,16 @@ impl StreamPos {
     }
 }
 
-fn varint(mut v: u64, out: &mut Vec<u8>) {
+/// Writes `v` as a LEB128 varint at the start of `out` (at least 10 bytes); returns its length.
+fn varint(mut v: u64, out: &mut [u8]) -> usize {
+    let mut i = 0;
     while v >= 0x80 {
-        out.push((v as u8) | 0x80);
+        out[i] = (v as u8) | 0x80;
         v >>= 7;
+        i += 1;
     }
-    out.push(v as u8);
+    out[i] = v as u8;
+    i + 1
 }
 
 /// A LEB128 varint of at most 10 bytes whose value fits a u64, in its shortest form.
@@ -177,6 +206,12 @@ mod tests {
             .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
         let rev: Vec<_> = e.iter().rev().copied().collect();
         assert_eq!(t, token(&rev), "one token per set of positions");
+        let mut again = Vec::new();
+        StreamPos::encode_tagged(
+            &mut StreamPos::parse(&t, 64).unwrap().entries().to_vec(),
+            &mut again,
+        );
+        assert_eq!(again, t, "a read token writes back as itself");
         let p = StreamPos::parse(&t, 64).unwrap();
         for (topic, pos) in e {
             assert_eq!(p.get(topic), Some(pos), "{topic}");
@@ -263,6 +298,50 @@ mod tests {
         base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(raw)
             .into_bytes()
+    }
+
+    #[test]
+    fn tagged_encoding_is_the_named_one() {
+        let e = [("x", Position::new(3, 4)), ("y", Position::new(9, 0))];
+        let mut tagged: Vec<_> = e.iter().rev().map(|&(t, p)| (tag(t), p)).collect();
+        let mut out = Vec::new();
+        StreamPos::encode_tagged(&mut tagged, &mut out);
+        assert_eq!(out, token(&e));
+        let mut none = Vec::new();
+        StreamPos::encode_tagged(&mut [], &mut none);
+        assert_eq!(none, b"s1.");
+        assert_eq!(StreamPos::parse(&none, 64).map(|p| p.len()), Ok(0));
+    }
+
+    /// The fuzz target's property (`fuzz/fuzz_targets/stream_position.rs`) on mutations of a
+    /// good token: whatever still reads writes back as the same bytes.
+    #[test]
+    fn whatever_reads_writes_back_the_same() {
+        let good = token(&[
+            ("a", Position::new(5, 6)),
+            ("b", Position::new(1 << 40, 300)),
+        ]);
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut read = 0;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut t = good.clone();
+            let at = 3 + (x as usize >> 8) % (t.len() - 3);
+            t[at] = alphabet[(x as usize >> 20) % alphabet.len()];
+            if x.is_multiple_of(5) {
+                t.truncate(at);
+            }
+            if let Ok(p) = StreamPos::parse(&t, 64) {
+                read += 1;
+                let mut again = Vec::new();
+                StreamPos::encode_tagged(&mut p.entries().to_vec(), &mut again);
+                assert_eq!(again, t, "{}", String::from_utf8_lossy(&t));
+            }
+        }
+        assert!(read > 100, "{read} mutations read");
     }
 
     #[test]

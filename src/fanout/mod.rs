@@ -60,6 +60,10 @@ pub enum Since {
     /// Could not be parsed: answered with a reset.
     Bad,
     At(Position),
+    /// No position, `since=earliest`: every retained message.
+    Earliest,
+    /// No position, `rewind=N`: the newest N retained messages (N = 0: from now).
+    Rewind(u64),
 }
 
 /// What a home answers to a window request (poll, subscribe).
@@ -100,6 +104,8 @@ pub enum Reply {
         back: Vec<TopicMsgs>,
     },
     Window(Result<Window, PublishError>),
+    /// How many subscriptions of the topic the shard has (`Cmd::Count`).
+    Count(u64),
 }
 
 #[derive(Debug)]
@@ -121,6 +127,9 @@ pub enum Cmd {
         subscribe: bool,
         reply: ReplyTo,
     },
+    /// To every other shard, for `GET /topics/{topic}` and v1 `presence`: how many
+    /// subscriptions (streams, v1 subscriptions, waiting long polls) of `topic` it has now.
+    Count { topic: Arc<str>, reply: ReplyTo },
     /// To a topic's home: shard `from` has no subscriber left for `topic`.
     Unsubscribe { topic: Arc<str>, from: u16 },
     /// From a topic's home to a shard with subscribers: new messages, in order.

@@ -97,7 +97,7 @@ fn on_event(sh: &Rc<Shard>, k: usize, ev: u32) {
         return;
     }
     match format {
-        Format::Sse => {
+        Format::Sse | Format::SseMulti => {
             if park::client_left(fd) {
                 finish(sh, k, End::Gone);
             }

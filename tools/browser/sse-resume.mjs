@@ -10,6 +10,9 @@
 //             run.sh writes): a cross-origin page publishes with fetch (JSON body to POST /pub,
 //             Authorization: Bearer, so the browser sends a CORS preflight) and subscribes with
 //             EventSource and ?token=; a token without the publish claim gets 403 in the page.
+//   (multi)   one EventSource on /sse?topic=a&topic=b&topic=c (issue 16) cut several times while
+//             all three publish, one topic's history trimmed meanwhile: every message once in
+//             each topic's order, and only the trimmed topic gets `event: reset`.
 //
 // Only 127.0.0.1 is used. Every wait is bounded, and a watchdog bounds the whole run.
 // Usage: node sse-resume.mjs   (env: RINGCAST_BIN, CHROMIUM, JWT_SECRET_FILE, BROWSER_TEST_VERBOSE=1)
@@ -623,11 +626,127 @@ async function scenarioAuth(ctx, origin, stats, dir) {
   }
 }
 // ---------------------------------------------------------------------------------------------
+// Scenario (issue 16): one EventSource on three topics, homed on both shards of a two-shard node,
+// cut several times while all three publish; while the browser is held off once, one topic's
+// history is trimmed (more messages than --history-messages): only that topic resets.
+
+/** FNV-1a 64, as ringcast homes topics: `fnv(t) % shards`. */
+const fnv = (t) => {
+  let h = 0xcbf29ce484222325n;
+  for (const b of Buffer.from(t)) h = ((h ^ BigInt(b)) * 0x100000001b3n) & 0xffffffffffffffffn;
+  return h;
+};
+
+async function scenarioMulti(ctx, origin, stats) {
+  const port = await freePort();
+  const HISTORY = 40;
+  const args = ['--shards', '2', '--history-messages', String(HISTORY), '--sse-retry-ms', String(RETRY_MS), '--allow-origin', origin, '--drain-timeout-secs', '2'];
+  const rc = new Ringcast(port, args);
+  const proxy = new CutProxy(port);
+  const cleanup = [];
+  try {
+    await rc.start();
+    await proxy.listen();
+    // Three topics, alternating between the two shards' homes.
+    const topics = [];
+    for (let i = 0; topics.length < 3; i++) if (fnv(`multi-${i}`) % 2n === BigInt(topics.length % 2)) topics.push(`multi-${i}`);
+    const [ta, tb, tc] = topics;
+    const published = new Map(topics.map((t) => [t, []])); // topic -> [{id, data}]
+    const pub = async (t, n) => published.get(t).push({ id: await rc.publish(t, payload(t, n)), data: payload(t, n) });
+    const url = `http://127.0.0.1:${proxy.port}/sse?${topics.map((t) => `topic=${t}`).join('&')}`;
+    const p = await openPage(ctx, origin, url);
+    cleanup.push(() => p.page.close());
+    // Subscribed once the stream's position (an id: with no data) names every topic; messages
+    // published before that would start the topics from later on.
+    await until('the EventSource to open', 10_000, async () => (await alive(p), (await p.page.evaluate(() => window.opens)) >= 1));
+    await until('the stream position line', 10_000, async () => [...proxy.pairs].some((x) => /\n\nid: s1\.[\w-]+\n\n/.test(x.tail)));
+
+    let publishing = true;
+    let pubErr = null;
+    const publisher = (async () => {
+      for (let n = 1; publishing; n++) {
+        for (const t of topics) await pub(t, n);
+        await sleep(10);
+      }
+    })().catch((e) => (pubErr = e));
+
+    const cuts = ['fin', 'rst', 'mid-event', 'trim', 'fin', 'mid-event'];
+    let opensWanted = 1;
+    let trimmedAt = null;
+    for (const how of cuts) {
+      const have = (await p.messages()).length;
+      await until(`messages before the ${how} cut`, 10_000, async () => (await alive(p), (await p.messages()).length >= have + 9));
+      if (how === 'trim') {
+        // Hold the browser off, trim one topic's history under it, then let it back.
+        proxy.gateClosed = true;
+        check(proxy.cut('fin') === 1, 'one browser connection open at the trim');
+        for (let n = 0; n < HISTORY + 10; n++) await pub(tc, 100_000 + n);
+        trimmedAt = published.get(tc).length;
+        proxy.gateClosed = false;
+      } else {
+        check(proxy.cut(how) === 1, `one browser connection open at the ${how} cut`);
+      }
+      opensWanted++;
+      await until(`the browser to reconnect after the ${how} cut`, 10_000, async () => (await alive(p), (await p.page.evaluate(() => window.opens)) >= opensWanted));
+    }
+    const after = (await p.messages()).length;
+    await until('messages after the last reconnect', 10_000, async () => (await alive(p), (await p.messages()).length >= after + 12));
+    publishing = false;
+    await withTimeout('the publisher to stop', 10_000, publisher);
+    check(!pubErr, `publishing failed: ${pubErr}`);
+    const lastOf = new Map(topics.map((t) => [t, published.get(t).at(-1).id]));
+    await until('every topic up to its last message', 10_000, async () => {
+      const got = (await p.messages()).map((m) => JSON.parse(m.data));
+      return topics.every((t) => got.some((e) => e.topic === t && e.id === lastOf.get(t)));
+    }).catch((e) => say(`multi: ${e.message}`));
+    await sleep(300); // a duplicate after the last message would show here
+
+    const seen = await p.seen();
+    const envs = seen.filter((x) => x.kind === 'message' || x.kind === 'reset').map((x) => ({ kind: x.kind, lastEventId: x.id, ...JSON.parse(x.data) }));
+    check(envs.every((e) => e.lastEventId.startsWith('s1.')), 'every event id is a stream position');
+    check(envs.every((e) => (e.kind === 'message' ? e.type === 'message' : e.type === 'reset')), 'envelope types match the event types');
+    const resets = envs.filter((e) => e.kind === 'reset');
+    eq(resets.map((e) => e.topic), [tc], 'only the trimmed topic resets, once');
+    for (const t of topics) {
+      const got = envs.filter((e) => e.topic === t);
+      const msgs = got.filter((e) => e.kind === 'message').map(({ id, data }) => ({ id, data }));
+      const want = published.get(t);
+      if (t !== tc) {
+        eq(msgs, want, `${t}: every message once, in order`);
+        continue;
+      }
+      // The trimmed topic: a prefix in order, the reset at the current position, then exactly
+      // what was published after it.
+      const ri = got.findIndex((e) => e.kind === 'reset');
+      const r = parsePos(got[ri].id).offset;
+      check(r >= parsePos(want[trimmedAt - 1].id).offset, `the reset is at or after the trim (${got[ri].id})`);
+      const before = got.slice(0, ri).map(({ id, data }) => ({ id, data }));
+      eq(before, want.slice(0, before.length), `${t}: before the reset, in order`);
+      const afterReset = got.slice(ri + 1).map(({ id, data }) => ({ id, data }));
+      eq(afterReset, want.filter((x) => parsePos(x.id).offset > r), `${t}: exactly what came after the reset`);
+    }
+    // Every reconnect carried the last stream position the page saw.
+    const sse = proxy.requests.filter((r) => r.method === 'GET' && r.target.startsWith('/sse?'));
+    check(sse.length >= cuts.length + 1, `SSE requests: ${sse.length}`);
+    check(sse.slice(1).every((r) => r.lastEventId?.startsWith('s1.')), 'reconnects send the stream position');
+    stats.events += envs.length;
+    stats.reconnects += cuts.length;
+    stats.resets += resets.length;
+    return `multi: ${envs.length - resets.length} messages on 3 topics (both shards) exactly once in each topic's order across ${cuts.length} cuts (${cuts.join(', ')}); only the trimmed topic reset`;
+  } finally {
+    for (const f of cleanup) await f().catch(() => {});
+    await proxy.close();
+    await rc.stop().catch(() => rc.kill());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 
 const SCENARIOS = [
   ['cut', scenarioCut],
   ['restart', scenarioRestart],
   ['auth', scenarioAuth],
+  ['multi', scenarioMulti],
 ];
 
 async function main() {

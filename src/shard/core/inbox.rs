@@ -167,6 +167,10 @@ impl Shard {
                 let r = self.home_window(st, &topic, since, limit, from);
                 self.reply(st, reply, Reply::Window(r));
             }
+            Cmd::Count { topic, reply } => {
+                let n = st.subs.count(&topic);
+                self.reply(st, reply, Reply::Count(n));
+            }
             Cmd::Unsubscribe { topic, from } => {
                 let topics = &mut st.subs.topics;
                 if let Some(t) = topics.find(&topic).and_then(|tk| topics.get_mut(tk)) {

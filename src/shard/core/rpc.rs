@@ -150,7 +150,9 @@ impl Shard {
                     let (done, back) = match reply {
                         Reply::Published(done) => (done, Vec::new()),
                         Reply::Busy { done, back } => (done, back),
-                        Reply::Window(_) => unreachable!("a publish is answered with positions"),
+                        Reply::Window(_) | Reply::Count(_) => {
+                            unreachable!("a publish is answered with positions")
+                        }
                     };
                     results.extend(done.into_iter().map(|r| r.map_err(Fail::from)));
                     groups = back;
@@ -205,7 +207,7 @@ impl Shard {
             .await
         {
             Reply::Window(r) => r.map_err(Fail::from),
-            Reply::Published(_) | Reply::Busy { .. } => {
+            Reply::Published(_) | Reply::Busy { .. } | Reply::Count(_) => {
                 unreachable!("a window request is answered with a window")
             }
         }
@@ -220,16 +222,34 @@ impl Shard {
         since: Since,
         limit: usize,
     ) -> Result<(usize, Window), Fail> {
+        let sk = self.add_sub(out, &topic)?;
+        self.open_sub(sk, topic, since, limit).await
+    }
+
+    /// The first half of [`Shard::subscribe`]: the subscription of `out` to `topic`, not ready
+    /// yet (no message flows to it before [`Shard::open_sub`] applies its window). A
+    /// multi-topic stream makes all of its subscriptions first, so its token names them all.
+    pub fn add_sub(&self, out: usize, topic: &Arc<str>) -> Result<usize, Fail> {
         let home = home_of(topic.as_bytes(), self.node.bus.shards());
-        let sk = {
-            let mut st = self.st.borrow_mut();
-            let tk = if home == self.id {
-                self.home_topic(&mut st, &topic).map_err(Fail::from)?.0
-            } else {
-                st.subs.remote_topic(&topic)
-            };
-            st.subs.subscribe(out, tk)
+        let mut st = self.st.borrow_mut();
+        let tk = if home == self.id {
+            self.home_topic(&mut st, topic).map_err(Fail::from)?.0
+        } else {
+            st.subs.remote_topic(topic)
         };
+        Ok(st.subs.subscribe(out, tk))
+    }
+
+    /// The second half of [`Shard::subscribe`]: the window of subscription `sk` from `since`,
+    /// applied ahead of every live message. On failure the subscription is gone.
+    pub async fn open_sub(
+        self: &Rc<Self>,
+        sk: usize,
+        topic: Arc<str>,
+        since: Since,
+        limit: usize,
+    ) -> Result<(usize, Window), Fail> {
+        let home = home_of(topic.as_bytes(), self.node.bus.shards());
         let w = if home == self.id {
             let mut st = self.st.borrow_mut();
             let w = self.home_window(&mut st, &topic, since, limit, Some(self.id));
@@ -253,7 +273,7 @@ impl Shard {
                 .await;
             match r {
                 Reply::Window(r) => r.map_err(Fail::from),
-                Reply::Published(_) | Reply::Busy { .. } => {
+                Reply::Published(_) | Reply::Busy { .. } | Reply::Count(_) => {
                     unreachable!("a window request is answered with a window")
                 }
             }
@@ -286,6 +306,27 @@ impl Shard {
         st.subs.apply_window(sk, &w, self.metrics());
         self.metrics().inc(M::LocalWindows);
         Some(w)
+    }
+
+    /// How many subscriptions of `topic` there are on every shard now: this shard's count,
+    /// plus one `Cmd::Count` asked of each other shard (answered in its next inbox pass). Asked
+    /// rather than kept: a count costs one round trip per shard when someone asks, and nothing
+    /// on the subscribe and unsubscribe paths.
+    pub async fn count_subscribers(self: &Rc<Self>, topic: &Arc<str>) -> u64 {
+        let mut n = self.st.borrow().subs.count(topic);
+        for s in 0..self.node.bus.shards() {
+            if s == self.id {
+                continue;
+            }
+            let t = topic.clone();
+            if let Reply::Count(c) = self
+                .request(s, |reply| Cmd::Count { topic: t, reply })
+                .await
+            {
+                n += c;
+            }
+        }
+        n
     }
 
     /// Ends a subscription; when the shard's interest in the topic ends, tells its home.

@@ -30,6 +30,7 @@ use crate::shard::routes::publish;
 use crate::shard::routes::sse;
 use crate::shard::routes::stats;
 use crate::shard::routes::ws;
+use crate::shard::routes::{multi, topics};
 
 pub(crate) async fn serve(sh: Rc<Shard>, stream: TcpStream, peer: SocketAddr, counted: Counted) {
     let fd = stream.as_raw_fd();
@@ -110,9 +111,16 @@ pub(crate) async fn serve(sh: Rc<Shard>, stream: TcpStream, peer: SocketAddr, co
             // A stream continues in a task of its own, sized for the stream alone: a task is
             // as large as its future's largest state, and the request states (long polls,
             // cross-shard publishes) would otherwise be paid by every idle stream.
-            Next::Sse(plan) => {
+            Next::Sse(mut plan) => {
                 if c.begin_stream(&mut head).await.is_ok() {
-                    monoio::spawn(sse::stream(c, plan, counted));
+                    match plan.multi.take() {
+                        Some(starts) => {
+                            monoio::spawn(multi::sse_stream(c, *starts, plan.exp, counted));
+                        }
+                        None => {
+                            monoio::spawn(sse::stream(c, plan, counted));
+                        }
+                    }
                 }
                 return;
             }
@@ -164,6 +172,9 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
         Route::Publish(_) | Route::PublishBatch => b"POST",
         Route::Poll(_) | Route::Sse(_) => b"GET, HEAD, OPTIONS",
         Route::Ws(_) => b"GET",
+        // Issue 16: many topics on one stream or poll, and a topic's counts.
+        Route::PollMulti | Route::SseMulti => b"GET, HEAD, OPTIONS",
+        Route::TopicInfo(_) => b"GET, HEAD, OPTIONS",
         Route::NotFound => b"",
     };
     if matches!(r, Route::NotFound) {
@@ -234,7 +245,7 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
     // Streams take the socket once their head is written (after earlier pipelined answers).
     let is_sse = matches!(r, Route::Sse(_));
     let next = match r {
-        Route::Poll(topic) => {
+        Route::Poll(_) | Route::PollMulti => {
             // A long poll may wait: answers to earlier pipelined requests go first.
             if c.flush().await.is_err() {
                 return Next::Done;
@@ -253,7 +264,10 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
                 body: &[],
                 peer: c.peer,
             };
-            let prepared = poll::prepare(&sh, &req, &mut a, topic);
+            let prepared = match r {
+                Route::Poll(topic) => poll::prepare(&sh, &req, &mut a, topic).map(Polled::One),
+                _ => multi::prepare_poll(&sh, &req, &mut a).map(Polled::Many),
+            };
             // The request is read: its bytes go, and the read buffer back to the pool, before
             // the poll may wait for another shard (a burst of re-polls waiting on the home
             // emptied the pool, and the 16 KiB buffers it then allocated and freed were most of
@@ -261,13 +275,26 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
             c.rbuf.drain(..consumed.min(c.rbuf.len()));
             release_buf(&sh, &mut c.rbuf);
             let next = match prepared {
-                Ok(p) => poll::run(&sh, p, &mut a, c.fd).await,
+                Ok(Polled::One(p)) => poll::run(&sh, p, &mut a, c.fd).await,
+                Ok(Polled::Many(p)) => multi::run_poll(&sh, p, &mut a, c.fd).await,
                 Err(next) => next,
             };
             if matches!(next, Next::LongPoll(_)) || keep_alive {
                 return next;
             }
             return Next::Close;
+        }
+        Route::SseMulti => {
+            let buf = std::mem::take(&mut c.rbuf);
+            let req = Req {
+                buf: &buf,
+                head,
+                body: &[],
+                peer: c.peer,
+            };
+            let n = sse::prepare_multi(c, &req);
+            c.rbuf = buf;
+            n
         }
         Route::Sse(topic) | Route::Ws(topic) => {
             let prepare = if is_sse { sse::prepare } else { ws::prepare };
@@ -336,6 +363,7 @@ async fn request(c: &mut Conn, head: &Head) -> Next {
                     next
                 }
                 Route::PublishBatch => publish::batch(&sh, &req, &mut a).await,
+                Route::TopicInfo(topic) => topics::get(&sh, &req, &mut a, topic).await,
                 _ => unreachable!("polls and streams handled above"),
             };
             c.rbuf = buf;
@@ -433,4 +461,10 @@ fn preflight(c: &mut Conn, head: &Head, publish: bool) -> Next {
     } else {
         Next::Close
     }
+}
+
+/// A poll read by its route: one topic (`/poll/{topic}`) or many (`/poll?topic=..`).
+enum Polled {
+    One(poll::PollReq),
+    Many(multi::MultiPoll),
 }

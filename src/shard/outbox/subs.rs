@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use crate::codec::position::Position;
+use crate::codec::streampos::{self, StreamPos};
 use crate::config::SlowClient;
 use crate::fanout::{MsgRef, Since, Window};
 use crate::metrics::{ShardMetrics, M};
@@ -108,6 +110,15 @@ impl Subscribers {
             t.subs.push(key);
         }
         key
+    }
+
+    /// How many subscriptions of `topic` this shard has (streams, v1 subscriptions, waiting
+    /// long polls: each is one `Sub`).
+    pub fn count(&self, topic: &str) -> u64 {
+        self.topics
+            .find(topic)
+            .and_then(|tk| self.topics.get(tk))
+            .map_or(0, |t| t.subs.len() as u64)
     }
 
     /// The name of subscription `sk`'s topic.
@@ -232,6 +243,9 @@ impl Subscribers {
                 *recent = None;
             }
         }
+        let Some(t) = self.topics.get(tk) else {
+            return;
+        };
         let mut encoded = Encoded::default();
         for sk in t.subs.iter() {
             let Some(sub) = self.subs.get_mut(sk) else {
@@ -255,7 +269,33 @@ impl Subscribers {
                 continue;
             }
             let bytes = encoded.get(out.format, msg);
-            queue(&mut self.pass, &mut self.dirty, ok, out, bytes, msg, p);
+            // A multi-topic SSE event ends with this stream's own token: the shared `data:`
+            // bytes, then a line written for this stream only.
+            let id = (out.format == Format::SseMulti).then(|| {
+                let mut v = Vec::with_capacity(16 + 24 * out.subs.len());
+                stream_token(&self.subs, &self.topics, &out.subs, &mut v);
+                Rc::from(v)
+            });
+            queue(&mut self.pass, &mut self.dirty, ok, out, bytes, id, msg, p);
+        }
+    }
+
+    /// Gives a multi-topic stream's subscription, before its window comes, the position its
+    /// client resumes from, so the stream's token keeps it meanwhile (a subscription with no
+    /// position is left out of the token until its window places it).
+    pub fn preset(&mut self, sk: usize, at: Position) {
+        if let Some(sub) = self.subs.get_mut(sk) {
+            if !sub.ready {
+                sub.epoch = at.epoch;
+                sub.cursor = at.offset;
+            }
+        }
+    }
+
+    /// The token of multi-topic stream `ok` now (every topic's last delivered position).
+    pub fn token_of(&self, ok: usize, v: &mut Vec<u8>) {
+        if let Some(out) = self.outs.get(ok) {
+            stream_token(&self.subs, &self.topics, &out.subs, v);
         }
     }
 
@@ -289,15 +329,35 @@ impl Subscribers {
             return;
         }
         let mut v = Vec::new();
-        if w.reset {
+        if out.format == Format::SseMulti {
+            // Each event's token holds this topic at that event: the cursor moves with the
+            // replay (it ends where it was set above).
+            let end = sub.cursor;
+            if w.reset {
+                wire::sse_multi_reset(&topic, w.current, &mut v);
+                stream_token(&self.subs, &self.topics, &out.subs, &mut v);
+            }
+            for msg in msgs {
+                if let Some(sub) = self.subs.get_mut(sk) {
+                    sub.cursor = msg.pos.offset;
+                }
+                wire::encode(out.format, msg, &mut v);
+                stream_token(&self.subs, &self.topics, &out.subs, &mut v);
+            }
+            if let Some(sub) = self.subs.get_mut(sk) {
+                sub.cursor = end;
+            }
+        } else if w.reset {
             wire::reset(out.format, &topic, w.current, &mut v);
             if out.format == Format::WsRaw {
                 // Raw frames cannot say "reset" in band: the close frame says it.
                 out.kill = Some(Kill::Reset);
             }
         }
-        for msg in msgs {
-            wire::encode(out.format, msg, &mut v);
+        if out.format != Format::SseMulti {
+            for msg in msgs {
+                wire::encode(out.format, msg, &mut v);
+            }
         }
         m.add(M::Delivered, msgs.len() as i64);
         if !v.is_empty() {
@@ -382,16 +442,50 @@ impl Subscribers {
     }
 }
 
+/// Appends the `id:` line of a multi-topic stream whose subscriptions are `list`: the token of
+/// every placed topic's last delivered position.
+fn stream_token(subs: &Slab<Sub>, topics: &Topics, list: &SubList, v: &mut Vec<u8>) {
+    let mut small = [(0u64, Position::new(0, 0)); 16];
+    let mut big;
+    let e: &mut [(u64, Position)] = if list.len() <= small.len() {
+        &mut small[..]
+    } else {
+        big = vec![(0u64, Position::new(0, 0)); list.len()];
+        &mut big[..]
+    };
+    let mut n = 0;
+    for sk in list.iter() {
+        let Some(sub) = subs.get(sk) else { continue };
+        // Epochs are never 0: a subscription with no position yet.
+        if sub.epoch == 0 {
+            continue;
+        }
+        let Some(t) = topics.get(sub.topic as usize) else {
+            continue;
+        };
+        e[n] = (
+            streampos::tag(&t.name),
+            Position::new(sub.epoch, sub.cursor),
+        );
+        n += 1;
+    }
+    v.extend_from_slice(b"id: ");
+    StreamPos::encode_tagged(&mut e[..n], v);
+    v.extend_from_slice(b"\n\n");
+}
+
+#[allow(clippy::too_many_arguments)]
 fn queue(
     pass: &mut Vec<(usize, Rc<[u8]>)>,
     dirty: &mut Vec<usize>,
     ok: usize,
     out: &mut Out,
     bytes: Rc<[u8]>,
+    id: Option<Rc<[u8]>>,
     msg: &MsgRef,
     p: &Policy<'_>,
 ) {
-    let mut need = bytes.len();
+    let mut need = bytes.len() + id.as_ref().map_or(0, |i| i.len());
     let notice = out.gap.map(|g| {
         let mut v = Vec::new();
         wire::reset(out.format, &msg.topic, g, &mut v);
@@ -401,7 +495,13 @@ fn queue(
         need += n.len();
     }
     if !out.admit(need, p.limit) {
-        match p.slow {
+        // A multi-topic stream's token would have to say which topics lost what; it is closed
+        // instead, and resumes every topic exactly from the last token it got.
+        let slow = match out.format {
+            Format::SseMulti => SlowClient::Disconnect,
+            _ => p.slow,
+        };
+        match slow {
             SlowClient::Disconnect => {
                 out.kill = Some(Kill::Slow);
                 p.metrics.inc(M::SlowDisconnects);
@@ -433,6 +533,9 @@ fn queue(
     out.queued += need;
     out.active = true;
     pass.push((ok, bytes));
+    if let Some(id) = id {
+        pass.push((ok, id));
+    }
     p.metrics.inc(M::Delivered);
     if !out.dirty {
         out.dirty = true;
@@ -630,5 +733,78 @@ mod pass_tests {
         let mut got = [0u8; 64];
         let n = new_client.read(&mut got).unwrap();
         assert_eq!(&got[..n], b"new\n");
+    }
+}
+
+#[cfg(test)]
+mod multi_tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::shard::topics::recent::tests::msg;
+
+    /// A message on several multi-topic streams is encoded once: every stream queues the same
+    /// shared `data:` bytes, followed by its own `id:` line, whose token holds each of its
+    /// topics at its last delivered position.
+    #[test]
+    fn multi_topic_streams_share_the_message_bytes_and_differ_by_token() {
+        let metrics = ShardMetrics::default();
+        let p = Policy {
+            limit: 1 << 20,
+            slow: SlowClient::Disconnect,
+            metrics: &metrics,
+            bounds: HistoryBounds {
+                messages: 10,
+                bytes: 1 << 20,
+                age: Duration::from_secs(60),
+            },
+        };
+        let mut s = Subscribers::default();
+        let t: Arc<str> = Arc::from("t");
+        let u: Arc<str> = Arc::from("u");
+        let (tt, tu) = (s.remote_topic(&t), s.remote_topic(&u));
+        let ready = |s: &mut Subscribers, sk: usize, epoch: u64, cursor: u64| {
+            let sub = s.subs.get_mut(sk).unwrap();
+            (sub.epoch, sub.cursor, sub.ready) = (epoch, cursor, true);
+        };
+        let mut outs = Vec::new();
+        for u_at in [3, 9] {
+            let ok = s.outs.insert(Out::new(-1, Format::SseMulti));
+            let a = s.subscribe(ok, tt);
+            let b = s.subscribe(ok, tu);
+            s.outs[ok].subs.push(a);
+            s.outs[ok].subs.push(b);
+            ready(&mut s, a, 7, 0);
+            ready(&mut s, b, 5, u_at);
+            outs.push(ok);
+        }
+        s.deliver_to(tt, &msg(7, 1, Instant::now()), &p);
+        assert_eq!(s.pass.len(), 4, "data and id for each stream");
+        let (d0, d1) = (&s.pass[0].1, &s.pass[2].1);
+        assert!(Rc::ptr_eq(d0, d1), "one encoding of the message");
+        assert!(d0.starts_with(b"data: {\"type\":\"message\",\"topic\":\"t\""));
+        for (i, u_at) in [3u64, 9].into_iter().enumerate() {
+            let id = &s.pass[2 * i + 1].1;
+            let tok = id
+                .strip_prefix(b"id: ")
+                .unwrap()
+                .strip_suffix(b"\n\n")
+                .unwrap();
+            let sp = StreamPos::parse(tok, 64).unwrap();
+            assert_eq!(sp.get("t"), Some(Position::new(7, 1)));
+            assert_eq!(sp.get("u"), Some(Position::new(5, u_at)));
+        }
+        // A subscription not placed yet (epoch 0) is left out of the token.
+        let ok = s.outs.insert(Out::new(-1, Format::SseMulti));
+        let c = s.subscribe(ok, tt);
+        let d = s.subscribe(ok, tu);
+        s.outs[ok].subs.push(c);
+        s.outs[ok].subs.push(d);
+        ready(&mut s, c, 7, 1);
+        let mut v = Vec::new();
+        s.token_of(ok, &mut v);
+        let sp = StreamPos::parse(&v[4..v.len() - 2], 64).unwrap();
+        assert_eq!((sp.len(), sp.get("t")), (1, Some(Position::new(7, 1))));
     }
 }

@@ -23,10 +23,15 @@ pub enum Format {
     WsRaw,
     /// WebSocket `ringcast.v1`: JSON envelopes.
     WsV1,
+    /// A multi-topic SSE stream (`GET /sse?topic=A&topic=B`): `data:` holds the v1 envelope,
+    /// and the `id:` line, a stream position token that differs per stream, is written per
+    /// stream after these shared bytes (`id_line`): the event is dispatched by the blank line
+    /// that ends it, and a field order of `data` then `id` means the same to a browser.
+    SseMulti,
 }
 
 /// How many `Format`s there are: a message is encoded at most this many times per shard.
-pub const FORMATS: usize = 4;
+pub const FORMATS: usize = 5;
 
 pub fn encode(f: Format, m: &Msg, out: &mut Vec<u8>) {
     match f {
@@ -54,7 +59,34 @@ pub fn encode(f: Format, m: &Msg, out: &mut Vec<u8>) {
             ws::encode_frame(out, ws::OpCode::Text, &json);
         }
         Format::LongPoll => poll_message(m, out),
+        Format::SseMulti => {
+            out.extend_from_slice(b"data: ");
+            envelope(m, out);
+            out.push(b'\n');
+        }
     }
+}
+
+/// The end of a multi-topic SSE event: `id: TOKEN` and the blank line that dispatches it.
+pub fn id_line(token: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(token);
+    out.extend_from_slice(b"\n\n");
+}
+
+/// The start of a multi-topic SSE reset event (`event: reset`, `data:` the v1 reset envelope);
+/// an `id_line` or a blank line ends it.
+pub fn sse_multi_reset(topic: &str, current: Position, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"event: reset\ndata: ");
+    reset_json(topic, current, out);
+    out.push(b'\n');
+}
+
+/// `{"type":"reset","topic","id"}`: the v1 reset envelope, also a multi-topic poll's entry.
+pub fn reset_json(topic: &str, current: Position, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"type\":\"reset\",\"topic\":");
+    json_str(topic, out);
+    let _ = write!(out, ",\"id\":\"{current}\"}}");
 }
 
 /// The reset notice for a subscription of `topic` now at `current`.
@@ -67,10 +99,13 @@ pub fn reset(f: Format, topic: &str, current: Position, out: &mut Vec<u8>) {
         }
         Format::WsV1 => {
             let mut json = Vec::with_capacity(64 + topic.len());
-            json.extend_from_slice(b"{\"type\":\"reset\",\"topic\":");
-            json_str(topic, &mut json);
-            let _ = write!(json, ",\"id\":\"{current}\"}}");
+            reset_json(topic, current, &mut json);
             ws::encode_frame(out, ws::OpCode::Text, &json);
+        }
+        // A whole event: the message after it carries the stream's token.
+        Format::SseMulti => {
+            sse_multi_reset(topic, current, out);
+            out.push(b'\n');
         }
         Format::LongPoll => {}
     }

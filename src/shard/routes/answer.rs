@@ -152,6 +152,9 @@ impl Answer<'_> {
 pub struct SsePlan {
     pub(crate) topic: Arc<str>,
     pub(crate) since: Since,
+    /// A multi-topic stream (`GET /sse?topic=..`): every topic and where it starts (`topic`
+    /// and `since` are unused then). Boxed: a single-topic stream's task stays as small.
+    pub(crate) multi: Option<Box<crate::shard::routes::multi::Starts>>,
     /// The token's `exp` (`authz::exp_of`): 0 when nothing expires.
     pub(crate) exp: u32,
 }
@@ -191,6 +194,8 @@ pub struct Waiting {
     pub(crate) http10: bool,
     pub(crate) head_only: bool,
     pub(crate) cors: Option<Vec<u8>>,
+    /// A multi-topic long poll (`GET /poll?topic=..`): its topics and subscriptions.
+    pub(crate) multi: Option<Box<crate::shard::routes::multi::MultiWait>>,
 }
 
 /// A browser request from an origin `--allow-origin` does not list (403).

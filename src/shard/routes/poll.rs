@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::codec::position::{Position, MAX_POSITION_BYTES};
 use crate::codec::route;
+use crate::codec::subscribe::{self, Fresh, QueryError};
 use crate::fanout::{MsgRef, Since};
 use crate::metrics::M;
 use crate::shard::core::{Fail, Shard};
@@ -32,6 +33,28 @@ pub fn since_of(v: Option<&[u8]>) -> Since {
         Some(b) => match Position::parse(b) {
             Ok(p) => Since::At(p),
             Err(_) => Since::Bad,
+        },
+    }
+}
+
+/// Where a subscription starts: `pos` (a position: `since`, `Last-Event-ID`) wins; without
+/// one, `since=earliest` or `rewind=N` from query `q` (`codec::subscribe`); else from now.
+/// A bad `rewind` (or `earliest` with `rewind`) is a 400 whether or not a position wins.
+pub fn start_of(pos: Option<&[u8]>, q: &[u8]) -> Result<Since, QueryError> {
+    let since = route::query_param(q, "since");
+    let rewind = route::query_param(q, "rewind");
+    let fresh = subscribe::fresh_start(since.as_deref(), rewind.as_deref())?;
+    Ok(since_or(pos, fresh))
+}
+
+/// `pos` as a position when there is one (not empty, not `earliest`), else the fresh start.
+pub fn since_or(pos: Option<&[u8]>, fresh: Fresh) -> Since {
+    match pos.filter(|p| !p.is_empty() && *p != subscribe::SINCE_EARLIEST) {
+        Some(p) => since_of(Some(p)),
+        None => match fresh {
+            Fresh::Now => Since::None,
+            Fresh::Earliest => Since::Earliest,
+            Fresh::Rewind(n) => Since::Rewind(n),
         },
     }
 }
@@ -154,7 +177,15 @@ pub fn prepare(
         return Err(Next::KeepAlive);
     }
     let q = req.query();
-    let since = since_of(route::query_param(q, "since").as_deref());
+    let since = match start_of(route::query_param(q, "since").as_deref(), q) {
+        Ok(s) => s,
+        Err(e) => {
+            sh.metrics().inc(M::BadRequests);
+            crate::debug!("{}: poll refused: {}", req.peer, e.reason());
+            a.error(400, e.reason());
+            return Err(Next::KeepAlive);
+        }
+    };
     let cfg = &sh.node.cfg;
     let (limit, wait) = match (number(q, "limit"), number(q, "wait")) {
         (Ok(l), Ok(w)) => (
@@ -217,6 +248,7 @@ pub async fn run(sh: &Rc<Shard>, p: PollReq, a: &mut Answer<'_>, fd: RawFd) -> N
         http10: a.http10,
         head_only: a.head_only,
         cors: None,
+        multi: None,
     };
     let (sk, w) = match sh.subscribe(ok, topic, since, limit).await {
         Ok(x) => x,
@@ -255,7 +287,6 @@ impl Waiting {
     /// Writes the answer — the messages that came, or a 204 with the position to poll from
     /// next — into `out`, and frees the poll.
     pub fn answer(mut self, out: &mut Vec<u8>) {
-        let mut msgs = std::mem::take(&mut self.sh.st.borrow_mut().subs.outs[self.out].polled);
         let mut a = Answer {
             out,
             keep_alive: self.keep_alive,
@@ -264,6 +295,10 @@ impl Waiting {
             date: self.sh.date.get(),
             cors: self.cors.take(),
         };
+        if self.multi.is_some() {
+            return self.answer_multi(&mut a, Vec::new());
+        }
+        let mut msgs = std::mem::take(&mut self.sh.st.borrow_mut().subs.outs[self.out].polled);
         if msgs.is_empty() {
             let mut next = Vec::with_capacity(24);
             self.current.write(&mut next);
@@ -292,6 +327,11 @@ impl Drop for Waiting {
         if let Some(sk) = self.sub {
             self.sh.unsubscribe(sk);
         }
+        if let Some(m) = self.multi.take() {
+            for sk in m.subs {
+                self.sh.unsubscribe(sk);
+            }
+        }
         self.sh.st.borrow_mut().subs.remove_out(self.out);
     }
 }
@@ -318,5 +358,27 @@ mod tests {
         assert_eq!(since_of(Some(b"")), Since::None);
         assert_eq!(since_of(Some(b"zz")), Since::Bad);
         assert_eq!(since_of(Some(b"a:1")), Since::At(Position::new(10, 1)));
+    }
+
+    #[test]
+    fn starts() {
+        let st = |pos: Option<&str>, q: &str| start_of(pos.map(str::as_bytes), q.as_bytes());
+        let at = Since::At(Position::new(10, 1));
+        assert_eq!(st(None, ""), Ok(Since::None));
+        assert_eq!(st(Some("earliest"), "since=earliest"), Ok(Since::Earliest));
+        assert_eq!(st(None, "rewind=7"), Ok(Since::Rewind(7)));
+        assert_eq!(
+            st(Some("a:1"), "since=a:1&rewind=7"),
+            Ok(at),
+            "a position wins"
+        );
+        assert_eq!(st(Some("a:1"), "since=earliest"), Ok(at), "a position wins");
+        assert_eq!(st(Some("zz"), "rewind=3"), Ok(Since::Bad));
+        assert_eq!(st(None, "rewind=-1"), Err(QueryError::BadRewind));
+        assert_eq!(st(Some("a:1"), "rewind=abc"), Err(QueryError::BadRewind));
+        assert_eq!(
+            st(None, "since=earliest&rewind=1"),
+            Err(QueryError::EarliestAndRewind)
+        );
     }
 }

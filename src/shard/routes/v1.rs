@@ -1,6 +1,7 @@
-//! `ringcast.v1` commands on a WebSocket: `subscribe`, `unsubscribe`, `publish` and `refresh`,
-//! each answered in order with an envelope (`subscribed`, `unsubscribed`, `ack`, `refreshed`
-//! or `error`, echoing the command's `ref`).
+//! `ringcast.v1` commands on a WebSocket: `subscribe` (from `since`, or `earliest`, or the
+//! newest `rewind` messages), `unsubscribe`, `publish`, `refresh`, `presence` and `ping`, each
+//! answered in order with an envelope (`subscribed`, `unsubscribed`, `ack`, `refreshed`,
+//! `presence`, `pong` or `error`, echoing the command's `ref`).
 //!
 //! Owns: the command grammar and what each command may do on this connection (its grant when
 //! auth is on, `--ws-client-publish`, the topic grammar). The session loop that reads the
@@ -13,14 +14,17 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::codec::route;
+use crate::codec::subscribe::{self, QueryError};
 use crate::fanout::NewMsg;
+use crate::fanout::Since;
 use crate::metrics::M;
 use crate::shard::core::{Fail, Shard};
 use crate::shard::outbox::session::Session;
 use crate::shard::outbox::wire::{self, error_json, subscribed_json};
 use crate::shard::routes::authz;
-use crate::shard::routes::poll::since_of;
+use crate::shard::routes::poll::since_or;
 use crate::shard::routes::publish::valid_event;
+use crate::shard::routes::topics;
 
 /// What a failed subscribe or publish says in its error envelope.
 pub(super) fn fail_text(f: Fail) -> &'static str {
@@ -68,7 +72,13 @@ impl Session {
                 if let Err(d) = authz::v1_may_read(sh, self.grant.as_deref(), &t) {
                     return error_json(r, d.reason(), reply);
                 }
-                let since = since_of(cmd.since.as_deref().map(str::as_bytes));
+                let since = match start_of_v1(cmd.since.as_deref(), cmd.rewind.as_ref()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        crate::debug!("v1 subscribe refused: {}", e.reason());
+                        return error_json(r, e.reason(), reply);
+                    }
+                };
                 match sh
                     .subscribe(ok, Arc::from(t.as_str()), since, usize::MAX)
                     .await
@@ -179,9 +189,46 @@ impl Session {
                     Err(d) => error_json(r, d.reason(), reply),
                 }
             }
+            "ping" => {
+                reply.extend_from_slice(b"{\"type\":\"pong\"");
+                if let Some(r) = r {
+                    reply.extend_from_slice(b",\"ref\":");
+                    wire::json_str(r, reply);
+                }
+                reply.push(b'}');
+            }
+            "presence" => {
+                let Some(t) = cmd.topic.filter(|t| topic_ok(t)) else {
+                    return error_json(r, "presence needs a valid \"topic\"", reply);
+                };
+                if let Err(d) = authz::v1_may_read(sh, self.grant.as_deref(), &t) {
+                    return error_json(r, d.reason(), reply);
+                }
+                match topics::info(sh, Arc::from(t.as_str())).await {
+                    Ok((at, n)) => topics::write_json(Some(r), &t, at, n, reply),
+                    Err(f) => error_json(r, fail_text(f), reply),
+                }
+            }
             _ => error_json(r, "unknown command type", reply),
         }
     }
+}
+
+/// Where a v1 `subscribe` starts: `since` (a position, or `earliest`) and `rewind`, read as
+/// the query parameters of the other transports are.
+fn start_of_v1(
+    since: Option<&str>,
+    rewind: Option<&serde_json::Value>,
+) -> Result<Since, QueryError> {
+    let rewind = match rewind {
+        None => None,
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(QueryError::BadRewind),
+    };
+    let since = since.map(str::as_bytes);
+    let fresh = subscribe::fresh_start(since, rewind.as_deref().map(str::as_bytes))?;
+    Ok(since_or(since, fresh))
 }
 
 /// A `ringcast.v1` client command.
@@ -192,6 +239,10 @@ pub(super) struct Command {
     topic: Option<String>,
     #[serde(default)]
     since: Option<String>,
+    /// `subscribe` without a position: the newest N retained messages first (a count, as a
+    /// JSON number or a decimal string).
+    #[serde(default)]
+    rewind: Option<serde_json::Value>,
     /// `refresh`: the new token.
     #[serde(default)]
     token: Option<String>,

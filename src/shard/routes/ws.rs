@@ -30,7 +30,7 @@ use crate::shard::outbox::wire::{error_json, subscribed_json};
 use crate::shard::routes::answer::{cors, Answer, Next, Req, WsPlan};
 use crate::shard::routes::authz;
 use crate::shard::routes::connio::{release_buf, take_pooled, Conn};
-use crate::shard::routes::poll::since_of;
+use crate::shard::routes::poll::start_of;
 use crate::shard::routes::v1::{fail_text, Command};
 use crate::shard::stream::park::StreamGuard;
 use crate::shard::stream::park::{self, End};
@@ -80,7 +80,13 @@ pub fn prepare(c: &mut Conn, req: &Req<'_>, topic: String) -> Next {
         Err(d) => return deny(c, d.status(), d.reason(), &[]),
     };
     let v1 = ws::offers_protocol(up.protocols, SUBPROTOCOL_V1);
-    let since = since_of(route::query_param(req.query(), "since").as_deref());
+    let since = match start_of(
+        route::query_param(req.query(), "since").as_deref(),
+        req.query(),
+    ) {
+        Ok(s) => s,
+        Err(e) => return deny(c, 400, e.reason(), &[]),
+    };
     ws::write_101(
         &mut c.wbuf,
         &ws::accept_key(up.key),

@@ -34,7 +34,7 @@ pub(crate) fn send_heartbeats(sh: &Shard, tick: u64) {
             continue;
         }
         match o.format {
-            Format::Sse if !active => beats.push((k, comment.clone())),
+            Format::Sse | Format::SseMulti if !active => beats.push((k, comment.clone())),
             Format::WsRaw | Format::WsV1 => {
                 if o.pong_due != 0 && tick >= u64::from(o.pong_due) {
                     o.kill = Some(Kill::PongTimeout);

@@ -144,7 +144,7 @@ pub fn finish(sh: &Rc<Shard>, k: usize, end: End) {
     };
     let mut last = Vec::new();
     let gauge = match out.format {
-        Format::Sse => {
+        Format::Sse | Format::SseMulti => {
             if end == End::Kill(Kill::Shutdown) {
                 // Jittered, so clients do not all come back in the same instant.
                 let seed = retry_seed(sh, out.fd).rotate_left(17);

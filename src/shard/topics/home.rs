@@ -103,6 +103,19 @@ impl HomeTopic {
             }
             Since::Bad => return reset(current),
             Since::At(p) => p,
+            // History on first subscribe: the newest `n` retained (all of them for
+            // `earliest`), bounded by what the ring keeps after the eviction above.
+            Since::Earliest | Since::Rewind(_) => {
+                let n = match since {
+                    Since::Rewind(n) => (n.min(self.ring.len() as u64)) as usize,
+                    _ => self.ring.len(),
+                };
+                return Window {
+                    reset: false,
+                    msgs: self.ring.after(self.ring.len() - n, limit),
+                    current,
+                };
+            }
         };
         // Oldest offset a client may stand at and still miss nothing: just before the first
         // retained message, or the current offset when history is empty.
@@ -190,6 +203,30 @@ mod tests {
             assert!(w.msgs.is_empty());
             assert_eq!(w.current, Position::new(7, 5));
         }
+    }
+
+    #[test]
+    fn earliest_and_rewind_take_the_newest_retained() {
+        let t0 = Instant::now();
+        let b = bounds(3, 1 << 20, 3600);
+        let topic: Arc<str> = "t".into();
+        let mut h = HomeTopic::new(7, t0);
+        let w = h.window(Since::Earliest, 10, t0, &b);
+        assert!(!w.reset && w.msgs.is_empty() && w.current == Position::new(7, 0));
+        for i in 1..=5 {
+            h.append(&topic, new_msg(&format!("m{i}")), t0, &b);
+        }
+        assert_eq!(offsets(&h.window(Since::Earliest, 10, t0, &b)), [3, 4, 5]);
+        assert_eq!(offsets(&h.window(Since::Earliest, 2, t0, &b)), [3, 4]);
+        assert_eq!(offsets(&h.window(Since::Rewind(2), 10, t0, &b)), [4, 5]);
+        assert_eq!(offsets(&h.window(Since::Rewind(2), 1, t0, &b)), [4]);
+        assert_eq!(offsets(&h.window(Since::Rewind(50), 10, t0, &b)), [3, 4, 5]);
+        assert_eq!(
+            offsets(&h.window(Since::Rewind(u64::MAX), 10, t0, &b)),
+            [3, 4, 5]
+        );
+        let w = h.window(Since::Rewind(0), 10, t0, &b);
+        assert!(!w.reset && w.msgs.is_empty() && w.current == Position::new(7, 5));
     }
 
     #[test]

@@ -115,10 +115,28 @@ struct State {
     changed: Notify,
 }
 
+/// The payload of a `ringcast.v1` message envelope (a multi-topic SSE stream's `data:`, issue
+/// 16): the `"data"` string, which for this tool's payloads (digits, spaces, dots, the topic
+/// name) needs no unescaping. Anything else is returned as it is.
+fn envelope_data(data: &[u8]) -> &[u8] {
+    const KEY: &[u8] = b"\"data\":\"";
+    if data.first() != Some(&b'{') {
+        return data;
+    }
+    let Some(at) = data.windows(KEY.len()).position(|w| w == KEY) else {
+        return data;
+    };
+    let rest = &data[at + KEY.len()..];
+    match rest.iter().position(|&b| b == b'"') {
+        Some(end) => &rest[..end],
+        None => data,
+    }
+}
+
 impl State {
     fn deliver(&self, tr: &mut Tracker, topic: usize, data: &[u8]) {
         let now = mono_ns();
-        let Some(f) = parse_payload(data) else {
+        let Some(f) = parse_payload(envelope_data(data)) else {
             self.foreign.set(self.foreign.get() + 1);
             return;
         };
