@@ -2,8 +2,8 @@
 //! shards (and its own connections, for topics homed here) send it.
 //!
 //! Owns: executing each command in inbox order (`handle`), publishing on a topic homed here
-//! (offsets, history, fanout to the shards with subscribers), windows, and one flush of every
-//! subscriber per inbox pass.
+//! (offsets, history, fanout to the shards with subscribers), windows, and the writer's slices
+//! between passes.
 //! Must not: await inside a pass — a pass borrows the state once and runs to its end.
 
 use std::rc::Rc;
@@ -21,6 +21,12 @@ use crate::shard::topics::{Side, SubList, Topic};
 
 /// Commands executed per inbox pass before other tasks get a turn.
 const MAX_CMDS_PER_PASS: usize = 4096;
+
+/// Connections the writer writes per pass before other tasks get a turn: small enough that
+/// publishes and commands arriving meanwhile join the chains still waiting (and a publisher
+/// is answered within a slice), large enough that the turn's own cost (a yield and a look at
+/// the ring) is noise beside the writes (~2–10 µs each).
+const WRITE_SLICE: usize = 256;
 
 impl Shard {
     // ---- home side ------------------------------------------------------------------------
@@ -79,9 +85,12 @@ impl Shard {
         topic: &Arc<str>,
         msgs: Vec<NewMsg>,
     ) -> Result<Vec<Position>, Refused> {
-        // Fanout that cannot leave is backpressure for new publishes, not unbounded memory:
-        // the messages go back to the publisher, which waits and retries.
-        if st.outq_len > self.node.cfg.inbox_capacity {
+        // Fanout that cannot leave, or that the writer has not got round to, is backpressure
+        // for new publishes, not unbounded memory: the messages go back to the publisher,
+        // which waits and retries.
+        if st.outq_len > self.node.cfg.inbox_capacity
+            || st.subs.chains.pending() > self.node.cfg.max_pending_deliveries
+        {
             return Err(Refused::Busy(msgs));
         }
         let now = Instant::now();
@@ -185,35 +194,51 @@ impl Shard {
     }
 }
 
-/// The inbox task: executes commands, then flushes subscribers, once per pass.
+/// Waits until the inbox has commands, a publish here wants the writer, or the overflow
+/// queues need their retry timer.
+async fn wait_for_work(sh: &Shard) {
+    let bus = &sh.node.bus;
+    let retrying = sh.outq_nonempty.get();
+    let wait = std::future::poll_fn(|cx| {
+        bus.register(sh.id, cx.waker());
+        // A command parked in the overflow queue since this wait began must end it too,
+        // so the retry timer gets armed (a connection task wakes us after parking one).
+        if !bus.is_empty(sh.id) || sh.flush_wanted.get() || (!retrying && sh.outq_nonempty.get()) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    });
+    if retrying {
+        monoio::select! {
+            _ = wait => {},
+            _ = monoio::time::sleep(OUTQ_RETRY) => {},
+        }
+    } else {
+        wait.await;
+    }
+}
+
+/// The inbox task: executes commands, then gives the writer one slice, once per pass. While
+/// the writer has work it yields between passes instead of waiting.
 pub(crate) async fn inbox_task(sh: Rc<Shard>) {
     let bus = &sh.node.bus;
+    let max_pending = sh.node.cfg.max_pending_deliveries;
+    // The writer has connections left from the last pass: go on after a yield, without
+    // waiting.
+    let mut more = false;
     loop {
-        let retrying = sh.outq_nonempty.get();
-        let wait = std::future::poll_fn(|cx| {
-            bus.register(sh.id, cx.waker());
-            // A command parked in the overflow queue since this wait began must end it too,
-            // so the retry timer gets armed (a connection task wakes us after parking one).
-            if !bus.is_empty(sh.id)
-                || sh.flush_wanted.get()
-                || (!retrying && sh.outq_nonempty.get())
-            {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        });
-        if retrying {
-            monoio::select! {
-                _ = wait => {},
-                _ = monoio::time::sleep(OUTQ_RETRY) => {},
-            }
-        } else {
-            wait.await;
+        if !more {
+            wait_for_work(&sh).await;
         }
-        {
+        more = {
             let mut st = sh.st.borrow_mut();
             for _ in 0..MAX_CMDS_PER_PASS {
+                // Past the bound on unwritten deliveries the inbox waits: it fills, and the
+                // homes that send here hold their publishers back (`home_publish`).
+                if st.subs.chains.pending() > max_pending {
+                    break;
+                }
                 match bus.pop(sh.id) {
                     Some(cmd) => sh.handle(&mut st, cmd),
                     None => break,
@@ -221,13 +246,15 @@ pub(crate) async fn inbox_task(sh: Rc<Shard>) {
             }
             let policy = sh.policy();
             sh.flush_wanted.set(false);
-            st.subs.flush(&policy);
+            let more = st.subs.flush_some(&policy, WRITE_SLICE);
             if st.outq_len > 0 {
                 sh.retry_outq(&mut st);
             }
-        }
-        if !bus.is_empty(sh.id) {
-            // Let connection tasks run between big passes.
+            more
+        };
+        if more || !bus.is_empty(sh.id) {
+            // Let connection tasks run between slices and big passes: what they publish
+            // meanwhile joins the chains still waiting.
             yield_now().await;
         }
     }
@@ -330,6 +357,66 @@ mod publish_tests {
         assert_eq!(offsets(&done[1]), [1]);
         assert!(matches!(done[2], Err(PublishError::TooManyTopics)));
         assert_eq!(offsets(&done[3]), [3]);
+    }
+
+    /// Deliveries the writer has not got round to hold publishes back past
+    /// `--max-pending-deliveries`: the command comes back whole, and goes through once the
+    /// writer has written.
+    #[test]
+    fn unwritten_deliveries_past_the_bound_hand_publishes_back() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::net::UnixStream;
+
+        use crate::shard::outbox::out::Out;
+        use crate::shard::outbox::wire::Format;
+
+        let sh = home_shard(&["--max-pending-deliveries", "1"]);
+        let pairs: Vec<(UnixStream, UnixStream)> =
+            (0..2).map(|_| UnixStream::pair().unwrap()).collect();
+        {
+            let mut st = sh.st.borrow_mut();
+            let topic: Arc<str> = Arc::from("a");
+            let tk = sh.home_topic(&mut st, &topic).unwrap().0;
+            let w = sh
+                .home_window(&mut st, &topic, Since::None, 0, None)
+                .unwrap();
+            for (srv, _) in &pairs {
+                let ok = st.subs.outs.insert(Out::new(srv.as_raw_fd(), Format::Sse));
+                let sk = st.subs.subscribe(ok, tk);
+                st.subs.apply_window(sk, &w, sh.metrics());
+            }
+        }
+        let publish = |n| {
+            sh.handle(
+                &mut sh.st.borrow_mut(),
+                Cmd::Publish {
+                    groups: vec![group("a", n)],
+                    reply: TO_SHARD_1,
+                },
+            );
+            match sent_to_1(&sh).pop() {
+                Some(Cmd::Reply { reply, .. }) => reply,
+                other => panic!("expected a reply, got {other:?}"),
+            }
+        };
+        // One message for two subscribers: two deliveries wait for the writer, past the bound.
+        assert!(matches!(publish(1), Reply::Published(_)));
+        assert_eq!(sh.st.borrow().subs.chains.pending(), 2);
+        match publish(2) {
+            Reply::Busy { done, back } => {
+                assert!(done.is_empty());
+                assert_eq!(back[0].msgs.len(), 2);
+            }
+            other => panic!("expected Busy, got {other:?}"),
+        }
+        // The writer writes them; the same publish goes through, right after the first.
+        let policy = sh.policy();
+        assert!(!sh.st.borrow_mut().subs.flush_some(&policy, usize::MAX));
+        assert_eq!(sh.st.borrow().subs.chains.pending(), 0);
+        match publish(2) {
+            Reply::Published(done) => assert_eq!(offsets(&done[0]), [2, 3]),
+            other => panic!("expected Published, got {other:?}"),
+        }
     }
 
     /// A home that is behind refuses a command whole; one whose own fanout fills the queue
