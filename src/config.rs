@@ -32,6 +32,8 @@ pub const DEFAULT_INBOX_CAPACITY: usize = 65536;
 /// Deliveries per shard queued for subscribers and not yet written (each a pointer to shared
 /// bytes, ~24 B): 6 MB per shard.
 pub const DEFAULT_MAX_PENDING_DELIVERIES: usize = 262_144;
+/// Longest a loaded shard holds a subscriber's next write to batch more into it, ms.
+pub const DEFAULT_MAX_WRITE_DELAY_MS: u64 = 100;
 pub const DEFAULT_PUBLISH_TIMEOUT_MS: u64 = 2000;
 pub const DEFAULT_MAX_PIPELINED_PUBLISHES: usize = 64;
 pub const DEFAULT_LONGPOLL_MAX_SECS: u64 = 60;
@@ -160,6 +162,11 @@ pub struct Config {
     /// waits in their inboxes.
     #[arg(long, default_value_t = DEFAULT_MAX_PENDING_DELIVERIES)]
     pub max_pending_deliveries: usize,
+    /// Longest a loaded shard holds a subscriber's next write so that more messages share it,
+    /// milliseconds. An unloaded shard writes at once; 0 never waits (lowest latency, more CPU
+    /// per delivery under load).
+    #[arg(long, default_value_t = DEFAULT_MAX_WRITE_DELAY_MS)]
+    pub max_write_delay_ms: u64,
     /// How long a publish waits for a full inbox before answering 503, milliseconds.
     #[arg(long, default_value_t = DEFAULT_PUBLISH_TIMEOUT_MS)]
     pub publish_timeout_ms: u64,

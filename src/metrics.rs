@@ -41,6 +41,8 @@ counters! {
     AuthRefused => "ringcast_auth_refused_total", "counter", "Subscribes and publishes refused by the token rules (401/403).";
     LocalWindows => "ringcast_windows_local_total", "counter", "Windows answered from the messages a shard already received, with no round trip to the topic's home.";
     BufferedBytes => "ringcast_client_buffered_bytes", "gauge", "Bytes waiting in client send buffers.";
+    StreamWrites => "ringcast_stream_writes_total", "counter", "Write syscalls the writer made to streaming clients (delivered per write: how much it batches).";
+    PendingDeliveries => "ringcast_pending_deliveries", "gauge", "Deliveries queued for subscribers that the shard's writer has not written yet (--max-pending-deliveries).";
 }
 
 #[repr(align(128))]
@@ -68,6 +70,10 @@ impl ShardMetrics {
     #[inline]
     pub fn dec(&self, m: M) {
         self.add(m, -1);
+    }
+    #[inline]
+    pub fn set(&self, m: M, v: i64) {
+        self.v[m as usize].store(v, Ordering::Relaxed);
     }
     pub fn get(&self, m: M) -> i64 {
         self.v[m as usize].load(Ordering::Relaxed)

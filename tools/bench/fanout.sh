@@ -28,7 +28,8 @@
 # for before/after comparisons in the same run.
 # SAT_MSGS (default 1000) and SAT_TIMEOUT (s, default 60) lengthen the saturated case, to measure the
 # steady state past the first second's ramp.
-# SYSCALLS=1 counts each run's write syscalls (perf) and prints them per delivery.
+# SYSCALLS=1 counts each run's write syscalls (perf) and prints them per delivery. RC_FLAGS adds
+# flags to both ringcast servers (e.g. "--max-write-delay-ms 50").
 # Usage: [ROUNDS=2] [SYSCALLS=0] [PROCS=2] [PUB_PIPELINE=1] [SAT_MSGS=1000] [CASES="saturated split rate20 idle perwrite"] [SERVERS="ringcast nchan axum"] tools/bench/fanout.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -40,6 +41,7 @@ SERVERS=${SERVERS:-ringcast nchan axum}
 SUBS=${SUBS:-10000}
 PUB_PIPELINE=${PUB_PIPELINE:-1}
 BASE_BIN=${BASE_BIN:-}
+RC_FLAGS=${RC_FLAGS:-} # more flags for ringcast and ringcast-base
 OUT=${OUT:-bench-results/fanout-$(date -u +%Y-%m-%dT%H%M%SZ)}
 mkdir -p "$OUT"
 RES=$OUT/results.jsonl
@@ -69,7 +71,8 @@ start() { # server cores(1|2)
     local shards=2 pin=0-1 bin=$BIN
     if [ "$cores" = 1 ]; then shards=1 pin=0; fi
     if [ "$s" = ringcast-base ]; then bin=$BASE_BIN; fi
-    taskset -c $pin "$bin" --listen 127.0.0.1:$PORT_RC --shards $shards --log-level warn &
+    # shellcheck disable=SC2086
+    taskset -c $pin "$bin" --listen 127.0.0.1:$PORT_RC --shards $shards --log-level warn $RC_FLAGS &
     SRV=$!
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT_RC/healthz" >/dev/null && break; sleep 0.05; done
     PIDS=$SRV PORT=$PORT_RC
@@ -113,6 +116,12 @@ fanout() { # case server round transport load-cpus subs topics rate messages tim
     --url-sub "$scheme://127.0.0.1:$PORT/$tr/{topic}" --url-pub "http://127.0.0.1:$PORT/pub/{topic}" "$@" |
     python3 tools/bench_summary.py "$c $s $tr r$r" "$RES" case="$c" server="$s" round="$r" \
       pipeline="$PUB_PIPELINE"
+  # The server's peak resident memory over the run (VmHWM, summed over its processes).
+  local hwm=0 pid
+  for pid in ${PIDS//,/ }; do
+    hwm=$((hwm + $(awk '/^VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)))
+  done
+  echo "  peak RSS: $((hwm / 1024)) MiB"
   if [ -n "$perf" ]; then
     kill -INT "$perf"
     wait "$perf" 2>/dev/null || true

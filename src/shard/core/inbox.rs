@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::codec::position::Position;
 use crate::fanout::{Cmd, MsgRef, NewMsg, PublishError, Reply, Since, TopicMsgs, Window};
@@ -27,6 +27,15 @@ const MAX_CMDS_PER_PASS: usize = 4096;
 /// is answered within a slice), large enough that the turn's own cost (a yield and a look at
 /// the ring) is noise beside the writes (~2–10 µs each).
 const WRITE_SLICE: usize = 256;
+
+/// A writer cycle shorter than this is an unloaded shard's: the next starts at once.
+const PACE_FROM: Duration = Duration::from_millis(5);
+
+/// A loaded writer's cycles start at most this often, relative to how long one takes: it is
+/// busy at most a quarter of the time (until `--max-write-delay-ms` caps the spacing), and
+/// each subscriber's write carries about this many times more messages than back-to-back
+/// cycles would give it.
+const WRITER_SPACING: u32 = 4;
 
 impl Shard {
     // ---- home side ------------------------------------------------------------------------
@@ -194,9 +203,9 @@ impl Shard {
     }
 }
 
-/// Waits until the inbox has commands, a publish here wants the writer, or the overflow
-/// queues need their retry timer.
-async fn wait_for_work(sh: &Shard) {
+/// Waits until the inbox has commands, something on this shard wants the writer, the
+/// overflow queues need their retry timer, or `until` (the writer's next cycle) comes.
+async fn wait_for_work(sh: &Shard, until: Option<Instant>) {
     let bus = &sh.node.bus;
     let retrying = sh.outq_nonempty.get();
     let wait = std::future::poll_fn(|cx| {
@@ -209,29 +218,50 @@ async fn wait_for_work(sh: &Shard) {
             Poll::Pending
         }
     });
+    let mut timeout = until.map(|t| t.saturating_duration_since(Instant::now()));
     if retrying {
-        monoio::select! {
-            _ = wait => {},
-            _ = monoio::time::sleep(OUTQ_RETRY) => {},
+        timeout = Some(timeout.map_or(OUTQ_RETRY, |t| t.min(OUTQ_RETRY)));
+    }
+    match timeout {
+        Some(t) => {
+            monoio::select! {
+                _ = wait => {},
+                _ = monoio::time::sleep(t) => {},
+            }
         }
-    } else {
-        wait.await;
+        None => wait.await,
     }
 }
 
+/// When the writer starts its next cycle: a cycle that took `took` (from its first write to
+/// its last, the shard's other work included) was a loaded shard's, so the next one waits
+/// until the cycle's start plus `WRITER_SPACING` times as long, at most `max_delay`
+/// (`--max-write-delay-ms`) — the messages that arrive meanwhile share each subscriber's
+/// next write. Below `PACE_FROM` the shard is not loaded and the next cycle starts at once.
+fn next_cycle(started: Instant, took: Duration, max_delay: Duration) -> Instant {
+    if took < PACE_FROM {
+        return started;
+    }
+    started + (took * WRITER_SPACING).min(max_delay).max(took)
+}
+
 /// The inbox task: executes commands, then gives the writer one slice, once per pass. While
-/// the writer has work it yields between passes instead of waiting.
+/// a writer cycle is under way it yields between passes instead of waiting.
 pub(crate) async fn inbox_task(sh: Rc<Shard>) {
     let bus = &sh.node.bus;
     let max_pending = sh.node.cfg.max_pending_deliveries;
-    // The writer has connections left from the last pass: go on after a yield, without
-    // waiting.
-    let mut more = false;
+    let max_delay = Duration::from_millis(sh.node.cfg.max_write_delay_ms);
+    // The writer's cycle under way (when it started), and when the next may start.
+    let mut cycle: Option<Instant> = None;
+    let mut next = Instant::now();
     loop {
-        if !more {
-            wait_for_work(&sh).await;
+        if cycle.is_none() {
+            let waiting = sh.st.borrow().subs.chains.has_work();
+            if !(waiting && Instant::now() >= next) {
+                wait_for_work(&sh, waiting.then_some(next)).await;
+            }
         }
-        more = {
+        {
             let mut st = sh.st.borrow_mut();
             for _ in 0..MAX_CMDS_PER_PASS {
                 // Past the bound on unwritten deliveries the inbox waits: it fills, and the
@@ -246,13 +276,26 @@ pub(crate) async fn inbox_task(sh: Rc<Shard>) {
             }
             let policy = sh.policy();
             sh.flush_wanted.set(false);
-            let more = st.subs.flush_some(&policy, WRITE_SLICE);
+            if cycle.is_none() && st.subs.chains.has_work() {
+                let now = Instant::now();
+                if now >= next && st.subs.start_cycle() {
+                    cycle = Some(now);
+                }
+            }
+            if let Some(started) = cycle {
+                if !st.subs.write_cycle(&policy, WRITE_SLICE) {
+                    cycle = None;
+                    next = next_cycle(started, started.elapsed(), max_delay);
+                }
+            }
+            policy
+                .metrics
+                .set(M::PendingDeliveries, st.subs.chains.pending() as i64);
             if st.outq_len > 0 {
                 sh.retry_outq(&mut st);
             }
-            more
-        };
-        if more || !bus.is_empty(sh.id) {
+        }
+        if cycle.is_some() || !bus.is_empty(sh.id) {
             // Let connection tasks run between slices and big passes: what they publish
             // meanwhile joins the chains still waiting.
             yield_now().await;

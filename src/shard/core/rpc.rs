@@ -96,8 +96,7 @@ impl Shard {
                     let policy = self.policy();
                     st.subs.flush(&policy);
                 } else {
-                    self.flush_wanted.set(true);
-                    self.node.bus.wake(self.id);
+                    self.want_write();
                 }
                 r
             };

@@ -86,6 +86,8 @@ pub struct Chains {
     /// Out keys, each pushed when its chain starts. A key whose `Out` went (or whose chain was
     /// written out of turn, `flush_out`) stays until popped, and is skipped then.
     dirty: VecDeque<u32>,
+    /// Keys of `dirty` the writer's current cycle has still to take (`start_cycle`).
+    cycle_left: usize,
 }
 
 struct Link {
@@ -432,9 +434,33 @@ impl Subscribers {
     /// take goes to the connection's backlog and its task (or the readiness set) is woken to
     /// wait for writability. Returns whether connections are still waiting.
     pub fn flush_some(&mut self, p: &Policy<'_>, max: usize) -> bool {
+        self.take_and_write(p, max);
+        self.chains.has_work()
+    }
+
+    /// Starts a writer cycle: one turn over the connections waiting now. A connection queued
+    /// to again after the cycle took it waits for the next one; one still waiting in the
+    /// cycle takes the new bytes in the same write. Returns whether any connection waits.
+    pub fn start_cycle(&mut self) -> bool {
+        self.chains.cycle_left = self.chains.dirty.len();
+        self.chains.cycle_left > 0
+    }
+
+    /// Writes at most `max` connections of the current cycle. Returns whether the cycle has
+    /// connections left.
+    pub fn write_cycle(&mut self, p: &Policy<'_>, max: usize) -> bool {
+        let left = self.chains.cycle_left.min(self.chains.dirty.len());
+        let n = left.min(max);
+        self.take_and_write(p, n);
+        self.chains.cycle_left = left - n;
+        self.chains.cycle_left > 0
+    }
+
+    /// Takes `n` keys off the front of the queue (stale ones included) and writes the chains
+    /// of those that still have one.
+    fn take_and_write(&mut self, p: &Policy<'_>, n: usize) {
         let mut batch = std::mem::take(&mut self.batch);
-        let mut n = 0;
-        while n < max {
+        for _ in 0..n {
             let Some(k) = self.chains.dirty.pop_front() else {
                 break;
             };
@@ -444,10 +470,8 @@ impl Subscribers {
             self.chains.take(out, &mut batch);
             write_chain(out, &batch, p);
             batch.clear();
-            n += 1;
         }
         self.batch = batch;
-        self.chains.has_work()
     }
 
     /// Writes connection `k`'s chain now, out of turn (a WebSocket's own answers, a new
@@ -533,6 +557,7 @@ fn write_chain(out: &mut Out, chain: &[Rc<[u8]>], p: &Policy<'_>) {
     let mut written = 0;
     for part in chain.chunks(IOV_CHUNK) {
         let len: usize = part.iter().map(|b| b.len()).sum();
+        p.metrics.inc(M::StreamWrites);
         let r = if let [one] = part {
             crate::shard::io::write_some(out.fd, one)
         } else {
