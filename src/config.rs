@@ -31,6 +31,11 @@ pub const DEFAULT_HISTORY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_HISTORY_SECS: u64 = 3600;
 pub const DEFAULT_CLIENT_BUFFER_BYTES: usize = 256 * 1024;
 pub const DEFAULT_INBOX_CAPACITY: usize = 65536;
+/// Deliveries per shard queued for subscribers and not yet written (each a pointer to shared
+/// bytes, ~24 B): 6 MB per shard.
+pub const DEFAULT_MAX_PENDING_DELIVERIES: usize = 262_144;
+/// Longest a loaded shard holds a subscriber's next write to batch more into it, ms.
+pub const DEFAULT_MAX_WRITE_DELAY_MS: u64 = 100;
 pub const DEFAULT_PUBLISH_TIMEOUT_MS: u64 = 2000;
 pub const DEFAULT_MAX_PIPELINED_PUBLISHES: usize = 64;
 pub const DEFAULT_LONGPOLL_MAX_SECS: u64 = 60;
@@ -179,7 +184,8 @@ pub struct Config {
     /// History kept per topic: oldest message age, seconds.
     #[arg(long, default_value_t = DEFAULT_HISTORY_SECS)]
     pub history_secs: u64,
-    /// Bytes a streaming client may have waiting to be written before the --slow-client policy applies.
+    /// Bytes a streaming client's socket has refused (and what is queued behind them) before
+    /// the --slow-client policy applies; bytes that wait only for the server's writer do not count.
     #[arg(long, default_value_t = DEFAULT_CLIENT_BUFFER_BYTES)]
     pub client_buffer_bytes: usize,
     /// What to do with a client whose send buffer is full.
@@ -188,6 +194,16 @@ pub struct Config {
     /// Capacity of each shard's cross-core inbox, messages.
     #[arg(long, default_value_t = DEFAULT_INBOX_CAPACITY)]
     pub inbox_capacity: usize,
+    /// Deliveries a shard may hold that its writer has not written yet, messages × subscribers;
+    /// past it the shard takes no new work: publishes wait (then 503), other shards' fanout
+    /// waits in their inboxes.
+    #[arg(long, default_value_t = DEFAULT_MAX_PENDING_DELIVERIES)]
+    pub max_pending_deliveries: usize,
+    /// Longest a loaded shard holds a subscriber's next write so that more messages share it,
+    /// milliseconds. An unloaded shard writes at once; 0 never waits (lowest latency, more CPU
+    /// per delivery under load).
+    #[arg(long, default_value_t = DEFAULT_MAX_WRITE_DELAY_MS)]
+    pub max_write_delay_ms: u64,
     /// How long a publish waits for a full inbox before answering 503, milliseconds.
     #[arg(long, default_value_t = DEFAULT_PUBLISH_TIMEOUT_MS)]
     pub publish_timeout_ms: u64,
@@ -304,6 +320,7 @@ impl Config {
             ("--history-bytes", self.history_bytes),
             ("--client-buffer-bytes", self.client_buffer_bytes),
             ("--inbox-capacity", self.inbox_capacity),
+            ("--max-pending-deliveries", self.max_pending_deliveries),
             ("--max-pipelined-publishes", self.max_pipelined_publishes),
             ("--poll-limit", self.poll_limit),
             ("--max-connections", self.max_connections),

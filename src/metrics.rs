@@ -47,6 +47,8 @@ counters! {
     PerIpRefused => "ringcast_per_ip_refused_total", "counter", "Connections answered 503 at accept over --max-connections-per-ip.";
     SubscriptionsRefused => "ringcast_subscriptions_refused_total", "counter", "ringcast.v1 subscribes refused over --max-subscriptions-per-connection.";
     WsPublishRateRefused => "ringcast_ws_publish_rate_refused_total", "counter", "WebSocket publishes refused over --ws-publish-rate.";
+    StreamWrites => "ringcast_stream_writes_total", "counter", "Write syscalls the writer made to streaming clients (delivered per write: how much it batches).";
+    PendingDeliveries => "ringcast_pending_deliveries", "gauge", "Deliveries queued for subscribers that the shard's writer has not written yet (--max-pending-deliveries).";
 }
 
 #[repr(align(128))]
@@ -74,6 +76,10 @@ impl ShardMetrics {
     #[inline]
     pub fn dec(&self, m: M) {
         self.add(m, -1);
+    }
+    #[inline]
+    pub fn set(&self, m: M, v: i64) {
+        self.v[m as usize].store(v, Ordering::Relaxed);
     }
     pub fn get(&self, m: M) -> i64 {
         self.v[m as usize].load(Ordering::Relaxed)

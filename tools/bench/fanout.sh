@@ -28,7 +28,9 @@
 # for before/after comparisons in the same run.
 # SAT_MSGS (default 1000) and SAT_TIMEOUT (s, default 60) lengthen the saturated case, to measure the
 # steady state past the first second's ramp.
-# Usage: [ROUNDS=2] [PROCS=2] [PUB_PIPELINE=1] [SAT_MSGS=1000] [CASES="saturated split rate20 idle perwrite"] [SERVERS="ringcast nchan axum"] tools/bench/fanout.sh
+# SYSCALLS=1 counts each run's write syscalls (perf) and prints them per delivery. RC_FLAGS adds
+# flags to both ringcast servers (e.g. "--max-write-delay-ms 50").
+# Usage: [ROUNDS=2] [SYSCALLS=0] [PROCS=2] [PUB_PIPELINE=1] [SAT_MSGS=1000] [CASES="saturated split rate20 idle perwrite"] [SERVERS="ringcast nchan axum"] tools/bench/fanout.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ulimit -n "$(ulimit -Hn)"
@@ -39,6 +41,7 @@ SERVERS=${SERVERS:-ringcast nchan axum}
 SUBS=${SUBS:-10000}
 PUB_PIPELINE=${PUB_PIPELINE:-1}
 BASE_BIN=${BASE_BIN:-}
+RC_FLAGS=${RC_FLAGS:-} # more flags for ringcast and ringcast-base
 OUT=${OUT:-bench-results/fanout-$(date -u +%Y-%m-%dT%H%M%SZ)}
 mkdir -p "$OUT"
 RES=$OUT/results.jsonl
@@ -56,6 +59,9 @@ AX_DIR=/tmp/ringcast-bench-fanout-axum
 echo "# $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores," \
   "kernel $(uname -r), $(rustc --version), $(nginx -v 2>&1)" | tee "$OUT/machine.txt"
 
+# The write syscalls a server makes (perf tracepoints): the perwrite case, and every run with
+# SYSCALLS=1, which prints write syscalls per delivery (the batching a server achieves).
+WRITE_EVENTS=syscalls:sys_enter_sendto,syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendmsg
 SRV=""  # the server's main PID (stopped by it)
 PIDS="" # the PIDs whose CPU is the server's (comma-separated)
 start() { # server cores(1|2)
@@ -65,7 +71,8 @@ start() { # server cores(1|2)
     local shards=2 pin=0-1 bin=$BIN
     if [ "$cores" = 1 ]; then shards=1 pin=0; fi
     if [ "$s" = ringcast-base ]; then bin=$BASE_BIN; fi
-    taskset -c $pin "$bin" --listen 127.0.0.1:$PORT_RC --shards $shards --log-level warn &
+    # shellcheck disable=SC2086
+    taskset -c $pin "$bin" --listen 127.0.0.1:$PORT_RC --shards $shards --log-level warn $RC_FLAGS &
     SRV=$!
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT_RC/healthz" >/dev/null && break; sleep 0.05; done
     PIDS=$SRV PORT=$PORT_RC
@@ -95,8 +102,13 @@ stop() { # server
 fanout() { # case server round transport load-cpus subs topics rate messages timeout procs [extra...]
   local c=$1 s=$2 r=$3 tr=$4 cpus=$5 subs=$6 topics=$7 rate=$8 msgs=$9 timeout=${10} procs=${11}
   shift 11
-  local scheme=http
+  local scheme=http perf=""
   [ "$tr" = ws ] && scheme=ws
+  if [ "${SYSCALLS:-0}" = 1 ]; then
+    timeout 300 perf stat -x, -e "$WRITE_EVENTS" -p "$PIDS" -o "$OUT/$c-$s-$tr-r$r.perfstat" &
+    perf=$!
+    sleep 0.2
+  fi
   # shellcheck disable=SC2086
   taskset -c "$cpus" "$LOAD" fanout --transport "$tr" --subscribers "$subs" --topics "$topics" \
     --size 128 --rate "$rate" --messages "$msgs" --timeout "$timeout" --processes "$procs" \
@@ -104,6 +116,18 @@ fanout() { # case server round transport load-cpus subs topics rate messages tim
     --url-sub "$scheme://127.0.0.1:$PORT/$tr/{topic}" --url-pub "http://127.0.0.1:$PORT/pub/{topic}" "$@" |
     python3 tools/bench_summary.py "$c $s $tr r$r" "$RES" case="$c" server="$s" round="$r" \
       pipeline="$PUB_PIPELINE"
+  # The server's peak resident memory over the run (VmHWM, summed over its processes).
+  local hwm=0 pid
+  for pid in ${PIDS//,/ }; do
+    hwm=$((hwm + $(awk '/^VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)))
+  done
+  echo "  peak RSS: $((hwm / 1024)) MiB"
+  if [ -n "$perf" ]; then
+    kill -INT "$perf"
+    wait "$perf" 2>/dev/null || true
+    awk -F, -v d=$((msgs * subs / topics)) '/syscalls/ {n += $1} END {printf "  write syscalls: %d, %.3f per delivery\n", n, n / d}' \
+      "$OUT/$c-$s-$tr-r$r.perfstat"
+  fi
 }
 
 # case → server cores, load cpus, subscribers, topics, msg/s, messages, timeout, processes
@@ -146,8 +170,7 @@ for c in $CASES; do
     for tr in sse ws; do
       for s in $SERVERS; do
         start "$s" 1
-        ev=syscalls:sys_enter_sendto,syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendmsg
-        timeout 120 perf stat -x, -e "$ev" -p "$PIDS" -o "$OUT/perwrite-$s-$tr.perfstat" &
+        timeout 120 perf stat -x, -e "$WRITE_EVENTS" -p "$PIDS" -o "$OUT/perwrite-$s-$tr.perfstat" &
         PERF=$!
         sleep 0.2
         fanout perwrite-syscalls "$s" 1 "$tr" 1 "$SUBS" 10 50 500 30 1

@@ -70,8 +70,8 @@ pub struct Shard {
     pub outq_nonempty: Cell<bool>,
     /// The readiness set of parked streams (an epoll fd; see `park.rs`).
     pub ep: std::os::fd::RawFd,
-    /// A publish on this shard queued deliveries: the inbox task flushes them at the end of
-    /// this turn of the executor, together with whatever else the turn queued.
+    /// Something on this shard queued bytes for streaming clients outside the inbox task (a
+    /// publish homed here, the ticker's heartbeats): the inbox task's writer takes them.
     pub flush_wanted: Cell<bool>,
     /// This shard's side of the admission bounds (`--accept-rate`, per-address counts).
     pub adm: admit::Admit,
@@ -110,6 +110,12 @@ impl Shard {
             metrics: self.metrics(),
             bounds: self.bounds,
         }
+    }
+
+    /// Hands the bytes just queued for streaming clients to the writer (the inbox task).
+    pub fn want_write(&self) {
+        self.flush_wanted.set(true);
+        self.node.bus.wake(self.id);
     }
 
     pub fn is_draining(&self) -> bool {

@@ -56,11 +56,10 @@ impl Shard {
     }
 
     /// [`Shard::publish`] for HTTP publishers: when this shard is the home, deliveries are
-    /// left to the inbox task's flush at the end of this turn of the executor, after the tasks
-    /// already runnable (more publishes read in the same turn, pipelined or on other
-    /// connections), so a subscriber gets every message of the turn in one write, as it does
-    /// for the `Deliver`s of one inbox pass. One message per write costs ~10 µs of kernel time
-    /// per delivery here; batched, 2.4–2.9 µs (PERF.md, fanout at 10k subscribers).
+    /// left to the shard's writer (the inbox task's slices), so the publisher is answered at
+    /// once and the messages read meanwhile (pipelined, on other connections, or from other
+    /// shards) share the subscriber's next write. One message per write costs ~10 µs of kernel
+    /// time per delivery here; batched, ~2 µs (PERF.md, fanout at 10k subscribers).
     pub async fn publish_batched(
         self: &Rc<Self>,
         topic: Arc<str>,
@@ -97,8 +96,7 @@ impl Shard {
                     let policy = self.policy();
                     st.subs.flush(&policy);
                 } else {
-                    self.flush_wanted.set(true);
-                    self.node.bus.wake(self.id);
+                    self.want_write();
                 }
                 r
             };
@@ -282,7 +280,10 @@ impl Shard {
             Ok(w) => {
                 let mut st = self.st.borrow_mut();
                 let policy = self.policy();
-                st.subs.flush(&policy);
+                // The replay goes out now, ahead of the writer's turn.
+                if let Some(out) = st.subs.subs.get(sk).map(|s| s.out as usize) {
+                    st.subs.flush_out(out, &policy);
+                }
                 Ok((sk, w))
             }
             Err(e) => {
@@ -354,11 +355,17 @@ impl Shard {
     /// Frees a stream's shard state however it ends: its `Out` (with any bytes still queued
     /// for it) and its subscriptions. Returns the `Out` for the caller's last words and fd.
     pub fn free_stream(&self, k: usize) -> Option<Out> {
-        let out = self.st.borrow_mut().subs.remove_out(k)?;
+        let (mut out, chain) = {
+            let mut st = self.st.borrow_mut();
+            let chain = st.subs.take_chain(k);
+            (st.subs.remove_out(k)?, chain)
+        };
         if !out.backlog.is_empty() {
             self.metrics()
                 .add(M::BufferedBytes, -(out.backlog.len() as i64));
         }
+        // What the writer had not got round to follows the backlog, for the last words.
+        out.backlog.extend_from_slice(&chain);
         for sk in out.subs.iter() {
             self.unsubscribe(sk);
         }

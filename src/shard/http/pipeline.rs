@@ -35,8 +35,8 @@ pub(crate) async fn publish_pipeline(
     let shards = sh.node.bus.shards();
     let home = home_of(topic.as_bytes(), shards);
     if home == sh.id {
-        // Publishes homed here batch by themselves: their deliveries are flushed at the end
-        // of the executor turn (`Shard::publish_batched`).
+        // Publishes homed here batch by themselves: their deliveries wait for the shard's
+        // writer (`Shard::publish_batched`).
         return (publish::single(sh, req, a, topic).await, 0);
     }
     let first = match publish::message(sh, req, &topic) {

@@ -3,15 +3,21 @@
 //! Owns: the `Out` of every streaming connection (SSE, WebSocket, a waiting long poll) in a
 //! slab, the `Sub`scriptions (connection × topic, with a cursor) in another, and the shard's
 //! topic table (`topics/`: each topic's subscription keys, its home state or `Recent` run),
-//! whose life it decides for remote topics. Delivery encodes a message once per wire format per shard and
-//! queues the shared bytes (`Rc<[u8]>`) for each subscriber; one flush per inbox pass writes
-//! them — one `send` (or `writev`) per connection, whatever number of messages the pass held.
-//! Invariants: a connection's queued bytes never exceed `--client-buffer-bytes`; a cursor only
-//! moves forward, so a message is never written twice to a subscription (the seam between a
-//! replayed window and live messages is deduplicated by offset).
+//! whose life it decides for remote topics. Delivery encodes a message once per wire format per
+//! shard and appends the shared bytes (`Rc<[u8]>`) to each subscriber's chain (`Chains`); the
+//! writer takes connections with a chain oldest first and writes each whole chain in one `send`
+//! (or `writev`). It runs in slices (`flush_some`) between which the shard reads publishes and
+//! inbox commands, so a message that arrives meanwhile joins the chains still waiting: under
+//! load a write carries more messages by itself, and CPU per delivery falls.
+//! Invariants: once a client's socket refuses bytes, what is queued for it never exceeds
+//! `--client-buffer-bytes` plus one write (`Out::admit`); what only waits for the writer is
+//! bounded per shard by `--max-pending-deliveries`; a cursor only moves forward, so a message
+//! is never written twice to a subscription (the seam between a replayed window and live
+//! messages is deduplicated by offset).
 //! Must not: block or await; the connection task (or, for a parked stream, the shard's
 //! readiness set) does the waiting.
 
+use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -24,7 +30,7 @@ use crate::codec::streampos::{self, StreamPos};
 use crate::config::SlowClient;
 use crate::fanout::{MsgRef, Since, Window};
 use crate::metrics::{ShardMetrics, M};
-use crate::shard::outbox::out::{Kill, Out};
+use crate::shard::outbox::out::{Kill, Out, NIL};
 use crate::shard::outbox::wire::{self, Format, FORMATS};
 use crate::shard::topics::recent::Recent;
 use crate::shard::topics::ring::HistoryBounds;
@@ -66,9 +72,68 @@ pub struct Subscribers {
     pub subs: Slab<Sub>,
     /// Every topic this shard knows: homed here or elsewhere, with its subscription keys.
     pub topics: Topics,
-    /// Connections with bytes queued in this pass: (out key, bytes).
-    pub pass: Vec<(usize, Rc<[u8]>)>,
-    pub dirty: Vec<usize>,
+    /// The bytes each connection has waiting for the writer.
+    pub chains: Chains,
+    /// The writer's scratch: one chain taken out of the arena (kept for its capacity).
+    batch: Vec<Rc<[u8]>>,
+}
+
+/// Bytes waiting for the shard's writer: one chain per connection, linked through one arena
+/// (so queuing a delivery allocates nothing once the arena has grown, and a connection with
+/// nothing waiting costs two `u32`s in its `Out`), and the connections that have a chain,
+/// oldest first.
+#[derive(Default)]
+pub struct Chains {
+    links: Slab<Link>,
+    /// Out keys, each pushed when its chain starts. A key whose `Out` went (or whose chain was
+    /// written out of turn, `flush_out`) stays until popped, and is skipped then.
+    dirty: VecDeque<u32>,
+    /// Keys of `dirty` the writer's current cycle has still to take (`start_cycle`).
+    cycle_left: usize,
+}
+
+struct Link {
+    bytes: Rc<[u8]>,
+    next: u32,
+}
+
+impl Chains {
+    /// Appends `bytes` to connection `ok`'s chain; the caller counts them in `Out::queued`.
+    fn push(&mut self, ok: usize, out: &mut Out, bytes: Rc<[u8]>) {
+        let l = key32(self.links.insert(Link { bytes, next: NIL }));
+        match out.tail {
+            NIL => out.head = l,
+            t => self.links[t as usize].next = l,
+        }
+        out.tail = l;
+        if !out.dirty {
+            out.dirty = true;
+            self.dirty.push_back(key32(ok));
+        }
+    }
+
+    /// Moves `out`'s chain, in order, into `into`.
+    fn take(&mut self, out: &mut Out, into: &mut Vec<Rc<[u8]>>) {
+        let mut k = out.head;
+        while k != NIL {
+            let l = self.links.remove(k as usize);
+            into.push(l.bytes);
+            k = l.next;
+        }
+        out.head = NIL;
+        out.tail = NIL;
+        out.dirty = false;
+    }
+
+    /// Deliveries (and notices) on this shard waiting for the writer.
+    pub fn pending(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Whether the writer has connections left to write.
+    pub fn has_work(&self) -> bool {
+        !self.dirty.is_empty()
+    }
 }
 
 /// The connection and the policy that a delivery needs.
@@ -276,7 +341,7 @@ impl Subscribers {
                 stream_token(&self.subs, &self.topics, &out.subs, &mut v);
                 Rc::from(v)
             });
-            queue(&mut self.pass, &mut self.dirty, ok, out, bytes, id, msg, p);
+            queue(&mut self.chains, ok, out, bytes, id, msg, p);
         }
     }
 
@@ -363,11 +428,7 @@ impl Subscribers {
         if !v.is_empty() {
             out.queued += v.len();
             out.active = true;
-            self.pass.push((ok, v.into()));
-            if !out.dirty {
-                out.dirty = true;
-                self.dirty.push(ok);
-            }
+            self.chains.push(ok, out, v.into());
         }
     }
 
@@ -382,63 +443,108 @@ impl Subscribers {
         }
         out.queued += n;
         out.active = true;
-        self.pass.push((ok, bytes));
-        if !out.dirty {
-            out.dirty = true;
-            self.dirty.push(ok);
-        }
+        self.chains.push(ok, out, bytes);
         true
     }
 
-    /// Removes a connection's `Out`, with any bytes still queued for it in this pass: a pass
-    /// may outlive a task switch (see `Shard::publish_batched`), and its slab key may be reused
-    /// by the next connection before the flush.
+    /// Removes a connection's `Out` and frees its chain: the writer may not have got round to
+    /// it yet, and its slab key may be reused by the next connection before it does.
     pub fn remove_out(&mut self, k: usize) -> Option<Out> {
-        let out = self.outs.try_remove(k)?;
+        let mut out = self.outs.try_remove(k)?;
         if out.dirty {
-            self.pass.retain(|(key, _)| *key != k);
-            self.dirty.retain(|&key| key != k);
+            self.chains.take(&mut out, &mut Vec::new());
         }
         Some(out)
     }
 
-    /// Whether this pass holds bytes for a connection the shard is ending: its task closes as
+    /// Connection `k`'s chain as bytes, taken out of the arena: the last words of a
+    /// connection that ends before the writer got round to it.
+    pub fn take_chain(&mut self, k: usize) -> Vec<u8> {
+        let mut v = Vec::new();
+        let Some(out) = self.outs.get_mut(k).filter(|o| o.dirty) else {
+            return v;
+        };
+        let mut chain = Vec::new();
+        self.chains.take(out, &mut chain);
+        for b in &chain {
+            v.extend_from_slice(b);
+        }
+        out.wrote(v.len());
+        v
+    }
+
+    /// Whether a chain is waiting for a connection the shard is ending: its task closes as
     /// soon as it sees the kill with an empty backlog, so such bytes (a raw WebSocket's reset
     /// close frame) must be written before any connection task runs again.
     pub fn must_flush_now(&self) -> bool {
-        self.dirty
-            .iter()
-            .any(|&k| self.outs.get(k).is_some_and(|o| o.kill.is_some()))
+        self.chains.dirty.iter().any(|&k| {
+            self.outs
+                .get(k as usize)
+                .is_some_and(|o| o.dirty && o.kill.is_some())
+        })
     }
 
-    /// Writes every connection's bytes queued in this pass: one syscall per connection.
-    /// What the socket does not take goes to the connection's backlog and its task is woken to
-    /// wait for writability.
+    /// Writes every chain now: one syscall per connection (more only past `IOV_CHUNK`
+    /// messages).
     pub fn flush(&mut self, p: &Policy<'_>) {
-        if self.dirty.is_empty() {
+        self.flush_some(p, usize::MAX);
+    }
+
+    /// Writes the chains of at most `max` connections, oldest first. What a socket does not
+    /// take goes to the connection's backlog and its task (or the readiness set) is woken to
+    /// wait for writability. Returns whether connections are still waiting.
+    pub fn flush_some(&mut self, p: &Policy<'_>, max: usize) -> bool {
+        self.take_and_write(p, max);
+        self.chains.has_work()
+    }
+
+    /// Starts a writer cycle: one turn over the connections waiting now. A connection queued
+    /// to again after the cycle took it waits for the next one; one still waiting in the
+    /// cycle takes the new bytes in the same write. Returns whether any connection waits.
+    pub fn start_cycle(&mut self) -> bool {
+        self.chains.cycle_left = self.chains.dirty.len();
+        self.chains.cycle_left > 0
+    }
+
+    /// Writes at most `max` connections of the current cycle. Returns whether the cycle has
+    /// connections left.
+    pub fn write_cycle(&mut self, p: &Policy<'_>, max: usize) -> bool {
+        let left = self.chains.cycle_left.min(self.chains.dirty.len());
+        let n = left.min(max);
+        self.take_and_write(p, n);
+        self.chains.cycle_left = left - n;
+        self.chains.cycle_left > 0
+    }
+
+    /// Takes `n` keys off the front of the queue (stale ones included) and writes the chains
+    /// of those that still have one.
+    fn take_and_write(&mut self, p: &Policy<'_>, n: usize) {
+        let mut batch = std::mem::take(&mut self.batch);
+        for _ in 0..n {
+            let Some(k) = self.chains.dirty.pop_front() else {
+                break;
+            };
+            let Some(out) = self.outs.get_mut(k as usize).filter(|o| o.dirty) else {
+                continue;
+            };
+            self.chains.take(out, &mut batch);
+            write_chain(out, &batch, p);
+            batch.clear();
+        }
+        self.batch = batch;
+    }
+
+    /// Writes connection `k`'s chain now, out of turn (a WebSocket's own answers, a new
+    /// subscription's replay).
+    pub fn flush_out(&mut self, k: usize, p: &Policy<'_>) {
+        let Some(out) = self.outs.get_mut(k).filter(|o| o.dirty) else {
             return;
-        }
-        // Group by connection, keeping each connection's order (the sort is stable).
-        self.pass.sort_by_key(|(k, _)| *k);
-        let mut i = 0;
-        let pass = std::mem::take(&mut self.pass);
-        let mut iov: Vec<IoSlice<'_>> = Vec::new();
-        while i < pass.len() {
-            let k = pass[i].0;
-            let mut j = i;
-            while j < pass.len() && pass[j].0 == k {
-                j += 1;
-            }
-            if let Some(out) = self.outs.get_mut(k) {
-                out.dirty = false;
-                write_group(out, &pass[i..j], &mut iov, p);
-            }
-            i = j;
-        }
-        let mut pass = pass;
-        pass.clear();
-        self.pass = pass;
-        self.dirty.clear();
+        };
+        let mut batch = std::mem::take(&mut self.batch);
+        self.chains.take(out, &mut batch);
+        write_chain(out, &batch, p);
+        batch.clear();
+        self.batch = batch;
     }
 }
 
@@ -476,8 +582,7 @@ fn stream_token(subs: &Slab<Sub>, topics: &Topics, list: &SubList, v: &mut Vec<u
 
 #[allow(clippy::too_many_arguments)]
 fn queue(
-    pass: &mut Vec<(usize, Rc<[u8]>)>,
-    dirty: &mut Vec<usize>,
+    chains: &mut Chains,
     ok: usize,
     out: &mut Out,
     bytes: Rc<[u8]>,
@@ -486,7 +591,7 @@ fn queue(
     p: &Policy<'_>,
 ) {
     let mut need = bytes.len() + id.as_ref().map_or(0, |i| i.len());
-    let notice = out.gap.map(|g| {
+    let notice = out.gap().map(|g| {
         let mut v = Vec::new();
         wire::reset(out.format, &msg.topic, g, &mut v);
         v
@@ -509,88 +614,97 @@ fn queue(
             }
             SlowClient::Drop => {
                 // The client will be told where it stands when it catches up.
-                out.gap = Some(msg.pos);
+                out.set_gap(Some(msg.pos));
                 p.metrics.inc(M::SlowDrops);
             }
         }
         return;
     }
     if let Some(n) = notice {
-        out.gap = None;
-        pass.push((ok, n.into()));
+        out.set_gap(None);
         if out.format == Format::WsRaw {
-            // The reset is a close frame: nothing may follow it.
-            out.queued += need - bytes.len();
+            // The reset is a close frame: nothing may follow it. The writer wakes the
+            // connection once it has written it.
+            out.queued += n.len();
             out.kill = Some(Kill::Reset);
-            out.wake();
-            if !out.dirty {
-                out.dirty = true;
-                dirty.push(ok);
-            }
+            chains.push(ok, out, n.into());
             return;
         }
+        chains.push(ok, out, n.into());
     }
     out.queued += need;
     out.active = true;
-    pass.push((ok, bytes));
+    chains.push(ok, out, bytes);
     if let Some(id) = id {
-        pass.push((ok, id));
+        chains.push(ok, out, id);
     }
     p.metrics.inc(M::Delivered);
-    if !out.dirty {
-        out.dirty = true;
-        dirty.push(ok);
-    }
 }
 
-fn write_group<'a>(
-    out: &mut Out,
-    group: &'a [(usize, Rc<[u8]>)],
-    iov: &mut Vec<IoSlice<'a>>,
-    p: &Policy<'_>,
-) {
-    let total: usize = group.iter().map(|(_, b)| b.len()).sum();
+/// Most messages one `writev` takes here: the slices live on the stack, and a longer chain
+/// (rare: it needs more messages in one wait than this) takes one more call per chunk.
+const IOV_CHUNK: usize = 64;
+
+/// Writes one connection's chain, in order; what the socket refuses becomes its backlog.
+fn write_chain(out: &mut Out, chain: &[Rc<[u8]>], p: &Policy<'_>) {
+    let total: usize = chain.iter().map(|b| b.len()).sum();
     if !out.backlog.is_empty() {
         // Already waiting for writability: keep order by appending.
-        for (_, b) in group {
+        for b in chain {
             out.backlog.extend_from_slice(b);
         }
         p.metrics.add(M::BufferedBytes, total as i64);
         out.wake();
         return;
     }
-    let written = if group.len() == 1 {
-        crate::shard::io::write_some(out.fd, &group[0].1)
-    } else {
-        iov.clear();
-        iov.extend(group.iter().map(|(_, b)| IoSlice::new(b)));
-        crate::shard::io::writev_some(out.fd, iov)
-    };
-    match written {
-        Ok(n) if n == total => {
-            out.wrote(total);
-        }
-        Ok(n) => {
-            // Keep the unwritten tail, in order.
-            let mut skip = n;
-            for (_, b) in group {
-                if skip >= b.len() {
-                    skip -= b.len();
-                    continue;
-                }
-                out.backlog.extend_from_slice(&b[skip..]);
-                skip = 0;
+    let mut written = 0;
+    for part in chain.chunks(IOV_CHUNK) {
+        let len: usize = part.iter().map(|b| b.len()).sum();
+        p.metrics.inc(M::StreamWrites);
+        let r = if let [one] = part {
+            crate::shard::io::write_some(out.fd, one)
+        } else {
+            let mut iov = [IoSlice::new(&[]); IOV_CHUNK];
+            for (slot, b) in iov.iter_mut().zip(part) {
+                *slot = IoSlice::new(b);
             }
-            out.wrote(n);
-            p.metrics.add(M::BufferedBytes, (total - n) as i64);
-            out.wake();
+            crate::shard::io::writev_some(out.fd, &iov[..part.len()])
+        };
+        match r {
+            Ok(n) => {
+                written += n;
+                if n < len {
+                    break;
+                }
+            }
+            Err(_) => {
+                // The peer is gone; its task notices on its next poll.
+                out.wrote(total);
+                out.kill.get_or_insert(Kill::Shutdown);
+                out.wake();
+                return;
+            }
         }
-        Err(_) => {
-            // The peer is gone; its task notices on its next poll.
-            out.wrote(total);
-            out.kill.get_or_insert(Kill::Shutdown);
-            out.wake();
+    }
+    out.wrote(written);
+    if written < total {
+        // Keep the unwritten tail, in order.
+        let mut skip = written;
+        for b in chain {
+            if skip >= b.len() {
+                skip -= b.len();
+                continue;
+            }
+            out.backlog.extend_from_slice(&b[skip..]);
+            skip = 0;
         }
+        let rest = total - written;
+        out.allowance = u32::try_from(rest).unwrap_or(u32::MAX);
+        p.metrics.add(M::BufferedBytes, rest as i64);
+        out.wake();
+    } else if out.kill.is_some() {
+        // Its last queued bytes (a reset close frame) are out: the connection may end now.
+        out.wake();
     }
 }
 
@@ -734,6 +848,63 @@ mod pass_tests {
         let n = new_client.read(&mut got).unwrap();
         assert_eq!(&got[..n], b"new\n");
     }
+
+    /// The writer takes connections oldest first, a slice at a time; bytes queued for a
+    /// connection still waiting join its one write, and one written already waits its turn
+    /// again behind the others.
+    #[test]
+    fn the_writer_takes_connections_in_turn_and_waiting_bytes_join_their_write() {
+        let metrics = ShardMetrics::default();
+        let p = Policy {
+            limit: 1 << 20,
+            slow: SlowClient::Disconnect,
+            metrics: &metrics,
+            bounds: HistoryBounds {
+                messages: 10,
+                bytes: 1 << 20,
+                age: Duration::from_secs(60),
+            },
+        };
+        let pairs: Vec<(UnixStream, UnixStream)> =
+            (0..3).map(|_| UnixStream::pair().unwrap()).collect();
+        let mut s = Subscribers::default();
+        let keys: Vec<usize> = pairs
+            .iter()
+            .map(|(srv, _)| s.outs.insert(Out::new(srv.as_raw_fd(), Format::Sse)))
+            .collect();
+        let q = |s: &mut Subscribers, i: usize, b: &str| {
+            assert!(s.queue_raw(keys[i], Rc::from(b.as_bytes()), &p));
+        };
+        let read = |i: usize| {
+            let c = &pairs[i].1;
+            c.set_nonblocking(true).unwrap();
+            let mut got = [0u8; 64];
+            match (&*c).read(&mut got) {
+                Ok(n) => String::from_utf8_lossy(&got[..n]).into_owned(),
+                Err(_) => String::new(),
+            }
+        };
+        q(&mut s, 0, "a1 ");
+        q(&mut s, 1, "b1 ");
+        q(&mut s, 2, "c1 ");
+        assert_eq!(s.chains.pending(), 3);
+        assert!(s.flush_some(&p, 1), "two connections still wait");
+        assert_eq!((read(0), read(1)), ("a1 ".to_string(), String::new()));
+        // More for 0 (written: it waits behind 1 and 2) and for 1 (waiting: joins its write).
+        q(&mut s, 0, "a2 ");
+        q(&mut s, 1, "b2 ");
+        assert!(s.flush_some(&p, 1));
+        assert_eq!((read(0), read(1)), (String::new(), "b1 b2 ".to_string()));
+        assert!(s.flush_some(&p, 1));
+        assert_eq!((read(0), read(2)), (String::new(), "c1 ".to_string()));
+        assert!(!s.flush_some(&p, 1), "nothing left");
+        assert_eq!(read(0), "a2 ");
+        assert_eq!(s.chains.pending(), 0);
+        assert!(s
+            .outs
+            .iter()
+            .all(|(_, o)| o.queued == 0 && o.backlog.is_empty()));
+    }
 }
 
 #[cfg(test)]
@@ -780,12 +951,24 @@ mod multi_tests {
             outs.push(ok);
         }
         s.deliver_to(tt, &msg(7, 1, Instant::now()), &p);
-        assert_eq!(s.pass.len(), 4, "data and id for each stream");
-        let (d0, d1) = (&s.pass[0].1, &s.pass[2].1);
+        // Each stream's chain: the shared data, then its own id line.
+        let chains: Vec<Vec<Rc<[u8]>>> = outs
+            .iter()
+            .map(|&ok| {
+                let mut v = Vec::new();
+                s.chains.take(&mut s.outs[ok], &mut v);
+                v
+            })
+            .collect();
+        assert!(
+            chains.iter().all(|c| c.len() == 2),
+            "data and id for each stream"
+        );
+        let (d0, d1) = (&chains[0][0], &chains[1][0]);
         assert!(Rc::ptr_eq(d0, d1), "one encoding of the message");
         assert!(d0.starts_with(b"data: {\"type\":\"message\",\"topic\":\"t\""));
         for (i, u_at) in [3u64, 9].into_iter().enumerate() {
-            let id = &s.pass[2 * i + 1].1;
+            let id = &chains[i][1];
             let tok = id
                 .strip_prefix(b"id: ")
                 .unwrap()

@@ -255,7 +255,7 @@ fn queue(sh: &Shard, ok: usize, bytes: Vec<u8>) {
             o.wake();
         }
     }
-    st.subs.flush(&policy);
+    st.subs.flush_out(ok, &policy);
 }
 
 impl Session {

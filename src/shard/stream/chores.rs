@@ -55,7 +55,7 @@ pub(crate) fn send_heartbeats(sh: &Shard, tick: u64) {
             o.active = false;
         }
     }
-    st.subs.flush(&policy);
+    sh.want_write();
 }
 
 /// Closes WebSockets whose pong is overdue (checked every second, between heartbeats).

@@ -48,5 +48,5 @@ pub fn sweep(sh: &Shard, now: u64) {
     for k in warn {
         st.subs.queue_raw(k, frame.clone(), &policy);
     }
-    st.subs.flush(&policy);
+    sh.want_write();
 }
