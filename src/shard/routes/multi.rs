@@ -126,7 +126,7 @@ pub async fn sse_stream(c: Conn, starts: Starts, exp: u32, counted: Counted) {
         st.subs.token_of(ok, &mut v);
         let policy = sh.policy();
         st.subs.queue_raw(ok, v.into(), &policy);
-        st.subs.flush(&policy);
+        st.subs.flush_out(ok, &policy);
     }
     g.disarm();
     counted.disarm();

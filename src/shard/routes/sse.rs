@@ -5,8 +5,8 @@
 //! once), resume from `Last-Event-ID` (or `?last_event_id=` for clients that cannot set
 //! headers), and the task that subscribes the stream and then parks it (`park.rs`): an idle
 //! stream holds no task; the shard's readiness set notices when its client leaves or its
-//! backlog can be written. Live messages are written by the inbox task's flush, so a quiet or
-//! busy stream costs no task wake-up per message.
+//! backlog can be written. Live messages are written by the shard's writer (the inbox task),
+//! so a quiet or busy stream costs no task wake-up per message.
 //! The body is close-delimited (no chunked framing): an event stream never ends by itself, so
 //! framing would buy nothing but bytes per event, and close-delimited bytes are exactly the
 //! shared, encode-once event bytes.
@@ -153,7 +153,7 @@ pub async fn stream(c: Conn, plan: SsePlan, counted: Counted) {
                 v.extend_from_slice(b"\n\n");
                 let policy = sh.policy();
                 st.subs.queue_raw(ok, v.into(), &policy);
-                st.subs.flush(&policy);
+                st.subs.flush_out(ok, &policy);
             }
         }
         Err(f) => {

@@ -5,7 +5,7 @@
 //! `ringcast.v1` commands are `v1.rs`; which close code says why the server ended a connection
 //! is `outbox/close.rs`.
 //!
-//! Live messages are written by the inbox task's flush. Once subscribed, the connection is
+//! Live messages are written by the shard's writer (the inbox task). Once subscribed, the connection is
 //! parked (`park.rs`): it holds no task while idle, and a short task (`burst`) runs only while
 //! the client's frames are read and acted on. Everything written goes through the same
 //! per-connection queue, so a pong or an ack never lands inside another frame.

@@ -3,7 +3,7 @@
 //! Owns: the heartbeat sweep (a comment on each quiet SSE stream, a ping on each WebSocket),
 //! closing WebSockets whose pong is overdue, and closing every stream in stages when the node
 //! drains. The ticker and the drain call these; the streams they touch are the outbox's `Out`s.
-//! Must not: write to a socket itself (the outbox's flush does), or borrow shard state across
+//! Must not: write to a socket itself (the shard's writer does), or borrow shard state across
 //! an await.
 
 use std::rc::Rc;

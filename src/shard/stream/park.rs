@@ -7,7 +7,7 @@
 //! with the close code that says why).
 //! Why: a task per idle stream cost its future, monoio's task header and an armed readiness op
 //! (about 1.8 KB per connection in all). A parked stream is its `Out` slab entry and one epoll
-//! registration, nothing else: live messages are written by the inbox task's flush anyway, so
+//! registration, nothing else: live messages are written by the shard's writer anyway, so
 //! an idle stream only needs someone to notice that its client left, sent a frame, or that its
 //! socket has room again for a backlog. That someone is the reactor, once per batch of events.
 //! A WebSocket frame from the client starts a short task (`ws::burst`) that reads and acts on
