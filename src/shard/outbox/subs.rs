@@ -51,18 +51,26 @@ pub struct Sub {
 /// Wire encodings of one message on this shard, made at most once each.
 #[derive(Default)]
 pub struct Encoded {
-    bytes: [Option<Rc<[u8]>>; FORMATS],
+    /// Each format's buffer in `Chains::bufs`, registered when first needed.
+    bufs: [Option<u32>; FORMATS],
 }
 
 impl Encoded {
-    fn get(&mut self, f: Format, msg: &MsgRef) -> Rc<[u8]> {
-        let slot = &mut self.bytes[f as usize];
-        slot.get_or_insert_with(|| {
+    fn get(&mut self, chains: &mut Chains, f: Format, msg: &MsgRef) -> u32 {
+        *self.bufs[f as usize].get_or_insert_with(|| {
             let mut v = Vec::with_capacity(msg.data.len() + 64);
             wire::encode(f, msg, &mut v);
-            v.into()
+            chains.new_buf(v.into())
         })
-        .clone()
+    }
+
+    /// Frees the buffers no connection took (every one refused by its bound).
+    fn release(self, chains: &mut Chains) {
+        for b in self.bufs.into_iter().flatten() {
+            if chains.bufs[b as usize].refs == 0 {
+                chains.bufs.remove(b as usize);
+            }
+        }
     }
 }
 
@@ -79,12 +87,15 @@ pub struct Subscribers {
 }
 
 /// Bytes waiting for the shard's writer: one chain per connection, linked through one arena
-/// (so queuing a delivery allocates nothing once the arena has grown, and a connection with
-/// nothing waiting costs two `u32`s in its `Out`), and the connections that have a chain,
-/// oldest first.
+/// of 8-byte links (so queuing a delivery allocates nothing once the arena has grown, and a
+/// connection with nothing waiting costs two `u32`s in its `Out`), each naming a shared buffer
+/// counted once per link; and the connections that have a chain, oldest first.
 #[derive(Default)]
 pub struct Chains {
     links: Slab<Link>,
+    /// The buffers links name: a message's encoding (one per format, shared by every
+    /// subscriber) or a connection's own bytes, with how many links name it.
+    bufs: Slab<Buf>,
     /// Out keys, each pushed when its chain starts. A key whose `Out` went (or whose chain was
     /// written out of turn, `flush_out`) stays until popped, and is skipped then.
     dirty: VecDeque<u32>,
@@ -93,14 +104,35 @@ pub struct Chains {
 }
 
 struct Link {
-    bytes: Rc<[u8]>,
+    buf: u32,
     next: u32,
 }
 
+struct Buf {
+    bytes: Rc<[u8]>,
+    refs: u32,
+}
+
 impl Chains {
+    /// Registers a buffer no link names yet (`push_buf` names it).
+    fn new_buf(&mut self, bytes: Rc<[u8]>) -> u32 {
+        key32(self.bufs.insert(Buf { bytes, refs: 0 }))
+    }
+
+    fn len_of(&self, buf: u32) -> usize {
+        self.bufs[buf as usize].bytes.len()
+    }
+
     /// Appends `bytes` to connection `ok`'s chain; the caller counts them in `Out::queued`.
     fn push(&mut self, ok: usize, out: &mut Out, bytes: Rc<[u8]>) {
-        let l = key32(self.links.insert(Link { bytes, next: NIL }));
+        let b = self.new_buf(bytes);
+        self.push_buf(ok, out, b);
+    }
+
+    /// Appends registered buffer `buf` to connection `ok`'s chain.
+    fn push_buf(&mut self, ok: usize, out: &mut Out, buf: u32) {
+        self.bufs[buf as usize].refs += 1;
+        let l = key32(self.links.insert(Link { buf, next: NIL }));
         match out.tail {
             NIL => out.head = l,
             t => self.links[t as usize].next = l,
@@ -117,7 +149,13 @@ impl Chains {
         let mut k = out.head;
         while k != NIL {
             let l = self.links.remove(k as usize);
-            into.push(l.bytes);
+            let b = &mut self.bufs[l.buf as usize];
+            b.refs -= 1;
+            if b.refs == 0 {
+                into.push(self.bufs.remove(l.buf as usize).bytes);
+            } else {
+                into.push(b.bytes.clone());
+            }
             k = l.next;
         }
         out.head = NIL;
@@ -333,7 +371,7 @@ impl Subscribers {
                 out.wake();
                 continue;
             }
-            let bytes = encoded.get(out.format, msg);
+            let bytes = encoded.get(&mut self.chains, out.format, msg);
             // A multi-topic SSE event ends with this stream's own token: the shared `data:`
             // bytes, then a line written for this stream only.
             let id = (out.format == Format::SseMulti).then(|| {
@@ -343,6 +381,7 @@ impl Subscribers {
             });
             queue(&mut self.chains, ok, out, bytes, id, msg, p);
         }
+        encoded.release(&mut self.chains);
     }
 
     /// Gives a multi-topic stream's subscription, before its window comes, the position its
@@ -585,12 +624,12 @@ fn queue(
     chains: &mut Chains,
     ok: usize,
     out: &mut Out,
-    bytes: Rc<[u8]>,
+    bytes: u32,
     id: Option<Rc<[u8]>>,
     msg: &MsgRef,
     p: &Policy<'_>,
 ) {
-    let mut need = bytes.len() + id.as_ref().map_or(0, |i| i.len());
+    let mut need = chains.len_of(bytes) + id.as_ref().map_or(0, |i| i.len());
     let notice = out.gap().map(|g| {
         let mut v = Vec::new();
         wire::reset(out.format, &msg.topic, g, &mut v);
@@ -634,7 +673,7 @@ fn queue(
     }
     out.queued += need;
     out.active = true;
-    chains.push(ok, out, bytes);
+    chains.push_buf(ok, out, bytes);
     if let Some(id) = id {
         chains.push(ok, out, id);
     }
