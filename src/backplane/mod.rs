@@ -6,12 +6,10 @@
 //! Must not: touch a shard's state or block a shard; everything here runs on the bridge thread
 //! or in tests.
 
+pub mod bridge;
 pub mod scripts;
 
 use crate::codec::position::Position;
-
-/// `--redis-prefix` default.
-pub const DEFAULT_REDIS_PREFIX: &str = "rc";
 
 /// A topic's names in Redis. The topic is the Cluster hash tag (`{topic}`), so one topic's
 /// keys and channel share a slot; the topic grammar (`codec::route`) has no `{` or `}`, and

@@ -61,7 +61,12 @@ impl Shard {
             return Err(PublishError::TooManyTopics);
         }
         st.epoch_counter += 1;
-        let epoch = home::new_epoch(self.node.seed, topic, st.epoch_counter);
+        // With --redis, Redis gives the epoch: 0 until the first push or window says it.
+        let epoch = if self.node.bridge.is_some() {
+            0
+        } else {
+            home::new_epoch(self.node.seed, topic, st.epoch_counter)
+        };
         self.metrics().inc(M::Topics);
         Ok(st.subs.topics.insert_hashed(
             h,
@@ -97,16 +102,22 @@ impl Shard {
         self.metrics().add(M::Published, appended.len() as i64);
         let positions = appended.iter().map(|m| m.pos).collect();
         for msg in &appended {
-            let mut rest = mask;
-            while rest != 0 {
-                let to = rest.trailing_zeros() as usize;
-                rest &= rest - 1;
-                self.send(st, to, Cmd::Deliver(msg.clone()));
-            }
-            let policy = self.policy();
-            st.subs.deliver_to(tk, msg, &policy);
+            self.fan_out(st, tk, mask, msg);
         }
         Ok(positions)
+    }
+
+    /// One message of a topic homed here: to every shard in `mask`, and to this shard's
+    /// subscribers of topic `tk`.
+    pub(crate) fn fan_out(&self, st: &mut State, tk: usize, mask: u64, msg: &MsgRef) {
+        let mut rest = mask;
+        while rest != 0 {
+            let to = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            self.send(st, to, Cmd::Deliver(msg.clone()));
+        }
+        let policy = self.policy();
+        st.subs.deliver_to(tk, msg, &policy);
     }
 
     pub(crate) fn home_window(
@@ -124,6 +135,19 @@ impl Shard {
         if let Some(s) = subscriber.filter(|&s| s != me) {
             t.mask |= 1 << s;
         }
+        // --redis: `0:0` is what a node answers for a topic it has seen no message of; a
+        // client there has missed nothing while the topic's first epoch is whole here.
+        let since = match since {
+            Since::At(p) if p == Position::new(0, 0) && self.node.bridge.is_some() => {
+                let whole = t.ring.front().map_or(t.last == 0, |m| m.pos.offset == 1);
+                if whole {
+                    Since::At(Position::new(t.epoch, 0))
+                } else {
+                    since
+                }
+            }
+            _ => since,
+        };
         Ok(t.window(since, limit, now, &b))
     }
 
@@ -184,6 +208,8 @@ impl Shard {
                 st.subs.deliver(&msg, &policy);
             }
             Cmd::Reply { to, reply } => complete(st, to, reply, self.metrics()),
+            Cmd::Pushed(msg) => self.apply_pushed(st, msg),
+            Cmd::Fetched { topic, window } => self.apply_fetched(st, topic, window),
             Cmd::Shutdown => self.draining.fire(),
         }
     }
