@@ -173,3 +173,103 @@ fn resume_on_any_node_with_any_transport_gets_exactly_the_missed() {
     }
     assert_eq!(got, want, "WebSocket v1 on A");
 }
+
+#[test]
+fn a_node_that_never_saw_the_messages_asks_redis() {
+    let r = RedisServer::start();
+    let a = node(&r, &[]);
+    let topic = "late";
+    let ids: Vec<String> = (1..=30)
+        .map(|i| a.publish(topic, format!("m{i}").as_bytes()))
+        .collect();
+    let want: Vec<(String, String)> = ids[10..]
+        .iter()
+        .enumerate()
+        .map(|(j, id)| (id.clone(), format!("m{}", j + 11)))
+        .collect();
+    // D starts after all 30: it holds none of them.
+    let d = node(&r, &[]);
+    let v = d.get(&format!("/poll/{topic}?since={}", ids[9])).json();
+    assert_eq!(pubsub::msgs(&v), want, "poll on D: {v}");
+    assert_eq!(v["next"], ids[29].as_str());
+    // SSE on D from the same point: the 20, then live messages once each.
+    let mut s = pubsub::sse_open(&d, topic, &format!("Last-Event-ID: {}\r\n", ids[9]));
+    let mut p = SseParser::default();
+    let evs = sse_read(&mut s, &mut p, 20, Duration::from_secs(10));
+    let got: Vec<_> = evs.iter().map(|e| (e.id.clone(), e.data.clone())).collect();
+    assert_eq!(got, want, "SSE on D");
+    let live = a.publish(topic, b"m31");
+    let evs = sse_read(&mut s, &mut p, 1, Duration::from_secs(10));
+    assert_eq!(
+        evs.iter()
+            .map(|e| (e.id.as_str(), e.data.as_str()))
+            .collect::<Vec<_>>(),
+        [(live.as_str(), "m31")]
+    );
+    assert!(sse_read(&mut s, &mut p, 1, Duration::from_millis(300)).is_empty());
+    // Older than Redis keeps (another epoch): the one case that is a reset.
+    let v = d.get(&format!("/poll/{topic}?since=abc:3")).json();
+    assert_eq!(v["reset"], true, "{v}");
+}
+
+#[test]
+fn a_position_ahead_of_this_nodes_cursor_is_asked_of_redis_never_reset() {
+    use ringcast::backplane::scripts::{self, Limits, Scripts};
+    use ringcast::backplane::Keys;
+    let r = RedisServer::start();
+    let b = node(&r, &[]);
+    let topic = "ahead";
+    let first = b.publish(topic, b"m1");
+    let (epoch, _) = server::pos(&first);
+    wait_current(&b, topic, &first);
+    // Two more appended in Redis whose pushes this node never gets (another channel): as if
+    // another node handed out positions before this node's pushes arrived.
+    let mut keys = Keys::new("rc", topic);
+    keys.channel = "elsewhere".into();
+    let mut con = redis::Client::open(r.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let msgs: Vec<_> = ["m2", "m3"]
+        .iter()
+        .map(|m| ringcast::fanout::NewMsg {
+            event: None,
+            data: m.as_bytes().into(),
+            binary: false,
+        })
+        .collect();
+    let limits = Limits {
+        history_messages: 1000,
+        history_secs: 3600,
+    };
+    let v: redis::Value = scripts::append(&Scripts::default(), &keys, &limits, 1, &msgs)
+        .invoke(&mut con)
+        .unwrap();
+    let a = scripts::parse_appended(&v).unwrap();
+    assert_eq!(
+        (a.epoch, a.first, a.last),
+        (u64::from_str_radix(&epoch, 16).unwrap(), 2, 3)
+    );
+
+    // A client at 2 on this node (whose cursor is 1): a replay of 3, not a reset.
+    let v = b.get(&format!("/poll/{topic}?since={epoch}:2")).json();
+    assert_eq!(
+        pubsub::msgs(&v),
+        [(format!("{epoch}:3"), "m3".to_string())],
+        "{v}"
+    );
+    assert_ne!(v["reset"], true);
+    // A client at 3: nothing missed, no reset.
+    let v = b.get(&format!("/poll/{topic}?since={epoch}:3")).json();
+    assert!(pubsub::msgs(&v).is_empty() && v["reset"] != true, "{v}");
+    // The home caught up from Redis: 2 and 3 are now answered from this node too.
+    wait_current(&b, topic, &format!("{epoch}:3"));
+    let v = b.get(&format!("/poll/{topic}?since={first}")).json();
+    assert_eq!(
+        pubsub::msgs(&v),
+        [
+            (format!("{epoch}:2"), "m2".to_string()),
+            (format!("{epoch}:3"), "m3".to_string())
+        ]
+    );
+}

@@ -19,7 +19,9 @@ use redis::{AsyncConnectionConfig, Client, Value};
 
 use super::scripts::{self, Limits, Scripts};
 use super::{parse_push, Keys};
-use crate::fanout::{home_of, BridgeCmd, Cmd, Msg, MsgRef, PublishError, Reply, TopicMsgs, Window};
+use crate::fanout::{
+    home_of, Asked, BridgeCmd, Cmd, Msg, MsgRef, PublishError, Reply, TopicMsgs, Window,
+};
 use crate::node::Node;
 use crate::{info, warn};
 
@@ -171,9 +173,9 @@ async fn serve(ctx: &Arc<Ctx>, con: MultiplexedConnection, pubsub: redis::aio::P
                     let (ctx, con) = (ctx.clone(), con.clone());
                     tokio::spawn(append(ctx, con, groups, reply, counter));
                 }
-                BridgeCmd::Fetch { topic, since, home } => {
+                BridgeCmd::Fetch { topic, since, home, asked } => {
                     let (ctx, con) = (ctx.clone(), con.clone());
-                    tokio::spawn(fetch(ctx, con, topic, since, home));
+                    tokio::spawn(fetch(ctx, con, topic, since, home, asked));
                 }
             },
             m = pushes.next() => match m {
@@ -256,27 +258,21 @@ async fn fetch(
     topic: Arc<str>,
     since: crate::codec::position::Position,
     home: u16,
+    asked: Option<Asked>,
 ) {
     let keys = Keys::new(&ctx.prefix, &topic);
-    let inv = scripts::window(
-        &ctx.scripts,
-        &keys,
-        &ctx.limits,
-        Some(since),
-        MAX_FETCH_ENTRIES,
-    );
+    let limit = asked.map_or(MAX_FETCH_ENTRIES, |a| a.limit);
+    let inv = scripts::window(&ctx.scripts, &keys, &ctx.limits, Some(since), limit);
     let r: redis::RedisResult<Value> = inv.invoke_async(&mut con).await;
     let w = match r.ok().as_ref().map(scripts::parse_window) {
         Some(Ok(w)) => w,
         _ => {
-            // The home asks again on its next push or check.
             warn!("redis: window of {topic} after {since} failed");
-            let empty = Window {
-                reset: false,
-                msgs: Vec::new(),
-                current: since,
-            };
-            fetched(&ctx, topic, home, empty).await;
+            if asked.is_none() {
+                // A gap is asked again by the home's next push: not at once, Redis is away.
+                tokio::time::sleep(MIN_BACKOFF).await;
+            }
+            fetched(&ctx, topic, home, None, asked).await;
             return;
         }
     };
@@ -290,11 +286,22 @@ async fn fetch(
             .collect(),
         current: w.current,
     };
-    fetched(&ctx, topic, home, window).await;
+    fetched(&ctx, topic, home, Some(window), asked).await;
 }
 
-async fn fetched(ctx: &Ctx, topic: Arc<str>, home: u16, window: Window) {
-    deliver(&ctx.node, home as usize, Cmd::Fetched { topic, window }).await;
+async fn fetched(
+    ctx: &Ctx,
+    topic: Arc<str>,
+    home: u16,
+    window: Option<Window>,
+    asked: Option<Asked>,
+) {
+    let cmd = Cmd::Fetched {
+        topic,
+        window,
+        asked,
+    };
+    deliver(&ctx.node, home as usize, cmd).await;
 }
 
 /// A message Redis pushed: to its topic's home shard, as is.

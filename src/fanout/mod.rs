@@ -142,9 +142,13 @@ pub enum Cmd {
     /// With `--redis`, from the bridge to a topic's home: a message Redis pushed on the topic's
     /// channel, applied under the topic's cursor (a duplicate is dropped, a gap fetched).
     Pushed(MsgRef),
-    /// With `--redis`, from the bridge to a topic's home: the window a gap asked for
-    /// ([`BridgeCmd::Fetch`]).
-    Fetched { topic: Arc<str>, window: Window },
+    /// With `--redis`, from the bridge to a topic's home: the window a [`BridgeCmd::Fetch`]
+    /// asked for, `None` when Redis did not answer.
+    Fetched {
+        topic: Arc<str>,
+        window: Option<Window>,
+        asked: Option<Asked>,
+    },
     /// Stop accepting and drain (sent by the signal thread).
     Shutdown,
 }
@@ -162,12 +166,22 @@ pub enum BridgeCmd {
         until: Instant,
     },
     /// The messages of `topic` after `since`, for the topic's home shard `home`: answered with
-    /// `Cmd::Fetched`.
+    /// `Cmd::Fetched`. `asked`: a client's window the home could not answer itself (else a gap
+    /// of the home's own).
     Fetch {
         topic: Arc<str>,
         since: Position,
         home: u16,
+        asked: Option<Asked>,
     },
+}
+
+/// A window request a home passed on to Redis: answered by the home once Redis's window is
+/// back (`Cmd::Fetched`), through its own inbox order.
+#[derive(Clone, Copy, Debug)]
+pub struct Asked {
+    pub limit: usize,
+    pub reply: ReplyTo,
 }
 
 /// The bridge thread's inbox: the same bounded queue and waker as a shard's, so a shard never

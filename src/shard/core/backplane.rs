@@ -13,9 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::codec::position::Position;
-use crate::fanout::{BridgeCmd, MsgRef, Reply, TopicMsgs, Window};
+use crate::fanout::{
+    Asked, BridgeCmd, MsgRef, PublishError, Reply, ReplyTo, Since, TopicMsgs, Window,
+};
 use crate::metrics::M;
 use crate::shard::core::{Fail, Shard, State};
+use crate::shard::topics::home::HomeTopic;
 use crate::{debug, warn};
 
 impl Shard {
@@ -112,6 +115,7 @@ impl Shard {
             topic: topic.clone(),
             since,
             home: self.id as u16,
+            asked: None,
         };
         if bridge.send(cmd).is_ok() {
             st.fetching.insert(topic, seen);
@@ -121,11 +125,107 @@ impl Shard {
         }
     }
 
-    /// The window a gap fetch brought: applied in order; still behind what was pushed
-    /// meanwhile: fetched again.
-    pub(crate) fn apply_fetched(&self, st: &mut State, topic: Arc<str>, w: Window) {
-        let want = st.fetching.remove(&topic).unwrap_or(0);
-        if w.reset {
+    /// --redis: `0:0` is what a node answers for a topic it has seen no message of; a client
+    /// there has missed nothing while the topic's first epoch is whole on this home.
+    pub(crate) fn redis_since(&self, t: &HomeTopic, since: Since) -> Since {
+        match since {
+            Since::At(p) if p == Position::new(0, 0) && self.node.bridge.is_some() => {
+                let whole = t.ring.front().map_or(t.last == 0, |m| m.pos.offset == 1);
+                if whole {
+                    Since::At(Position::new(t.epoch, 0))
+                } else {
+                    since
+                }
+            }
+            _ => since,
+        }
+    }
+
+    /// --redis: the position to ask Redis from when this home cannot answer `since` exactly
+    /// (another epoch, ahead of its cursor, older than what it holds). Never a local reset for
+    /// a position: only Redis knows whether its history is gone.
+    pub(crate) fn must_ask_redis(
+        &self,
+        st: &mut State,
+        topic: &Arc<str>,
+        since: Since,
+    ) -> Option<Position> {
+        self.node.bridge.as_ref()?;
+        let Since::At(_) = since else {
+            return None;
+        };
+        let (_, t) = self.home_topic(st, topic).ok()?;
+        let Since::At(p) = self.redis_since(t, since) else {
+            return None;
+        };
+        t.evict(Instant::now(), &self.bounds);
+        let first_kept = t.ring.front().map_or(t.last + 1, |m| m.pos.offset);
+        // `0:0` on a home that has seen nothing of the topic: nothing missed here either.
+        if t.epoch == 0 && p == Position::new(0, 0) {
+            return None;
+        }
+        let held =
+            t.epoch != 0 && p.epoch == t.epoch && p.offset <= t.last && p.offset + 1 >= first_kept;
+        (!held).then_some(p)
+    }
+
+    /// Marks shard `from` (a subscriber's) in the topic's fanout mask.
+    pub(crate) fn watch(&self, st: &mut State, topic: &Arc<str>, from: Option<usize>) {
+        let me = self.id;
+        if let Ok((_, t)) = self.home_topic(st, topic) {
+            if let Some(s) = from.filter(|&s| s != me) {
+                t.mask |= 1 << s;
+            }
+        }
+    }
+
+    /// Passes a window this home cannot answer to Redis; the answer goes to `reply` from
+    /// [`Shard::apply_fetched`]. A full bridge inbox is answered "not confirmed" (a 503),
+    /// never a reset.
+    pub(crate) fn ask_redis(
+        &self,
+        st: &mut State,
+        topic: Arc<str>,
+        since: Position,
+        limit: usize,
+        reply: ReplyTo,
+    ) {
+        let asked = Asked { limit, reply };
+        let cmd = BridgeCmd::Fetch {
+            topic,
+            since,
+            home: self.id as u16,
+            asked: Some(asked),
+        };
+        let sent = self.node.bridge.as_ref().map(|b| b.send(cmd).is_ok());
+        if sent != Some(true) {
+            self.reply(st, reply, Reply::Window(Err(PublishError::NotConfirmed)));
+        }
+    }
+
+    /// What a [`BridgeCmd::Fetch`] brought. Its messages extend this home first (in order,
+    /// duplicates dropped, so a home behind its clients catches up); then a gap fetch that is
+    /// still behind what was pushed meanwhile asks again, and a client's window is answered:
+    /// Redis's entries, then what this home holds after them, so the subscription's seam with
+    /// the `Deliver`s already sent is exact.
+    pub(crate) fn apply_fetched(
+        &self,
+        st: &mut State,
+        topic: Arc<str>,
+        w: Option<Window>,
+        asked: Option<Asked>,
+    ) {
+        let want = match asked {
+            None => st.fetching.remove(&topic).unwrap_or(0),
+            Some(_) => 0,
+        };
+        let Some(w) = w else {
+            if let Some(a) = asked {
+                self.reply(st, a.reply, Reply::Window(Err(PublishError::NotConfirmed)));
+            }
+            return;
+        };
+        if w.reset && asked.is_none() {
             // The Stream no longer has what this node missed: it starts again at Redis's
             // current position (an explicit reset to subscribers is not built yet).
             warn!(
@@ -137,15 +237,35 @@ impl Shard {
             }
             return;
         }
-        for m in w.msgs {
-            self.apply_pushed(st, m);
+        for m in &w.msgs {
+            self.apply_pushed(st, m.clone());
         }
         let Ok((_, t)) = self.home_topic(st, &topic) else {
             return;
         };
         let (last, since) = (t.last, t.current());
-        if last < want && !st.fetching.contains_key(&topic) {
-            self.ask_gap(st, topic, since, want);
+        let Some(a) = asked else {
+            if last < want && !st.fetching.contains_key(&topic) {
+                self.ask_gap(st, topic, since, want);
+            }
+            return;
+        };
+        let mut w = w;
+        if !w.reset && t.epoch == w.current.epoch {
+            // What this home holds past Redis's answer: already sent to subscribers' shards,
+            // so the window must carry it.
+            let end = w.msgs.last().map_or(w.current.offset, |m| m.pos.offset);
+            if end < t.last && w.msgs.len() < a.limit {
+                let first_kept = t.ring.front().map_or(t.last + 1, |m| m.pos.offset);
+                if end + 1 >= first_kept {
+                    let skip = (end + 1 - first_kept) as usize;
+                    w.msgs.extend(t.ring.after(skip, a.limit - w.msgs.len()));
+                }
+            }
+            if t.last > w.current.offset {
+                w.current = t.current();
+            }
         }
+        self.reply(st, a.reply, Reply::Window(Ok(w)));
     }
 }

@@ -135,19 +135,7 @@ impl Shard {
         if let Some(s) = subscriber.filter(|&s| s != me) {
             t.mask |= 1 << s;
         }
-        // --redis: `0:0` is what a node answers for a topic it has seen no message of; a
-        // client there has missed nothing while the topic's first epoch is whole here.
-        let since = match since {
-            Since::At(p) if p == Position::new(0, 0) && self.node.bridge.is_some() => {
-                let whole = t.ring.front().map_or(t.last == 0, |m| m.pos.offset == 1);
-                if whole {
-                    Since::At(Position::new(t.epoch, 0))
-                } else {
-                    since
-                }
-            }
-            _ => since,
-        };
+        let since = self.redis_since(t, since);
         Ok(t.window(since, limit, now, &b))
     }
 
@@ -188,6 +176,12 @@ impl Shard {
                 reply,
             } => {
                 let from = subscribe.then_some(reply.shard as usize);
+                if let Some(p) = self.must_ask_redis(st, &topic, since) {
+                    // Answered when Redis's window is back (`apply_fetched`).
+                    self.watch(st, &topic, from);
+                    self.ask_redis(st, topic, p, limit, reply);
+                    return;
+                }
                 let r = self.home_window(st, &topic, since, limit, from);
                 self.reply(st, reply, Reply::Window(r));
             }
@@ -209,7 +203,11 @@ impl Shard {
             }
             Cmd::Reply { to, reply } => complete(st, to, reply, self.metrics()),
             Cmd::Pushed(msg) => self.apply_pushed(st, msg),
-            Cmd::Fetched { topic, window } => self.apply_fetched(st, topic, window),
+            Cmd::Fetched {
+                topic,
+                window,
+                asked,
+            } => self.apply_fetched(st, topic, window, asked),
             Cmd::Shutdown => self.draining.fire(),
         }
     }

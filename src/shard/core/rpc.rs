@@ -189,10 +189,25 @@ impl Shard {
     ) -> Result<Window, Fail> {
         let home = home_of(topic.as_bytes(), self.node.bus.shards());
         if home == self.id {
-            let mut st = self.st.borrow_mut();
-            return self
-                .home_window(&mut st, &topic, since, limit, None)
-                .map_err(Fail::from);
+            let asked = {
+                let mut st = self.st.borrow_mut();
+                match self.must_ask_redis(&mut st, &topic, since) {
+                    None => {
+                        return self
+                            .home_window(&mut st, &topic, since, limit, None)
+                            .map_err(Fail::from)
+                    }
+                    Some(p) => {
+                        let reply = self.new_slot(&mut st, None);
+                        self.ask_redis(&mut st, topic, p, limit, reply);
+                        reply
+                    }
+                }
+            };
+            return match self.wait_slot(asked).await {
+                Reply::Window(r) => r.map_err(Fail::from),
+                _ => Err(Fail::Overloaded),
+            };
         }
         if let Some(w) = self
             .st
@@ -257,7 +272,23 @@ impl Shard {
         limit: usize,
     ) -> Result<(usize, Window), Fail> {
         let home = home_of(topic.as_bytes(), self.node.bus.shards());
-        let w = if home == self.id {
+        let asked = if home == self.id {
+            let mut st = self.st.borrow_mut();
+            self.must_ask_redis(&mut st, &topic, since).map(|p| {
+                // The window is applied by `complete` when the home answers.
+                let reply = self.new_slot(&mut st, Some(sk));
+                self.ask_redis(&mut st, topic.clone(), p, limit, reply);
+                reply
+            })
+        } else {
+            None
+        };
+        let w = if let Some(reply) = asked {
+            match self.wait_slot(reply).await {
+                Reply::Window(r) => r.map_err(Fail::from),
+                _ => Err(Fail::Overloaded),
+            }
+        } else if home == self.id {
             let mut st = self.st.borrow_mut();
             let w = self.home_window(&mut st, &topic, since, limit, Some(self.id));
             if let Ok(w) = &w {
