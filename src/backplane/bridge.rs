@@ -8,7 +8,7 @@
 //! Must not: block a shard (a shard only ever pushes to a bounded queue), or hold shard state.
 //! A full shard inbox makes the bridge wait, never drop.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -55,6 +55,18 @@ struct Ctx {
     limits: Limits,
     prefix: String,
     seed: u64,
+    /// A script call found the connection broken: `serve` returns and the bridge reconnects
+    /// (redis-rs's multiplexed connection does not come back by itself).
+    broken: AtomicBool,
+}
+
+impl Ctx {
+    /// Notes an error that means the connection is gone (not a script's own error).
+    fn check(&self, e: &redis::RedisError) {
+        if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 async fn run(node: Arc<Node>) {
@@ -74,6 +86,7 @@ async fn run(node: Arc<Node>) {
         prefix: node.cfg.redis_prefix.clone(),
         scripts: Scripts::default(),
         seed: node.seed,
+        broken: AtomicBool::new(false),
         node,
     });
     let timeout = Duration::from_millis(ctx.node.cfg.publish_timeout_ms.max(1));
@@ -88,7 +101,8 @@ async fn run(node: Arc<Node>) {
             }
             Err(e) => warn!("redis: cannot connect ({e}); retrying in {backoff:?}"),
         }
-        drop_expired(&ctx.node);
+        ctx.broken.store(false, Ordering::Relaxed);
+        refuse_while_away(&ctx.node);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
@@ -128,14 +142,37 @@ async fn connect(
     Ok((con, pubsub))
 }
 
-/// While Redis is away, appends whose publisher has already answered 503 are dropped unsent.
-fn drop_expired(node: &Node) {
+/// While Redis is away: appends whose publisher has already answered 503 are dropped unsent,
+/// and every fetch is answered "no answer" through its home (a client's window becomes a 503,
+/// a gap is asked again by the home's next push), so nothing waits on a Redis that is gone.
+fn refuse_while_away(node: &Node) {
     let Some(inbox) = &node.bridge else { return };
     let now = Instant::now();
     let mut keep = Vec::new();
     while let Some(cmd) = inbox.pop() {
         match cmd {
             BridgeCmd::Append { until, .. } if until <= now => {}
+            BridgeCmd::Fetch {
+                topic,
+                since,
+                home,
+                asked,
+            } => {
+                let cmd = Cmd::Fetched {
+                    topic: topic.clone(),
+                    window: None,
+                    asked,
+                };
+                if node.bus.send(home as usize, cmd).is_err() {
+                    // That home's inbox is full: answered on the next pass.
+                    keep.push(BridgeCmd::Fetch {
+                        topic,
+                        since,
+                        home,
+                        asked,
+                    });
+                }
+            }
             other => keep.push(other),
         }
     }
@@ -153,6 +190,9 @@ async fn serve(ctx: &Arc<Ctx>, con: MultiplexedConnection, pubsub: redis::aio::P
     let mut pushes = pubsub.into_on_message();
     let mut counter: u64 = 0;
     loop {
+        if ctx.broken.load(Ordering::Relaxed) {
+            return;
+        }
         let next_cmd = std::future::poll_fn(|cx| {
             if let Some(c) = inbox.pop() {
                 return Poll::Ready(c);
@@ -222,6 +262,9 @@ async fn append(
         let epoch = scripts::fresh_epoch(ctx.seed, counter.wrapping_mul(64) + i as u64);
         let inv = scripts::append(&ctx.scripts, &keys, &ctx.limits, epoch, &g.msgs);
         let r: redis::RedisResult<Value> = inv.invoke_async(&mut con).await;
+        if let Err(e) = &r {
+            ctx.check(e);
+        }
         match r.ok().as_ref().map(scripts::parse_appended) {
             Some(Ok(a)) => done.push(Ok(a.positions().collect())),
             other => {
@@ -264,6 +307,9 @@ async fn fetch(
     let limit = asked.map_or(MAX_FETCH_ENTRIES, |a| a.limit);
     let inv = scripts::window(&ctx.scripts, &keys, &ctx.limits, Some(since), limit);
     let r: redis::RedisResult<Value> = inv.invoke_async(&mut con).await;
+    if let Err(e) = &r {
+        ctx.check(e);
+    }
     let w = match r.ok().as_ref().map(scripts::parse_window) {
         Some(Ok(w)) => w,
         _ => {

@@ -220,8 +220,18 @@ impl Shard {
             Some(_) => 0,
         };
         let Some(w) = w else {
-            if let Some(a) = asked {
-                self.reply(st, a.reply, Reply::Window(Err(PublishError::NotConfirmed)));
+            match asked {
+                Some(a) => self.reply(st, a.reply, Reply::Window(Err(PublishError::NotConfirmed))),
+                // Redis did not answer (the bridge waited its backoff first): ask again, so a
+                // gap is filled even when no later push comes.
+                None => {
+                    if let Ok((_, t)) = self.home_topic(st, &topic) {
+                        let (last, since) = (t.last, t.current());
+                        if last < want {
+                            self.ask_gap(st, topic, since, want);
+                        }
+                    }
+                }
             }
             return;
         };
