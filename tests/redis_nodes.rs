@@ -333,3 +333,33 @@ fn killed_redis_connections_come_back_and_nothing_is_lost() {
     let offsets: Vec<u64> = ids.iter().map(|id| server::pos(id).1).collect();
     assert_eq!(offsets, [1, 2, 3, 4, 5], "no number lost or reused");
 }
+
+#[test]
+fn a_node_started_before_redis_serves_once_it_connects() {
+    let port = redis_server::free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let n = Server::start(&[
+        "--redis",
+        &url,
+        "--shards",
+        "2",
+        "--publish-timeout-ms",
+        "200",
+    ]);
+    assert_eq!(n.get("/healthz").status, 200, "serves without Redis");
+    let resp = n.post("/pub/early", b"refused");
+    assert_eq!(resp.status, 503, "{}", resp.text());
+    assert!(resp.header("Retry-After").is_some());
+    let _r = RedisServer::start_on(Some(port));
+    assert!(
+        n.wait_log("redis: connected", Duration::from_secs(10)),
+        "{}",
+        n.log()
+    );
+    let id = n.publish("early", b"accepted");
+    assert_eq!(
+        server::pos(&id).1,
+        1,
+        "the refused publish was never sent later"
+    );
+}

@@ -50,7 +50,7 @@ fn ensure_installed() {
     });
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
@@ -59,6 +59,11 @@ fn free_port() -> u16 {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        Self::start_on(None)
+    }
+
+    /// On `port` (a node may already be trying it), or on a free port.
+    pub fn start_on(port: Option<u16>) -> RedisServer {
         ensure_installed();
         let dir = std::env::temp_dir().join(format!(
             "ringcast-redis-{}-{}",
@@ -68,7 +73,7 @@ impl RedisServer {
         std::fs::create_dir_all(&dir).expect("temp dir");
         // A port taken between free_port() and redis's bind makes it exit: try a few ports.
         for _ in 0..5 {
-            let port = free_port();
+            let port = port.unwrap_or_else(free_port);
             let mut child = Command::new("redis-server")
                 .args(["--port", &port.to_string()])
                 .args(["--bind", "127.0.0.1"])
