@@ -58,6 +58,8 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 0;
 pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 128;
 /// Messages a second one WebSocket connection may publish (about a second of burst).
 pub const DEFAULT_WS_PUBLISH_RATE: u32 = 1000;
+/// `--redis-prefix`: the first part of every Redis key and channel name.
+pub const DEFAULT_REDIS_PREFIX: &str = "rc";
 /// `Retry-After` base for a connection refused at accept, seconds (jittered to 1–2×).
 pub const ADMISSION_RETRY_AFTER_SECS: u32 = 1;
 
@@ -289,6 +291,15 @@ pub struct Config {
     /// answers an error envelope, a raw WebSocket is closed with 1008.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_WS_PUBLISH_RATE)]
     pub ws_publish_rate: u32,
+
+    // ---- several nodes (issue 14) -----------------------------------------------------------
+    /// Redis backplane, `redis://[user:password@]HOST:PORT[/DB]`: Redis gives every position and
+    /// keeps history, so a client resumes on any node. Default: standalone.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// Prefix of the Redis keys and channels (`PREFIX:{TOPIC}`); no `{`, `}` or spaces.
+    #[arg(long, value_name = "PREFIX", default_value = DEFAULT_REDIS_PREFIX)]
+    pub redis_prefix: String,
 }
 
 impl Config {
@@ -308,6 +319,22 @@ impl Config {
                 self.shards,
                 crate::fanout::MAX_SHARDS
             ));
+        }
+        if let Some(url) = &self.redis {
+            if !url.starts_with("redis://") || redis::Client::open(url.as_str()).is_err() {
+                return Err("--redis must be redis://[user:password@]HOST:PORT[/DB]".to_string());
+            }
+        }
+        if self.redis_prefix.is_empty()
+            || self
+                .redis_prefix
+                .bytes()
+                .any(|b| b == b'{' || b == b'}' || !b.is_ascii_graphic())
+        {
+            return Err(
+                "--redis-prefix must be non-empty, printable, without `{`, `}` or spaces"
+                    .to_string(),
+            );
         }
         let nonzero = [
             ("--max-request-line-bytes", self.max_request_line_bytes),

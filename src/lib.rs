@@ -11,6 +11,8 @@
 //!   SSE events, WebSocket frames. No I/O, no clock, no shard state.
 //! - [`shard`]: one core's world (`!Send`): listener, connections in a slab, topics, history.
 //! - [`fanout`]: the only code that crosses threads: per-shard lock-free inboxes and wake-ups.
+//! - [`backplane`]: with `--redis`, Redis gives positions and keeps history (issue 14): key
+//!   names, the Lua scripts, pushed messages.
 //! - [`node`]: what all shards share, read-only: config, the bus, metrics, two global caps.
 //! - [`sys`]: every libc call and `unsafe` block — sockets, listeners, the epoll readiness set,
 //!   key wakers, signals — each argued.
@@ -23,6 +25,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod backplane;
 pub mod codec;
 pub mod config;
 pub mod fanout;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use crate::admission::PerIp;
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::fanout::Bus;
+use crate::fanout::{BridgeInbox, Bus};
 use crate::metrics::Metrics;
 
 /// Built once by `runtime::run`, then shared by every shard thread behind an `Arc`.
@@ -17,6 +17,8 @@ pub struct Node {
     /// The token rules (`--jwt-*`), loaded once at startup; `None` when no key is configured.
     pub auth: Option<Auth>,
     pub bus: Bus,
+    /// With `--redis`: the bridge thread's inbox (`backplane::bridge`); `None` standalone.
+    pub bridge: Option<BridgeInbox>,
     pub metrics: Metrics,
     /// Open connections on all shards (the `--max-connections` cap).
     pub connections: AtomicUsize,
@@ -49,6 +51,10 @@ impl Node {
         let shards = cfg.shards;
         Node {
             bus: Bus::new(shards, cfg.inbox_capacity),
+            bridge: cfg
+                .redis
+                .is_some()
+                .then(|| BridgeInbox::new(cfg.inbox_capacity)),
             metrics: Metrics::new(shards),
             connections: Default::default(),
             topics: Default::default(),

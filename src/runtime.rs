@@ -168,6 +168,10 @@ pub fn run(cfg: Config, auth: Option<crate::auth::Auth>) -> io::Result<()> {
         cfg.history_secs,
     );
     let node = Arc::new(Node::new(cfg, auth));
+    if node.bridge.is_some() {
+        // Detached: it stops on the shutdown flag, and holds nothing a shard waits for.
+        crate::backplane::bridge::spawn(node.clone())?;
+    }
     let mut threads = Vec::new();
     for (id, listener) in listeners.into_iter().enumerate() {
         let node = node.clone();

@@ -20,6 +20,12 @@ if ! command -v cc >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1; then
   fi
 fi
 
+# tests/redis_*.rs start a real redis-server (Debian's); they install it themselves when missing,
+# this only does it once up front.
+if ! command -v redis-server >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  apt-get install -y -q redis-server >/dev/null
+fi
+
 # The gates, before the suite: default rustfmt, and clippy clean with -D warnings on every
 # target (src/lib.rs also denies undocumented unsafe blocks and `unsafe fn`s without `# Safety`).
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then

@@ -88,6 +88,9 @@ pub struct TopicMsgs {
 pub enum PublishError {
     /// `--max-topics` reached.
     TooManyTopics,
+    /// With `--redis`: the append was sent but Redis did not confirm it (an error, or the
+    /// connection broke): it may or may not have been published.
+    NotConfirmed,
 }
 
 #[derive(Debug)]
@@ -136,8 +139,81 @@ pub enum Cmd {
     Deliver(MsgRef),
     /// An answer for a pending slot.
     Reply { to: ReplyTo, reply: Reply },
+    /// With `--redis`, from the bridge to a topic's home: a message Redis pushed on the topic's
+    /// channel, applied under the topic's cursor (a duplicate is dropped, a gap fetched).
+    Pushed(MsgRef),
+    /// With `--redis`, from the bridge to a topic's home: the window a [`BridgeCmd::Fetch`]
+    /// asked for, `None` when Redis did not answer.
+    Fetched {
+        topic: Arc<str>,
+        window: Option<Window>,
+        asked: Option<Asked>,
+    },
     /// Stop accepting and drain (sent by the signal thread).
     Shutdown,
+}
+
+/// What shards ask of the Redis bridge thread (`--redis`, `backplane::bridge`).
+#[derive(Debug)]
+pub enum BridgeCmd {
+    /// Give `groups` their positions in Redis (one append script per group) and answer
+    /// `reply` with `Reply::Published`, one result per group, in order.
+    Append {
+        groups: Vec<TopicMsgs>,
+        reply: ReplyTo,
+        /// The publisher answers 503 at this instant (`--publish-timeout-ms`): an append not
+        /// sent by then is dropped unsent, so a refused publish is never published later.
+        until: Instant,
+    },
+    /// The messages of `topic` after `since`, for the topic's home shard `home`: answered with
+    /// `Cmd::Fetched`. `asked`: a client's window the home could not answer itself (else a gap
+    /// of the home's own).
+    Fetch {
+        topic: Arc<str>,
+        since: Position,
+        home: u16,
+        asked: Option<Asked>,
+    },
+}
+
+/// A window request a home passed on to Redis: answered by the home once Redis's window is
+/// back (`Cmd::Fetched`), through its own inbox order.
+#[derive(Clone, Copy, Debug)]
+pub struct Asked {
+    pub limit: usize,
+    pub reply: ReplyTo,
+}
+
+/// The bridge thread's inbox: the same bounded queue and waker as a shard's, so a shard never
+/// blocks on the bridge; a full queue hands the command back.
+pub struct BridgeInbox {
+    queue: ArrayQueue<BridgeCmd>,
+    waker: AtomicWaker,
+}
+
+impl BridgeInbox {
+    pub fn new(capacity: usize) -> BridgeInbox {
+        BridgeInbox {
+            queue: ArrayQueue::new(capacity.max(1)),
+            waker: AtomicWaker::new(),
+        }
+    }
+
+    /// Pushes and wakes the bridge; `Err(cmd)` when the queue is full.
+    pub fn send(&self, cmd: BridgeCmd) -> Result<(), BridgeCmd> {
+        self.queue.push(cmd)?;
+        self.waker.wake();
+        Ok(())
+    }
+
+    pub fn pop(&self) -> Option<BridgeCmd> {
+        self.queue.pop()
+    }
+
+    /// Registers the bridge's waker; the caller must check the queue again afterwards.
+    pub fn register(&self, waker: &Waker) {
+        self.waker.register(waker);
+    }
 }
 
 struct Inbox {

@@ -76,7 +76,12 @@ impl Shard {
             return Err(PublishError::TooManyTopics);
         }
         st.epoch_counter += 1;
-        let epoch = home::new_epoch(self.node.seed, topic, st.epoch_counter);
+        // With --redis, Redis gives the epoch: 0 until the first push or window says it.
+        let epoch = if self.node.bridge.is_some() {
+            0
+        } else {
+            home::new_epoch(self.node.seed, topic, st.epoch_counter)
+        };
         self.metrics().inc(M::Topics);
         Ok(st.subs.topics.insert_hashed(
             h,
@@ -115,16 +120,22 @@ impl Shard {
         self.metrics().add(M::Published, appended.len() as i64);
         let positions = appended.iter().map(|m| m.pos).collect();
         for msg in &appended {
-            let mut rest = mask;
-            while rest != 0 {
-                let to = rest.trailing_zeros() as usize;
-                rest &= rest - 1;
-                self.send(st, to, Cmd::Deliver(msg.clone()));
-            }
-            let policy = self.policy();
-            st.subs.deliver_to(tk, msg, &policy);
+            self.fan_out(st, tk, mask, msg);
         }
         Ok(positions)
+    }
+
+    /// One message of a topic homed here: to every shard in `mask`, and to this shard's
+    /// subscribers of topic `tk`.
+    pub(crate) fn fan_out(&self, st: &mut State, tk: usize, mask: u64, msg: &MsgRef) {
+        let mut rest = mask;
+        while rest != 0 {
+            let to = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            self.send(st, to, Cmd::Deliver(msg.clone()));
+        }
+        let policy = self.policy();
+        st.subs.deliver_to(tk, msg, &policy);
     }
 
     pub(crate) fn home_window(
@@ -142,6 +153,7 @@ impl Shard {
         if let Some(s) = subscriber.filter(|&s| s != me) {
             t.mask |= 1 << s;
         }
+        let since = self.redis_since(t, since);
         Ok(t.window(since, limit, now, &b))
     }
 
@@ -182,6 +194,12 @@ impl Shard {
                 reply,
             } => {
                 let from = subscribe.then_some(reply.shard as usize);
+                if let Some(p) = self.must_ask_redis(st, &topic, since) {
+                    // Answered when Redis's window is back (`apply_fetched`).
+                    self.watch(st, &topic, from);
+                    self.ask_redis(st, topic, p, limit, reply);
+                    return;
+                }
                 let r = self.home_window(st, &topic, since, limit, from);
                 self.reply(st, reply, Reply::Window(r));
             }
@@ -202,6 +220,12 @@ impl Shard {
                 st.subs.deliver(&msg, &policy);
             }
             Cmd::Reply { to, reply } => complete(st, to, reply, self.metrics()),
+            Cmd::Pushed(msg) => self.apply_pushed(st, msg),
+            Cmd::Fetched {
+                topic,
+                window,
+                asked,
+            } => self.apply_fetched(st, topic, window, asked),
             Cmd::Shutdown => self.draining.fire(),
         }
     }

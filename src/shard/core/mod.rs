@@ -11,6 +11,7 @@
 //! Must not: share any of its objects with another thread — only `fanout` types cross.
 
 pub mod admit;
+pub mod backplane;
 pub mod inbox;
 pub mod rpc;
 pub mod signal;
@@ -52,6 +53,9 @@ pub struct State {
     pub(crate) outq: Vec<VecDeque<Cmd>>,
     pub(crate) outq_len: usize,
     pub(crate) epoch_counter: u64,
+    /// `--redis`: topics homed here with a gap fetch in flight, and the highest offset pushed
+    /// since it was asked (`core::backplane`).
+    pub(crate) fetching: std::collections::HashMap<Arc<str>, u64>,
     /// Read buffers lent to connections while they parse a request.
     pub bufpool: Vec<Vec<u8>>,
 }
@@ -88,12 +92,15 @@ pub(crate) enum Refused {
 pub enum Fail {
     TooManyTopics,
     Overloaded,
+    /// `--redis`: sent to Redis, not confirmed (`PublishError::NotConfirmed`).
+    NotConfirmed,
 }
 
 impl From<PublishError> for Fail {
     fn from(e: PublishError) -> Self {
         match e {
             PublishError::TooManyTopics => Fail::TooManyTopics,
+            PublishError::NotConfirmed => Fail::NotConfirmed,
         }
     }
 }

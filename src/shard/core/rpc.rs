@@ -74,6 +74,10 @@ impl Shard {
         msgs: Vec<NewMsg>,
         batched: bool,
     ) -> Result<Vec<Position>, Fail> {
+        if self.node.bridge.is_some() {
+            let done = self.publish_redis(vec![TopicMsgs { topic, msgs }]).await;
+            return done.into_iter().next().unwrap_or(Err(Fail::Overloaded));
+        }
         let home = home_of(topic.as_bytes(), self.node.bus.shards());
         if home != self.id {
             let done = self
@@ -134,6 +138,9 @@ impl Shard {
         home: usize,
         groups: Vec<TopicMsgs>,
     ) -> Vec<Result<Vec<Position>, Fail>> {
+        if self.node.bridge.is_some() {
+            return self.publish_redis(groups).await;
+        }
         debug_assert_ne!(home, self.id);
         let mut results: Vec<Result<Vec<Position>, Fail>> = Vec::with_capacity(groups.len());
         let mut deadline: Option<Instant> = None;
@@ -180,10 +187,25 @@ impl Shard {
     ) -> Result<Window, Fail> {
         let home = home_of(topic.as_bytes(), self.node.bus.shards());
         if home == self.id {
-            let mut st = self.st.borrow_mut();
-            return self
-                .home_window(&mut st, &topic, since, limit, None)
-                .map_err(Fail::from);
+            let asked = {
+                let mut st = self.st.borrow_mut();
+                match self.must_ask_redis(&mut st, &topic, since) {
+                    None => {
+                        return self
+                            .home_window(&mut st, &topic, since, limit, None)
+                            .map_err(Fail::from)
+                    }
+                    Some(p) => {
+                        let reply = self.new_slot(&mut st, None);
+                        self.ask_redis(&mut st, topic, p, limit, reply);
+                        reply
+                    }
+                }
+            };
+            return match self.wait_slot(asked).await {
+                Reply::Window(r) => r.map_err(Fail::from),
+                _ => Err(Fail::Overloaded),
+            };
         }
         if let Some(w) = self
             .st
@@ -248,7 +270,23 @@ impl Shard {
         limit: usize,
     ) -> Result<(usize, Window), Fail> {
         let home = home_of(topic.as_bytes(), self.node.bus.shards());
-        let w = if home == self.id {
+        let asked = if home == self.id {
+            let mut st = self.st.borrow_mut();
+            self.must_ask_redis(&mut st, &topic, since).map(|p| {
+                // The window is applied by `complete` when the home answers.
+                let reply = self.new_slot(&mut st, Some(sk));
+                self.ask_redis(&mut st, topic.clone(), p, limit, reply);
+                reply
+            })
+        } else {
+            None
+        };
+        let w = if let Some(reply) = asked {
+            match self.wait_slot(reply).await {
+                Reply::Window(r) => r.map_err(Fail::from),
+                _ => Err(Fail::Overloaded),
+            }
+        } else if home == self.id {
             let mut st = self.st.borrow_mut();
             let w = self.home_window(&mut st, &topic, since, limit, Some(self.id));
             if let Ok(w) = &w {
@@ -391,27 +429,38 @@ impl Shard {
     ) -> Reply {
         let reply_to = {
             let mut st = self.st.borrow_mut();
-            st.next_gen = st.next_gen.wrapping_add(1);
-            let gen = st.next_gen;
-            let slot = st.pending.insert(Pending {
-                gen,
-                waker: None,
-                reply: None,
-                sub,
-            });
-            let r = ReplyTo {
-                shard: self.id as u16,
-                slot: slot as u32,
-                gen,
-            };
+            let r = self.new_slot(&mut st, sub);
             self.send(&mut st, to, make(r));
             r
         };
+        self.wait_slot(reply_to).await
+    }
+
+    /// A pending slot for one reply, with a fresh generation.
+    pub(crate) fn new_slot(&self, st: &mut State, sub: Option<usize>) -> ReplyTo {
+        st.next_gen = st.next_gen.wrapping_add(1);
+        let gen = st.next_gen;
+        let slot = st.pending.insert(Pending {
+            gen,
+            waker: None,
+            reply: None,
+            sub,
+        });
+        ReplyTo {
+            shard: self.id as u16,
+            slot: slot as u32,
+            gen,
+        }
+    }
+
+    /// The reply for `reply_to`'s slot; the slot is freed when this returns or is dropped
+    /// (a late reply then misses on the generation).
+    pub(crate) async fn wait_slot(&self, reply_to: ReplyTo) -> Reply {
         let guard = SlotGuard {
             shard: self,
             slot: reply_to.slot as usize,
         };
-        let reply = std::future::poll_fn(|cx| {
+        std::future::poll_fn(|cx| {
             let mut st = self.st.borrow_mut();
             let p = &mut st.pending[guard.slot];
             match p.reply.take() {
@@ -422,8 +471,7 @@ impl Shard {
                 }
             }
         })
-        .await;
-        reply
+        .await
     }
 }
 struct SlotGuard<'a> {

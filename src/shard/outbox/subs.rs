@@ -354,6 +354,11 @@ impl Subscribers {
             let Some(sub) = self.subs.get_mut(sk) else {
                 continue;
             };
+            // --redis: a subscription made while the node knew no message of the topic has
+            // epoch 0 (standalone epochs never are); the first message names the epoch.
+            if sub.ready && sub.epoch == 0 && sub.cursor == 0 {
+                sub.epoch = msg.pos.epoch;
+            }
             // Not ready: its window (applied in inbox order) will contain this message.
             if !sub.ready || msg.pos.epoch != sub.epoch || msg.pos.offset <= sub.cursor {
                 continue;

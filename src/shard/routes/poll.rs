@@ -142,7 +142,9 @@ fn answer(a: &mut Answer<'_>, msgs: &[MsgRef], reset: bool, current: Position, i
 fn fail(a: &mut Answer<'_>, f: Fail) -> Next {
     match f {
         Fail::TooManyTopics => a.error(503, "too many topics (--max-topics)"),
-        Fail::Overloaded => a.send(503, &[("Retry-After", b"1")], b"overloaded\n"),
+        Fail::Overloaded | Fail::NotConfirmed => {
+            a.send(503, &[("Retry-After", b"1")], b"overloaded\n")
+        }
     }
     Next::KeepAlive
 }

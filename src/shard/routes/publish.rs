@@ -39,6 +39,16 @@ fn deny(sh: &Shard, a: &mut Answer<'_>, status: u16, reason: &str) -> Next {
 fn fail(a: &mut Answer<'_>, f: Fail) -> Next {
     match f {
         Fail::TooManyTopics => a.error(503, "too many topics (--max-topics)"),
+        Fail::NotConfirmed => {
+            a.send(
+                503,
+                &[
+                    ("Retry-After", b"1"),
+                    ("Content-Type", b"text/plain; charset=utf-8"),
+                ],
+                b"not confirmed: Redis did not answer; it may or may not be published\n",
+            );
+        }
         Fail::Overloaded => {
             let body = b"fanout is behind; retry shortly\n";
             a.send(

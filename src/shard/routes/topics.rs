@@ -75,7 +75,9 @@ pub async fn get(sh: &Rc<Shard>, req: &Req<'_>, a: &mut Answer<'_>, topic: Strin
             |out| write_json(None, &topic, at, n, out),
         ),
         Err(Fail::TooManyTopics) => a.error(503, "too many topics (--max-topics)"),
-        Err(Fail::Overloaded) => a.send(503, &[("Retry-After", b"1")], b"overloaded\n"),
+        Err(Fail::Overloaded | Fail::NotConfirmed) => {
+            a.send(503, &[("Retry-After", b"1")], b"overloaded\n")
+        }
     }
     Next::KeepAlive
 }

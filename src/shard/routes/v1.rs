@@ -31,6 +31,7 @@ pub(super) fn fail_text(f: Fail) -> &'static str {
     match f {
         Fail::TooManyTopics => "too many topics",
         Fail::Overloaded => "overloaded",
+        Fail::NotConfirmed => "not confirmed",
     }
 }
 

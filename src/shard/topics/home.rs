@@ -73,6 +73,23 @@ impl HomeTopic {
         msg
     }
 
+    /// `--redis`: the cursor moves to `epoch:last` with nothing held (a topic first seen, a new
+    /// epoch, or history Redis no longer has).
+    pub fn reset_to(&mut self, epoch: u64, last: u64) {
+        self.epoch = epoch;
+        self.last = last;
+        self.ring = Ring::default();
+    }
+
+    /// `--redis`: keeps `msg`, the next message Redis gave this topic, and moves the cursor.
+    pub fn apply(&mut self, msg: MsgRef, now: Instant, b: &HistoryBounds) {
+        debug_assert_eq!(msg.pos, Position::new(self.epoch, self.last + 1));
+        self.last = msg.pos.offset;
+        self.touched = now;
+        self.ring.push(msg);
+        self.evict(now, b);
+    }
+
     /// Drops what is past any bound (see [`Ring::evict`]).
     pub fn evict(&mut self, now: Instant, b: &HistoryBounds) {
         self.ring.evict(now, b);

@@ -1,0 +1,388 @@
+//! The bridge thread: the one place a node talks to Redis (`--redis`).
+//!
+//! Owns: a current-thread tokio runtime on its own thread, one multiplexed connection for the
+//! scripts and one pub/sub connection, reconnecting with a bounded backoff. It takes
+//! `BridgeCmd`s from its lock-free inbox (`fanout::BridgeInbox`) and answers shards only
+//! through their inboxes (`Bus`): appends become `Cmd::Reply`, pushed messages `Cmd::Pushed` to
+//! the topic's home, fetched gaps `Cmd::Fetched`.
+//! Must not: block a shard (a shard only ever pushes to a bounded queue), or hold shard state.
+//! A full shard inbox makes the bridge wait, never drop.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, Value};
+
+use super::scripts::{self, Limits, Scripts};
+use super::{parse_push, Keys};
+use crate::fanout::{
+    home_of, Asked, BridgeCmd, Cmd, Msg, MsgRef, PublishError, Reply, TopicMsgs, Window,
+};
+use crate::node::Node;
+use crate::{info, warn};
+
+/// First wait before reconnecting; doubled after each failure up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// How often an idle bridge looks at the node's shutdown flag.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
+/// Most entries one gap fetch asks for.
+const MAX_FETCH_ENTRIES: usize = 1000;
+
+/// Starts the bridge thread (when `--redis` is set).
+pub fn spawn(node: Arc<Node>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("redis-bridge".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match rt {
+                Ok(rt) => rt.block_on(run(node)),
+                Err(e) => crate::error!("redis bridge: cannot start its runtime: {e}"),
+            }
+        })
+}
+
+/// What every task of the bridge shares.
+struct Ctx {
+    node: Arc<Node>,
+    scripts: Scripts,
+    limits: Limits,
+    prefix: String,
+    seed: u64,
+    /// A script call found the connection broken: `serve` returns and the bridge reconnects
+    /// (redis-rs's multiplexed connection does not come back by itself).
+    broken: AtomicBool,
+}
+
+impl Ctx {
+    /// Notes an error that means the connection is gone (not a script's own error).
+    fn check(&self, e: &redis::RedisError) {
+        if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn run(node: Arc<Node>) {
+    let url = node.cfg.redis.clone().unwrap_or_default();
+    let client = match Client::open(url.as_str()) {
+        Ok(c) => c,
+        Err(e) => {
+            crate::error!("redis bridge: bad --redis URL: {e}");
+            return;
+        }
+    };
+    let ctx = Arc::new(Ctx {
+        limits: Limits {
+            history_messages: node.cfg.history_messages,
+            history_secs: node.cfg.history_secs,
+        },
+        prefix: node.cfg.redis_prefix.clone(),
+        scripts: Scripts::default(),
+        seed: node.seed,
+        broken: AtomicBool::new(false),
+        node,
+    });
+    let timeout = Duration::from_millis(ctx.node.cfg.publish_timeout_ms.max(1));
+    let mut backoff = MIN_BACKOFF;
+    while !ctx.node.shutting_down.load(Ordering::Relaxed) {
+        match connect(&client, &ctx.prefix, timeout).await {
+            Ok((con, pubsub)) => {
+                info!("redis: connected to {}", redact(&url));
+                backoff = MIN_BACKOFF;
+                serve(&ctx, con, pubsub).await;
+                warn!("redis: connection lost; reconnecting");
+            }
+            Err(e) => warn!("redis: cannot connect ({e}); retrying in {backoff:?}"),
+        }
+        ctx.broken.store(false, Ordering::Relaxed);
+        refuse_while_away(&ctx.node);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+async fn connect(
+    client: &Client,
+    prefix: &str,
+    timeout: Duration,
+) -> redis::RedisResult<(MultiplexedConnection, redis::aio::PubSub)> {
+    let cfg = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    let con = client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await?;
+    let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
+        .await
+        .map_err(|_| {
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+        })??;
+    // Every topic's channel under the prefix: the first slice subscribes to all of them
+    // (interest-based SUBSCRIBE is not built yet, ARCHITECTURE.md).
+    tokio::time::timeout(timeout, pubsub.psubscribe(format!("{prefix}:{{*}}")))
+        .await
+        .map_err(|_| {
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+        })??;
+    Ok((con, pubsub))
+}
+
+/// While Redis is away: appends whose publisher has already answered 503 are dropped unsent,
+/// and every fetch is answered "no answer" through its home (a client's window becomes a 503,
+/// a gap is asked again by the home's next push), so nothing waits on a Redis that is gone.
+fn refuse_while_away(node: &Node) {
+    let Some(inbox) = &node.bridge else { return };
+    let now = Instant::now();
+    let mut keep = Vec::new();
+    while let Some(cmd) = inbox.pop() {
+        match cmd {
+            BridgeCmd::Append { until, .. } if until <= now => {}
+            BridgeCmd::Fetch {
+                topic,
+                since,
+                home,
+                asked,
+            } => {
+                let cmd = Cmd::Fetched {
+                    topic: topic.clone(),
+                    window: None,
+                    asked,
+                };
+                if node.bus.send(home as usize, cmd).is_err() {
+                    // That home's inbox is full: answered on the next pass.
+                    keep.push(BridgeCmd::Fetch {
+                        topic,
+                        since,
+                        home,
+                        asked,
+                    });
+                }
+            }
+            other => keep.push(other),
+        }
+    }
+    for cmd in keep {
+        // Room is certain: we just took at least as many out.
+        let _ = inbox.send(cmd);
+    }
+}
+
+/// Serves one connection until it breaks or the node shuts down.
+async fn serve(ctx: &Arc<Ctx>, con: MultiplexedConnection, pubsub: redis::aio::PubSub) {
+    let Some(inbox) = &ctx.node.bridge else {
+        return;
+    };
+    let mut pushes = pubsub.into_on_message();
+    let mut counter: u64 = 0;
+    loop {
+        if ctx.broken.load(Ordering::Relaxed) {
+            return;
+        }
+        let next_cmd = std::future::poll_fn(|cx| {
+            if let Some(c) = inbox.pop() {
+                return Poll::Ready(c);
+            }
+            inbox.register(cx.waker());
+            match inbox.pop() {
+                Some(c) => Poll::Ready(c),
+                None => Poll::Pending,
+            }
+        });
+        tokio::select! {
+            cmd = next_cmd => match cmd {
+                BridgeCmd::Append { groups, reply, until } => {
+                    if until <= Instant::now() {
+                        continue;
+                    }
+                    counter += 1;
+                    let (ctx, con) = (ctx.clone(), con.clone());
+                    tokio::spawn(append(ctx, con, groups, reply, counter));
+                }
+                BridgeCmd::Fetch { topic, since, home, asked } => {
+                    let (ctx, con) = (ctx.clone(), con.clone());
+                    tokio::spawn(fetch(ctx, con, topic, since, home, asked));
+                }
+            },
+            m = pushes.next() => match m {
+                Some(m) => pushed(ctx, m.get_channel_name(), m.get_payload_bytes()).await,
+                None => return,
+            },
+            _ = tokio::time::sleep(SHUTDOWN_POLL) => {
+                if ctx.node.shutting_down.load(Ordering::Relaxed) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Hands `cmd` to shard `to`, waiting while its inbox is full (the bridge waits, a shard never
+/// does; nothing is dropped).
+async fn deliver(node: &Node, to: usize, cmd: Cmd) {
+    let mut cmd = cmd;
+    loop {
+        match node.bus.send(to, cmd) {
+            Ok(()) => return,
+            Err(back) => {
+                if node.shutting_down.load(Ordering::Relaxed) {
+                    return;
+                }
+                cmd = back;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+}
+
+async fn append(
+    ctx: Arc<Ctx>,
+    mut con: MultiplexedConnection,
+    groups: Vec<TopicMsgs>,
+    reply: crate::fanout::ReplyTo,
+    counter: u64,
+) {
+    let mut done = Vec::with_capacity(groups.len());
+    for (i, g) in groups.iter().enumerate() {
+        let keys = Keys::new(&ctx.prefix, &g.topic);
+        let epoch = scripts::fresh_epoch(ctx.seed, counter.wrapping_mul(64) + i as u64);
+        let inv = scripts::append(&ctx.scripts, &keys, &ctx.limits, epoch, &g.msgs);
+        let r: redis::RedisResult<Value> = inv.invoke_async(&mut con).await;
+        if let Err(e) = &r {
+            ctx.check(e);
+        }
+        match r.ok().as_ref().map(scripts::parse_appended) {
+            Some(Ok(a)) => done.push(Ok(a.positions().collect())),
+            other => {
+                if let Some(Err(e)) = other {
+                    warn!("redis: append on {}: {e}", g.topic);
+                } else {
+                    warn!("redis: append on {} not confirmed", g.topic);
+                }
+                done.push(Err(PublishError::NotConfirmed));
+            }
+        }
+    }
+    let cmd = Cmd::Reply {
+        to: reply,
+        reply: Reply::Published(done),
+    };
+    deliver(&ctx.node, reply.shard as usize, cmd).await;
+}
+
+fn msg_of(topic: &Arc<str>, e: scripts::Entry, epoch: u64) -> MsgRef {
+    Arc::new(Msg {
+        topic: topic.clone(),
+        pos: crate::codec::position::Position::new(epoch, e.offset),
+        event: e.event,
+        data: e.data,
+        binary: e.binary,
+        at: Instant::now(),
+    })
+}
+
+async fn fetch(
+    ctx: Arc<Ctx>,
+    mut con: MultiplexedConnection,
+    topic: Arc<str>,
+    since: crate::codec::position::Position,
+    home: u16,
+    asked: Option<Asked>,
+) {
+    let keys = Keys::new(&ctx.prefix, &topic);
+    let limit = asked.map_or(MAX_FETCH_ENTRIES, |a| a.limit);
+    let inv = scripts::window(&ctx.scripts, &keys, &ctx.limits, Some(since), limit);
+    let r: redis::RedisResult<Value> = inv.invoke_async(&mut con).await;
+    if let Err(e) = &r {
+        ctx.check(e);
+    }
+    let w = match r.ok().as_ref().map(scripts::parse_window) {
+        Some(Ok(w)) => w,
+        _ => {
+            warn!("redis: window of {topic} after {since} failed");
+            if asked.is_none() {
+                // A gap is asked again by the home's next push: not at once, Redis is away.
+                tokio::time::sleep(MIN_BACKOFF).await;
+            }
+            fetched(&ctx, topic, home, None, asked).await;
+            return;
+        }
+    };
+    let epoch = w.current.epoch;
+    let window = Window {
+        reset: w.reset,
+        msgs: w
+            .entries
+            .into_iter()
+            .map(|e| msg_of(&topic, e, epoch))
+            .collect(),
+        current: w.current,
+    };
+    fetched(&ctx, topic, home, Some(window), asked).await;
+}
+
+async fn fetched(
+    ctx: &Ctx,
+    topic: Arc<str>,
+    home: u16,
+    window: Option<Window>,
+    asked: Option<Asked>,
+) {
+    let cmd = Cmd::Fetched {
+        topic,
+        window,
+        asked,
+    };
+    deliver(&ctx.node, home as usize, cmd).await;
+}
+
+/// A message Redis pushed: to its topic's home shard, as is.
+async fn pushed(ctx: &Ctx, channel: &str, payload: &[u8]) {
+    crate::debug!("redis: push on {channel} ({} bytes)", payload.len());
+    let Some(topic) = Keys::topic_of_channel(&ctx.prefix, channel) else {
+        return;
+    };
+    let Some(p) = parse_push(payload) else {
+        warn!("redis: unreadable push on {channel}; the home fetches the gap");
+        return;
+    };
+    let msg = Arc::new(Msg {
+        topic: topic.into(),
+        pos: p.pos,
+        event: (!p.event.is_empty()).then(|| p.event.into()),
+        data: p.data.into(),
+        binary: p.binary,
+        at: Instant::now(),
+    });
+    let home = home_of(topic.as_bytes(), ctx.node.bus.shards());
+    deliver(&ctx.node, home, Cmd::Pushed(msg)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(
+            super::redact("redis://u:secret@127.0.0.1:6379/2"),
+            "redis://***@127.0.0.1:6379/2"
+        );
+        assert_eq!(
+            super::redact("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
+}

@@ -1,0 +1,48 @@
+-- ringcast backplane: the messages after a position, or a reset (issue 14).
+--
+-- KEYS[1]  the topic's meta hash   PREFIX:{TOPIC}:m
+-- KEYS[2]  the topic's Stream      PREFIX:{TOPIC}:s
+-- ARGV[1]  the client's epoch (hex), '' for "no position: just the current one"
+-- ARGV[2]  the client's offset
+-- ARGV[3]  at most this many entries
+-- ARGV[4]  --history-secs: an entry older than this is gone
+--
+-- Returns { reset (0/1), epoch, last offset, entries } where entries are what XRANGE gives
+-- ({ id, { field, value, ... } } each, oldest first) and are present only on a replay. A topic with no meta has epoch '' and offset 0. A reset when the epoch
+-- differs, the offset is ahead of the topic's, or the entry right after it was trimmed (by
+-- count) or is older than --history-secs; never a partial window.
+
+local meta = redis.call('HMGET', KEYS[1], 'e', 'o')
+local epoch, last = meta[1], tonumber(meta[2])
+if not epoch or not last then
+  epoch, last = '', 0
+end
+if ARGV[1] == '' then
+  return { 0, epoch, last }
+end
+local since = tonumber(ARGV[2])
+if not since or ARGV[1] ~= epoch or since > last then
+  return { 1, epoch, last }
+end
+if since == last then
+  return { 0, epoch, last }
+end
+local from = string.format('%d-0', since + 1)
+local entries = redis.call('XRANGE', KEYS[2], from, '+', 'COUNT', ARGV[3])
+local head = entries[1]
+if not head or head[1] ~= from then
+  return { 1, epoch, last }
+end
+local fields = head[2]
+local t
+for i = 1, #fields, 2 do
+  if fields[i] == 't' then
+    t = tonumber(fields[i + 1])
+  end
+end
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+if not t or ms - t > tonumber(ARGV[4]) * 1000 then
+  return { 1, epoch, last }
+end
+return { 0, epoch, last, entries }

@@ -1,0 +1,281 @@
+//! The shard's side of the Redis backplane (`--redis`, issue 14).
+//!
+//! Owns: publishing through the bridge (one `BridgeCmd::Append` per call, awaited in a pending
+//! slot until `--publish-timeout-ms`), and, on a topic's home shard, applying what Redis
+//! pushed under the topic's cursor (`HomeTopic::last`): a duplicate is dropped, the next
+//! offset is kept and fanned out as a local publish would be, a gap is fetched from the
+//! Stream through the bridge (one fetch in flight per topic; pushes past the gap meanwhile
+//! are dropped and fetched again, so the order stays Redis's).
+//! Must not: wait on Redis inside an inbox pass; talk to Redis other than through the bridge.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::codec::position::Position;
+use crate::fanout::{
+    Asked, BridgeCmd, MsgRef, PublishError, Reply, ReplyTo, Since, TopicMsgs, Window,
+};
+use crate::metrics::M;
+use crate::shard::core::{Fail, Shard, State};
+use crate::shard::topics::home::HomeTopic;
+use crate::{debug, warn};
+
+impl Shard {
+    /// Gives `groups` their positions in Redis; one result per group, in order. Redis away
+    /// or too slow: `Fail::Overloaded` after `--publish-timeout-ms` (nothing is sent after
+    /// that); sent but not confirmed: `Fail::NotConfirmed`.
+    pub(crate) async fn publish_redis(
+        self: &Rc<Self>,
+        groups: Vec<TopicMsgs>,
+    ) -> Vec<Result<Vec<Position>, Fail>> {
+        let n = groups.len();
+        let overloaded = |sh: &Shard| {
+            sh.metrics().add(M::PublishOverload, n as i64);
+            (0..n).map(|_| Err(Fail::Overloaded)).collect()
+        };
+        let Some(bridge) = &self.node.bridge else {
+            return overloaded(self);
+        };
+        let timeout = Duration::from_millis(self.node.cfg.publish_timeout_ms);
+        let until = Instant::now() + timeout;
+        let reply = {
+            let mut st = self.st.borrow_mut();
+            let reply = self.new_slot(&mut st, None);
+            let cmd = BridgeCmd::Append {
+                groups,
+                reply,
+                until,
+            };
+            if bridge.send(cmd).is_err() {
+                st.pending.try_remove(reply.slot as usize);
+                return overloaded(self);
+            }
+            reply
+        };
+        match monoio::time::timeout(timeout, self.wait_slot(reply)).await {
+            Ok(Reply::Published(done)) => done.into_iter().map(|r| r.map_err(Fail::from)).collect(),
+            Ok(_) => overloaded(self),
+            Err(_) => overloaded(self),
+        }
+    }
+
+    /// A message Redis pushed on a topic homed here.
+    pub(crate) fn apply_pushed(&self, st: &mut State, msg: MsgRef) {
+        let topic = msg.topic.clone();
+        let fetching = st.fetching.contains_key(&topic);
+        let Ok((tk, t)) = self.home_topic(st, &topic) else {
+            warn!("redis: push on {topic} dropped: too many topics (--max-topics)");
+            return;
+        };
+        let p = msg.pos;
+        if p.offset == 0 {
+            return;
+        }
+        if t.epoch != p.epoch {
+            if t.epoch != 0 {
+                warn!(
+                    "redis: {topic} is in a new epoch ({:x} after {:x})",
+                    p.epoch, t.epoch
+                );
+            }
+            // First sight of the topic (or a new epoch): its cursor starts at this message.
+            t.reset_to(p.epoch, p.offset - 1);
+        }
+        if p.offset <= t.last {
+            debug!("redis: duplicate push {topic} {p} dropped");
+            return;
+        }
+        if p.offset > t.last + 1 {
+            let since = t.current();
+            self.ask_gap(st, topic, since, p.offset);
+            return;
+        }
+        if fetching {
+            // The fetch in flight will bring it, in order.
+            return;
+        }
+        let now = Instant::now();
+        t.apply(msg.clone(), now, &self.bounds);
+        let mask = t.mask;
+        self.metrics().inc(M::Published);
+        self.fan_out(st, tk, mask, &msg);
+    }
+
+    /// Asks the bridge for the messages after `since` (one fetch in flight per topic).
+    fn ask_gap(&self, st: &mut State, topic: Arc<str>, since: Position, seen: u64) {
+        if let Some(want) = st.fetching.get_mut(&topic) {
+            *want = (*want).max(seen);
+            return;
+        }
+        let Some(bridge) = &self.node.bridge else {
+            return;
+        };
+        let cmd = BridgeCmd::Fetch {
+            topic: topic.clone(),
+            since,
+            home: self.id as u16,
+            asked: None,
+        };
+        if bridge.send(cmd).is_ok() {
+            st.fetching.insert(topic, seen);
+        } else {
+            // The next push asks again.
+            warn!("redis: bridge inbox full; gap on {topic} after {since} fetched later");
+        }
+    }
+
+    /// --redis: `0:0` is what a node answers for a topic it has seen no message of; a client
+    /// there has missed nothing while the topic's first epoch is whole on this home.
+    pub(crate) fn redis_since(&self, t: &HomeTopic, since: Since) -> Since {
+        match since {
+            Since::At(p) if p == Position::new(0, 0) && self.node.bridge.is_some() => {
+                let whole = t.ring.front().map_or(t.last == 0, |m| m.pos.offset == 1);
+                if whole {
+                    Since::At(Position::new(t.epoch, 0))
+                } else {
+                    since
+                }
+            }
+            _ => since,
+        }
+    }
+
+    /// --redis: the position to ask Redis from when this home cannot answer `since` exactly
+    /// (another epoch, ahead of its cursor, older than what it holds). Never a local reset for
+    /// a position: only Redis knows whether its history is gone.
+    pub(crate) fn must_ask_redis(
+        &self,
+        st: &mut State,
+        topic: &Arc<str>,
+        since: Since,
+    ) -> Option<Position> {
+        self.node.bridge.as_ref()?;
+        let Since::At(_) = since else {
+            return None;
+        };
+        let (_, t) = self.home_topic(st, topic).ok()?;
+        let Since::At(p) = self.redis_since(t, since) else {
+            return None;
+        };
+        t.evict(Instant::now(), &self.bounds);
+        let first_kept = t.ring.front().map_or(t.last + 1, |m| m.pos.offset);
+        // `0:0` on a home that has seen nothing of the topic: nothing missed here either.
+        if t.epoch == 0 && p == Position::new(0, 0) {
+            return None;
+        }
+        let held =
+            t.epoch != 0 && p.epoch == t.epoch && p.offset <= t.last && p.offset + 1 >= first_kept;
+        (!held).then_some(p)
+    }
+
+    /// Marks shard `from` (a subscriber's) in the topic's fanout mask.
+    pub(crate) fn watch(&self, st: &mut State, topic: &Arc<str>, from: Option<usize>) {
+        let me = self.id;
+        if let Ok((_, t)) = self.home_topic(st, topic) {
+            if let Some(s) = from.filter(|&s| s != me) {
+                t.mask |= 1 << s;
+            }
+        }
+    }
+
+    /// Passes a window this home cannot answer to Redis; the answer goes to `reply` from
+    /// [`Shard::apply_fetched`]. A full bridge inbox is answered "not confirmed" (a 503),
+    /// never a reset.
+    pub(crate) fn ask_redis(
+        &self,
+        st: &mut State,
+        topic: Arc<str>,
+        since: Position,
+        limit: usize,
+        reply: ReplyTo,
+    ) {
+        let asked = Asked { limit, reply };
+        let cmd = BridgeCmd::Fetch {
+            topic,
+            since,
+            home: self.id as u16,
+            asked: Some(asked),
+        };
+        let sent = self.node.bridge.as_ref().map(|b| b.send(cmd).is_ok());
+        if sent != Some(true) {
+            self.reply(st, reply, Reply::Window(Err(PublishError::NotConfirmed)));
+        }
+    }
+
+    /// What a [`BridgeCmd::Fetch`] brought. Its messages extend this home first (in order,
+    /// duplicates dropped, so a home behind its clients catches up); then a gap fetch that is
+    /// still behind what was pushed meanwhile asks again, and a client's window is answered:
+    /// Redis's entries, then what this home holds after them, so the subscription's seam with
+    /// the `Deliver`s already sent is exact.
+    pub(crate) fn apply_fetched(
+        &self,
+        st: &mut State,
+        topic: Arc<str>,
+        w: Option<Window>,
+        asked: Option<Asked>,
+    ) {
+        let want = match asked {
+            None => st.fetching.remove(&topic).unwrap_or(0),
+            Some(_) => 0,
+        };
+        let Some(w) = w else {
+            match asked {
+                Some(a) => self.reply(st, a.reply, Reply::Window(Err(PublishError::NotConfirmed))),
+                // Redis did not answer (the bridge waited its backoff first): ask again, so a
+                // gap is filled even when no later push comes.
+                None => {
+                    if let Ok((_, t)) = self.home_topic(st, &topic) {
+                        let (last, since) = (t.last, t.current());
+                        if last < want {
+                            self.ask_gap(st, topic, since, want);
+                        }
+                    }
+                }
+            }
+            return;
+        };
+        if w.reset && asked.is_none() {
+            // The Stream no longer has what this node missed: it starts again at Redis's
+            // current position (an explicit reset to subscribers is not built yet).
+            warn!(
+                "redis: history of {topic} after this node's cursor is gone; now at {}",
+                w.current
+            );
+            if let Ok((_, t)) = self.home_topic(st, &topic) {
+                t.reset_to(w.current.epoch, w.current.offset);
+            }
+            return;
+        }
+        for m in &w.msgs {
+            self.apply_pushed(st, m.clone());
+        }
+        let Ok((_, t)) = self.home_topic(st, &topic) else {
+            return;
+        };
+        let (last, since) = (t.last, t.current());
+        let Some(a) = asked else {
+            if last < want && !st.fetching.contains_key(&topic) {
+                self.ask_gap(st, topic, since, want);
+            }
+            return;
+        };
+        let mut w = w;
+        if !w.reset && t.epoch == w.current.epoch {
+            // What this home holds past Redis's answer: already sent to subscribers' shards,
+            // so the window must carry it.
+            let end = w.msgs.last().map_or(w.current.offset, |m| m.pos.offset);
+            if end < t.last && w.msgs.len() < a.limit {
+                let first_kept = t.ring.front().map_or(t.last + 1, |m| m.pos.offset);
+                if end + 1 >= first_kept {
+                    let skip = (end + 1 - first_kept) as usize;
+                    w.msgs.extend(t.ring.after(skip, a.limit - w.msgs.len()));
+                }
+            }
+            if t.last > w.current.offset {
+                w.current = t.current();
+            }
+        }
+        self.reply(st, a.reply, Reply::Window(Ok(w)));
+    }
+}
