@@ -17,8 +17,6 @@
 //! Must not: block or await; the connection task (or, for a parked stream, the shard's
 //! readiness set) does the waiting.
 
-use std::collections::VecDeque;
-use std::io::IoSlice;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +28,8 @@ use crate::codec::streampos::{self, StreamPos};
 use crate::config::SlowClient;
 use crate::fanout::{MsgRef, Since, Window};
 use crate::metrics::{ShardMetrics, M};
-use crate::shard::outbox::out::{Kill, Out, NIL};
+use crate::shard::outbox::chains::Chains;
+use crate::shard::outbox::out::{Kill, Out};
 use crate::shard::outbox::wire::{self, Format, FORMATS};
 use crate::shard::topics::recent::Recent;
 use crate::shard::topics::ring::HistoryBounds;
@@ -83,95 +82,7 @@ pub struct Subscribers {
     /// The bytes each connection has waiting for the writer.
     pub chains: Chains,
     /// The writer's scratch: one chain taken out of the arena (kept for its capacity).
-    batch: Vec<Rc<[u8]>>,
-}
-
-/// Bytes waiting for the shard's writer: one chain per connection, linked through one arena
-/// of 8-byte links (so queuing a delivery allocates nothing once the arena has grown, and a
-/// connection with nothing waiting costs two `u32`s in its `Out`), each naming a shared buffer
-/// counted once per link; and the connections that have a chain, oldest first.
-#[derive(Default)]
-pub struct Chains {
-    links: Slab<Link>,
-    /// The buffers links name: a message's encoding (one per format, shared by every
-    /// subscriber) or a connection's own bytes, with how many links name it.
-    bufs: Slab<Buf>,
-    /// Out keys, each pushed when its chain starts. A key whose `Out` went (or whose chain was
-    /// written out of turn, `flush_out`) stays until popped, and is skipped then.
-    dirty: VecDeque<u32>,
-    /// Keys of `dirty` the writer's current cycle has still to take (`start_cycle`).
-    cycle_left: usize,
-}
-
-struct Link {
-    buf: u32,
-    next: u32,
-}
-
-struct Buf {
-    bytes: Rc<[u8]>,
-    refs: u32,
-}
-
-impl Chains {
-    /// Registers a buffer no link names yet (`push_buf` names it).
-    fn new_buf(&mut self, bytes: Rc<[u8]>) -> u32 {
-        key32(self.bufs.insert(Buf { bytes, refs: 0 }))
-    }
-
-    fn len_of(&self, buf: u32) -> usize {
-        self.bufs[buf as usize].bytes.len()
-    }
-
-    /// Appends `bytes` to connection `ok`'s chain; the caller counts them in `Out::queued`.
-    fn push(&mut self, ok: usize, out: &mut Out, bytes: Rc<[u8]>) {
-        let b = self.new_buf(bytes);
-        self.push_buf(ok, out, b);
-    }
-
-    /// Appends registered buffer `buf` to connection `ok`'s chain.
-    fn push_buf(&mut self, ok: usize, out: &mut Out, buf: u32) {
-        self.bufs[buf as usize].refs += 1;
-        let l = key32(self.links.insert(Link { buf, next: NIL }));
-        match out.tail {
-            NIL => out.head = l,
-            t => self.links[t as usize].next = l,
-        }
-        out.tail = l;
-        if !out.dirty {
-            out.dirty = true;
-            self.dirty.push_back(key32(ok));
-        }
-    }
-
-    /// Moves `out`'s chain, in order, into `into`.
-    fn take(&mut self, out: &mut Out, into: &mut Vec<Rc<[u8]>>) {
-        let mut k = out.head;
-        while k != NIL {
-            let l = self.links.remove(k as usize);
-            let b = &mut self.bufs[l.buf as usize];
-            b.refs -= 1;
-            if b.refs == 0 {
-                into.push(self.bufs.remove(l.buf as usize).bytes);
-            } else {
-                into.push(b.bytes.clone());
-            }
-            k = l.next;
-        }
-        out.head = NIL;
-        out.tail = NIL;
-        out.dirty = false;
-    }
-
-    /// Deliveries (and notices) on this shard waiting for the writer.
-    pub fn pending(&self) -> usize {
-        self.links.len()
-    }
-
-    /// Whether the writer has connections left to write.
-    pub fn has_work(&self) -> bool {
-        !self.dirty.is_empty()
-    }
+    pub(super) batch: Vec<Rc<[u8]>>,
 }
 
 /// The connection and the policy that a delivery needs.
@@ -490,106 +401,6 @@ impl Subscribers {
         self.chains.push(ok, out, bytes);
         true
     }
-
-    /// Removes a connection's `Out` and frees its chain: the writer may not have got round to
-    /// it yet, and its slab key may be reused by the next connection before it does.
-    pub fn remove_out(&mut self, k: usize) -> Option<Out> {
-        let mut out = self.outs.try_remove(k)?;
-        if out.dirty {
-            self.chains.take(&mut out, &mut Vec::new());
-        }
-        Some(out)
-    }
-
-    /// Connection `k`'s chain as bytes, taken out of the arena: the last words of a
-    /// connection that ends before the writer got round to it.
-    pub fn take_chain(&mut self, k: usize) -> Vec<u8> {
-        let mut v = Vec::new();
-        let Some(out) = self.outs.get_mut(k).filter(|o| o.dirty) else {
-            return v;
-        };
-        let mut chain = Vec::new();
-        self.chains.take(out, &mut chain);
-        for b in &chain {
-            v.extend_from_slice(b);
-        }
-        out.wrote(v.len());
-        v
-    }
-
-    /// Whether a chain is waiting for a connection the shard is ending: its task closes as
-    /// soon as it sees the kill with an empty backlog, so such bytes (a raw WebSocket's reset
-    /// close frame) must be written before any connection task runs again.
-    pub fn must_flush_now(&self) -> bool {
-        self.chains.dirty.iter().any(|&k| {
-            self.outs
-                .get(k as usize)
-                .is_some_and(|o| o.dirty && o.kill.is_some())
-        })
-    }
-
-    /// Writes every chain now: one syscall per connection (more only past `IOV_CHUNK`
-    /// messages).
-    pub fn flush(&mut self, p: &Policy<'_>) {
-        self.flush_some(p, usize::MAX);
-    }
-
-    /// Writes the chains of at most `max` connections, oldest first. What a socket does not
-    /// take goes to the connection's backlog and its task (or the readiness set) is woken to
-    /// wait for writability. Returns whether connections are still waiting.
-    pub fn flush_some(&mut self, p: &Policy<'_>, max: usize) -> bool {
-        self.take_and_write(p, max);
-        self.chains.has_work()
-    }
-
-    /// Starts a writer cycle: one turn over the connections waiting now. A connection queued
-    /// to again after the cycle took it waits for the next one; one still waiting in the
-    /// cycle takes the new bytes in the same write. Returns whether any connection waits.
-    pub fn start_cycle(&mut self) -> bool {
-        self.chains.cycle_left = self.chains.dirty.len();
-        self.chains.cycle_left > 0
-    }
-
-    /// Writes at most `max` connections of the current cycle. Returns whether the cycle has
-    /// connections left.
-    pub fn write_cycle(&mut self, p: &Policy<'_>, max: usize) -> bool {
-        let left = self.chains.cycle_left.min(self.chains.dirty.len());
-        let n = left.min(max);
-        self.take_and_write(p, n);
-        self.chains.cycle_left = left - n;
-        self.chains.cycle_left > 0
-    }
-
-    /// Takes `n` keys off the front of the queue (stale ones included) and writes the chains
-    /// of those that still have one.
-    fn take_and_write(&mut self, p: &Policy<'_>, n: usize) {
-        let mut batch = std::mem::take(&mut self.batch);
-        for _ in 0..n {
-            let Some(k) = self.chains.dirty.pop_front() else {
-                break;
-            };
-            let Some(out) = self.outs.get_mut(k as usize).filter(|o| o.dirty) else {
-                continue;
-            };
-            self.chains.take(out, &mut batch);
-            write_chain(out, &batch, p);
-            batch.clear();
-        }
-        self.batch = batch;
-    }
-
-    /// Writes connection `k`'s chain now, out of turn (a WebSocket's own answers, a new
-    /// subscription's replay).
-    pub fn flush_out(&mut self, k: usize, p: &Policy<'_>) {
-        let Some(out) = self.outs.get_mut(k).filter(|o| o.dirty) else {
-            return;
-        };
-        let mut batch = std::mem::take(&mut self.batch);
-        self.chains.take(out, &mut batch);
-        write_chain(out, &batch, p);
-        batch.clear();
-        self.batch = batch;
-    }
 }
 
 /// Appends the `id:` line of a multi-topic stream whose subscriptions are `list`: the token of
@@ -683,73 +494,6 @@ fn queue(
         chains.push(ok, out, id);
     }
     p.metrics.inc(M::Delivered);
-}
-
-/// Most messages one `writev` takes here: the slices live on the stack, and a longer chain
-/// (rare: it needs more messages in one wait than this) takes one more call per chunk.
-const IOV_CHUNK: usize = 64;
-
-/// Writes one connection's chain, in order; what the socket refuses becomes its backlog.
-fn write_chain(out: &mut Out, chain: &[Rc<[u8]>], p: &Policy<'_>) {
-    let total: usize = chain.iter().map(|b| b.len()).sum();
-    if !out.backlog.is_empty() {
-        // Already waiting for writability: keep order by appending.
-        for b in chain {
-            out.backlog.extend_from_slice(b);
-        }
-        p.metrics.add(M::BufferedBytes, total as i64);
-        out.wake();
-        return;
-    }
-    let mut written = 0;
-    for part in chain.chunks(IOV_CHUNK) {
-        let len: usize = part.iter().map(|b| b.len()).sum();
-        p.metrics.inc(M::StreamWrites);
-        let r = if let [one] = part {
-            crate::shard::io::write_some(out.fd, one)
-        } else {
-            let mut iov = [IoSlice::new(&[]); IOV_CHUNK];
-            for (slot, b) in iov.iter_mut().zip(part) {
-                *slot = IoSlice::new(b);
-            }
-            crate::shard::io::writev_some(out.fd, &iov[..part.len()])
-        };
-        match r {
-            Ok(n) => {
-                written += n;
-                if n < len {
-                    break;
-                }
-            }
-            Err(_) => {
-                // The peer is gone; its task notices on its next poll.
-                out.wrote(total);
-                out.kill.get_or_insert(Kill::Shutdown);
-                out.wake();
-                return;
-            }
-        }
-    }
-    out.wrote(written);
-    if written < total {
-        // Keep the unwritten tail, in order.
-        let mut skip = written;
-        for b in chain {
-            if skip >= b.len() {
-                skip -= b.len();
-                continue;
-            }
-            out.backlog.extend_from_slice(&b[skip..]);
-            skip = 0;
-        }
-        let rest = total - written;
-        out.allowance = u32::try_from(rest).unwrap_or(u32::MAX);
-        p.metrics.add(M::BufferedBytes, rest as i64);
-        out.wake();
-    } else if out.kill.is_some() {
-        // Its last queued bytes (a reset close frame) are out: the connection may end now.
-        out.wake();
-    }
 }
 
 #[cfg(test)]
