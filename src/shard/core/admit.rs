@@ -2,23 +2,20 @@
 //! `--accept-rate`, and which client address each of its connections was counted under for
 //! `--max-connections-per-ip`, so the count is released exactly once however it ends.
 //!
-//! Owns: the shard's accept bucket and its clock (milliseconds since the shard started), the
-//! `Counted` guard every admitted connection carries, and the addresses of parked streams
-//! (an idle stream's `Out` does not carry one: the map is empty while the cap is off).
+//! Owns: the shard's accept bucket and its clock (milliseconds since the shard started), and
+//! the addresses of parked streams (an idle stream's `Out` does not carry one: the map is
+//! empty while the cap is off). The `Counted` guard every admitted connection carries, which
+//! releases the counts, is `core/mod.rs`'s (it holds the shard).
 //! Must not: block — the per-address table's lock is taken only at accept and at close.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::os::fd::RawFd;
-use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::admission::Bucket;
 use crate::config::Config;
-use crate::metrics::M;
-use crate::shard::core::Shard;
 
 pub struct Admit {
     born: Instant,
@@ -27,7 +24,7 @@ pub struct Admit {
     accept: Cell<Bucket>,
     /// With `--max-connections-per-ip`: the address of each parked stream, by its fd (which
     /// its `Out` owns until `park::finish` closes it).
-    parked_ips: RefCell<HashMap<RawFd, IpAddr>>,
+    pub(super) parked_ips: RefCell<HashMap<RawFd, IpAddr>>,
 }
 
 impl Admit {
@@ -54,50 +51,5 @@ impl Admit {
         let ok = b.try_take(self.rate, self.rate, self.now_ms());
         self.accept.set(b);
         ok
-    }
-}
-
-/// Undoes the counts taken when a connection was admitted, however it ends: dropped with the
-/// connection's task, or — once the connection is parked — by `park::finish` (`uncount_parked`).
-pub struct Counted {
-    sh: Rc<Shard>,
-    fd: RawFd,
-    /// Counted under this address in `Node::per_ip` (only while the cap is on).
-    ip: Option<IpAddr>,
-}
-
-impl Counted {
-    /// Counts an admitted connection (the node total was taken already by the accept loop).
-    pub fn new(sh: Rc<Shard>, fd: RawFd, ip: Option<IpAddr>) -> Counted {
-        sh.metrics().inc(M::ConnectionsOpen);
-        Counted { sh, fd, ip }
-    }
-
-    /// The connection is parked: `park::finish` undoes the counts when it ends.
-    pub fn disarm(self) {
-        if let Some(ip) = self.ip {
-            self.sh.adm.parked_ips.borrow_mut().insert(self.fd, ip);
-        }
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        uncount(&self.sh, self.ip);
-    }
-}
-
-/// Undoes the counts of parked stream `fd`, before its fd is closed.
-pub fn uncount_parked(sh: &Shard, fd: RawFd) {
-    let ip = sh.adm.parked_ips.borrow_mut().remove(&fd);
-    uncount(sh, ip);
-}
-
-fn uncount(sh: &Shard, ip: Option<IpAddr>) {
-    sh.metrics().dec(M::ConnectionsOpen);
-    sh.node.connections.fetch_sub(1, Ordering::Relaxed);
-    if let Some(ip) = ip {
-        sh.node.per_ip.remove(ip);
     }
 }

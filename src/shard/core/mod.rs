@@ -18,6 +18,10 @@ pub mod signal;
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -215,4 +219,47 @@ pub async fn yield_now() {
     .await
 }
 
-pub use admit::{uncount_parked, Counted};
+/// Undoes the counts taken when a connection was admitted, however it ends: dropped with the
+/// connection's task, or — once the connection is parked — by `park::finish` (`uncount_parked`).
+pub struct Counted {
+    sh: Rc<Shard>,
+    fd: RawFd,
+    /// Counted under this address in `Node::per_ip` (only while the cap is on).
+    ip: Option<IpAddr>,
+}
+
+impl Counted {
+    /// Counts an admitted connection (the node total was taken already by the accept loop).
+    pub fn new(sh: Rc<Shard>, fd: RawFd, ip: Option<IpAddr>) -> Counted {
+        sh.metrics().inc(M::ConnectionsOpen);
+        Counted { sh, fd, ip }
+    }
+
+    /// The connection is parked: `park::finish` undoes the counts when it ends.
+    pub fn disarm(self) {
+        if let Some(ip) = self.ip {
+            self.sh.adm.parked_ips.borrow_mut().insert(self.fd, ip);
+        }
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        uncount(&self.sh, self.ip);
+    }
+}
+
+/// Undoes the counts of parked stream `fd`, before its fd is closed.
+pub fn uncount_parked(sh: &Shard, fd: RawFd) {
+    let ip = sh.adm.parked_ips.borrow_mut().remove(&fd);
+    uncount(sh, ip);
+}
+
+fn uncount(sh: &Shard, ip: Option<IpAddr>) {
+    sh.metrics().dec(M::ConnectionsOpen);
+    sh.node.connections.fetch_sub(1, Ordering::Relaxed);
+    if let Some(ip) = ip {
+        sh.node.per_ip.remove(ip);
+    }
+}
