@@ -154,7 +154,7 @@ pub struct SsePlan {
     pub(crate) since: Since,
     /// A multi-topic stream (`GET /sse?topic=..`): every topic and where it starts (`topic`
     /// and `since` are unused then). Boxed: a single-topic stream's task stays as small.
-    pub(crate) multi: Option<Box<crate::shard::routes::multi::Starts>>,
+    pub(crate) multi: Option<Box<Starts>>,
     /// The token's `exp` (`authz::exp_of`): 0 when nothing expires.
     pub(crate) exp: u32,
 }
@@ -195,7 +195,7 @@ pub struct Waiting {
     pub(crate) head_only: bool,
     pub(crate) cors: Option<Vec<u8>>,
     /// A multi-topic long poll (`GET /poll?topic=..`): its topics and subscriptions.
-    pub(crate) multi: Option<Box<crate::shard::routes::multi::MultiWait>>,
+    pub(crate) multi: Option<Box<MultiWait>>,
 }
 
 /// A browser request from an origin `--allow-origin` does not list (403).
@@ -225,6 +225,16 @@ pub fn cors(sh: &Shard, buf: &[u8], head: &Head) -> Result<Option<Vec<u8>>, Orig
         return Ok(None);
     }
     Err(OriginDenied)
+}
+
+/// The topics of a multi-topic request, each with where it starts.
+pub type Starts = Vec<(Arc<str>, Since)>;
+
+/// A multi-topic long poll while it waits: its topics' positions and its subscriptions (the
+/// `Waiting`'s `Out` collects their messages).
+pub struct MultiWait {
+    pub(crate) topics: Vec<(Arc<str>, Position)>,
+    pub(crate) subs: Vec<usize>,
 }
 
 #[cfg(test)]

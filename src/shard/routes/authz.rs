@@ -230,6 +230,26 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Takes a token from WebSocket `ok`'s `--ws-publish-rate` bucket; past the rate, counts and
+/// logs the refusal (at debug: one per message would flood anything louder; the counter has
+/// them all).
+pub fn may_publish_now(sh: &Shard, ok: usize) -> bool {
+    let rate = sh.node.cfg.ws_publish_rate;
+    let now = sh.adm.now_ms();
+    let allowed = sh
+        .st
+        .borrow_mut()
+        .subs
+        .outs
+        .get_mut(ok)
+        .is_some_and(|o| o.publish_bucket.try_take(rate, rate, now));
+    if !allowed {
+        sh.metrics().inc(M::WsPublishRateRefused);
+        crate::debug!("websocket publish refused: over --ws-publish-rate {rate}/s");
+    }
+    allowed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

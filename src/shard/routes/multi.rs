@@ -25,14 +25,11 @@ use crate::shard::core::{Counted, Fail, Shard};
 use crate::shard::io;
 use crate::shard::outbox::out::Out;
 use crate::shard::outbox::wire::{self, Format};
-use crate::shard::routes::answer::{cors, Answer, Next, Req, Waiting};
+use crate::shard::routes::answer::{cors, Answer, MultiWait, Next, Req, Starts, Waiting};
 use crate::shard::routes::authz;
 use crate::shard::routes::connio::Conn;
 use crate::shard::routes::poll::since_or;
 use crate::shard::stream::park::{self, StreamGuard};
-
-/// The topics of a multi-topic request, each with where it starts.
-pub type Starts = Vec<(Arc<str>, Since)>;
 
 /// Reads the topics of `q` and where each starts: its entry in the token `pos` (a stream
 /// position) when there is one, else `since=earliest` / `rewind=N` / now. A token that cannot
@@ -146,13 +143,6 @@ pub struct MultiPoll {
 pub(crate) enum Item {
     Msg(MsgRef),
     Reset(Arc<str>, Position),
-}
-
-/// A multi-topic long poll while it waits: its topics' positions and its subscriptions (the
-/// `Waiting`'s `Out` collects their messages).
-pub struct MultiWait {
-    topics: Vec<(Arc<str>, Position)>,
-    pub(crate) subs: Vec<usize>,
 }
 
 /// Checks a multi-topic poll; `Err` is the answer already written (400, 401/403).

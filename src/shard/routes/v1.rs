@@ -142,7 +142,7 @@ impl Session {
                 let Some(d) = cmd.data else {
                     return error_json(r, "publish needs \"data\"", reply);
                 };
-                if !super::ws::may_publish_now(sh, ok) {
+                if !authz::may_publish_now(sh, ok) {
                     return error_json(r, "over the publish rate (--ws-publish-rate)", reply);
                 }
                 let (data, binary): (Box<[u8]>, bool) = match cmd.encoding.as_deref() {

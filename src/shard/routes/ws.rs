@@ -219,26 +219,6 @@ enum Step {
     End(End),
 }
 
-/// Takes a token from WebSocket `ok`'s `--ws-publish-rate` bucket; past the rate, counts and
-/// logs the refusal (at debug: one per message would flood anything louder; the counter has
-/// them all).
-pub(super) fn may_publish_now(sh: &Shard, ok: usize) -> bool {
-    let rate = sh.node.cfg.ws_publish_rate;
-    let now = sh.adm.now_ms();
-    let allowed = sh
-        .st
-        .borrow_mut()
-        .subs
-        .outs
-        .get_mut(ok)
-        .is_some_and(|o| o.publish_bucket.try_take(rate, rate, now));
-    if !allowed {
-        sh.metrics().inc(M::WsPublishRateRefused);
-        crate::debug!("websocket publish refused: over --ws-publish-rate {rate}/s");
-    }
-    allowed
-}
-
 /// Queues one text frame for the connection, then writes it.
 fn send_frame(sh: &Shard, ok: usize, payload: &[u8]) {
     let mut f = Vec::with_capacity(payload.len() + 10);
@@ -358,7 +338,7 @@ impl Session {
                         if !sh.node.cfg.client_publish() || !allowed {
                             return Some(End::Close(ws::CLOSE_POLICY_VIOLATION));
                         }
-                        if !may_publish_now(sh, ok) {
+                        if !authz::may_publish_now(sh, ok) {
                             return Some(End::Policy(CLOSE_PUBLISH_RATE, "publish rate"));
                         }
                         batch.push(NewMsg {
