@@ -219,8 +219,10 @@ class CutProxy {
         // Deliver everything before the next event's data: line (so its id: line, at least,
         // reaches the browser), then close (FIN): the event is never completed, and the
         // browser must drop it and resume from the event before.
-        const i = d.indexOf('\ndata:');
-        if (i >= 0 && pair.client.writable) {
+        // The event may start this chunk: a write of one event arrives as one chunk.
+        const at = d.indexOf('\ndata:');
+        const i = at >= 0 ? at : d.subarray(0, 5).toString() === 'data:' && pair.tail.endsWith('\n') ? -1 : -2;
+        if (i >= -1 && pair.client.writable) {
           pair.client.write(d.subarray(0, i + 1));
           pair.tail = (pair.tail + d.subarray(0, i + 1).toString()).slice(-400);
           this.midCuts++;
