@@ -5,6 +5,7 @@
 //! above this file.
 
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +14,8 @@ use crate::codec::http1::{self, Head};
 use crate::codec::position::Position;
 use crate::fanout::Since;
 use crate::shard::core::Shard;
+use crate::shard::outbox::out::Out;
+use crate::shard::outbox::wire::Format;
 
 /// What the connection does after a request.
 pub enum Next {
@@ -196,6 +199,40 @@ pub struct Waiting {
     pub(crate) cors: Option<Vec<u8>>,
     /// A multi-topic long poll (`GET /poll?topic=..`): its topics and subscriptions.
     pub(crate) multi: Option<Box<MultiWait>>,
+}
+
+impl Waiting {
+    /// A long poll about to wait on fd `fd`: its `Out` in the shard (collecting messages), not
+    /// yet subscribed or counted, answering as `a`'s request asked. Dropped before it answers
+    /// (the client left), it frees that state.
+    pub(crate) fn open(
+        sh: &Rc<Shard>,
+        fd: RawFd,
+        limit: usize,
+        a: &Answer<'_>,
+        multi: Option<Box<MultiWait>>,
+    ) -> Waiting {
+        let out = sh
+            .st
+            .borrow_mut()
+            .subs
+            .outs
+            .insert(Out::new(fd, Format::LongPoll));
+        Waiting {
+            sh: sh.clone(),
+            out,
+            sub: None,
+            counted: false,
+            deadline: Instant::now(),
+            limit,
+            current: Position::new(0, 0),
+            keep_alive: a.keep_alive,
+            http10: a.http10,
+            head_only: a.head_only,
+            cors: None,
+            multi,
+        }
+    }
 }
 
 /// A browser request from an origin `--allow-origin` does not list (403).

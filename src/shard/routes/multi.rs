@@ -223,29 +223,12 @@ pub async fn run_poll(sh: &Rc<Shard>, p: MultiPoll, a: &mut Answer<'_>, fd: RawF
     }
     // Long poll: subscribe every topic from where its window ended; the first message on any
     // of them (or a reset, if a topic was freed meanwhile) answers.
-    let ok = sh
-        .st
-        .borrow_mut()
-        .subs
-        .outs
-        .insert(Out::new(fd, Format::LongPoll));
-    let mut waiting = Waiting {
-        sh: sh.clone(),
-        out: ok,
-        sub: None,
-        counted: false,
-        deadline: Instant::now(),
-        limit: p.limit,
-        current: Position::new(0, 0),
-        keep_alive: a.keep_alive,
-        http10: a.http10,
-        head_only: a.head_only,
-        cors: None,
-        multi: Some(Box::new(MultiWait {
-            topics: Vec::new(),
-            subs: Vec::with_capacity(topics.len()),
-        })),
-    };
+    let multi = Box::new(MultiWait {
+        topics: Vec::new(),
+        subs: Vec::with_capacity(topics.len()),
+    });
+    let mut waiting = Waiting::open(sh, fd, p.limit, a, Some(multi));
+    let ok = waiting.out;
     let mut keys = Vec::with_capacity(topics.len());
     for (t, _) in &topics {
         match sh.add_sub(ok, t) {

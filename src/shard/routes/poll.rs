@@ -19,9 +19,7 @@ use crate::codec::subscribe::{self, Fresh, QueryError};
 use crate::fanout::{MsgRef, Since};
 use crate::metrics::M;
 use crate::shard::core::{Fail, Shard};
-use crate::shard::outbox::out::Out;
 use crate::shard::outbox::wire;
-use crate::shard::outbox::wire::Format;
 use crate::shard::routes::answer::{cors, Answer, Next, Req, Waiting};
 use crate::shard::routes::authz;
 
@@ -231,27 +229,9 @@ pub async fn run(sh: &Rc<Shard>, p: PollReq, a: &mut Answer<'_>, fd: RawFd) -> N
         };
     }
     // Long poll: subscribe, answer as soon as there is anything after `since`.
-    let ok = sh
-        .st
-        .borrow_mut()
-        .subs
-        .outs
-        .insert(Out::new(fd, Format::LongPoll));
     // Frees the connection state if the subscribe below never completes (client gone).
-    let mut waiting = Waiting {
-        sh: sh.clone(),
-        out: ok,
-        sub: None,
-        counted: false,
-        deadline: Instant::now(),
-        limit,
-        current: Position::new(0, 0),
-        keep_alive: a.keep_alive,
-        http10: a.http10,
-        head_only: a.head_only,
-        cors: None,
-        multi: None,
-    };
+    let mut waiting = Waiting::open(sh, fd, limit, a, None);
+    let ok = waiting.out;
     let (sk, w) = match sh.subscribe(ok, topic, since, limit).await {
         Ok(x) => x,
         Err(f) => return fail(a, f),
