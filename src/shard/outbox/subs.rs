@@ -496,10 +496,25 @@ fn queue(
     p.metrics.inc(M::Delivered);
 }
 
+/// The policy the tests below deliver with: a 1 MiB client buffer, disconnect when full.
+#[cfg(test)]
+fn test_policy(metrics: &ShardMetrics) -> Policy<'_> {
+    Policy {
+        limit: 1 << 20,
+        slow: SlowClient::Disconnect,
+        metrics,
+        bounds: HistoryBounds {
+            messages: 10,
+            bytes: 1 << 20,
+            age: Duration::from_secs(60),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     use super::*;
     use crate::codec::position::Position;
@@ -602,7 +617,6 @@ mod pass_tests {
     use std::io::Read;
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
-    use std::time::Duration;
 
     use super::*;
 
@@ -611,16 +625,7 @@ mod pass_tests {
     #[test]
     fn a_removed_connection_takes_its_queued_bytes_with_it() {
         let metrics = ShardMetrics::default();
-        let p = Policy {
-            limit: 1 << 20,
-            slow: SlowClient::Disconnect,
-            metrics: &metrics,
-            bounds: HistoryBounds {
-                messages: 10,
-                bytes: 1 << 20,
-                age: Duration::from_secs(60),
-            },
-        };
+        let p = test_policy(&metrics);
         let (old_srv, _old_client) = UnixStream::pair().unwrap();
         let (new_srv, mut new_client) = UnixStream::pair().unwrap();
         let mut s = Subscribers::default();
@@ -643,16 +648,7 @@ mod pass_tests {
     #[test]
     fn the_writer_takes_connections_in_turn_and_waiting_bytes_join_their_write() {
         let metrics = ShardMetrics::default();
-        let p = Policy {
-            limit: 1 << 20,
-            slow: SlowClient::Disconnect,
-            metrics: &metrics,
-            bounds: HistoryBounds {
-                messages: 10,
-                bytes: 1 << 20,
-                age: Duration::from_secs(60),
-            },
-        };
+        let p = test_policy(&metrics);
         let pairs: Vec<(UnixStream, UnixStream)> =
             (0..3).map(|_| UnixStream::pair().unwrap()).collect();
         let mut s = Subscribers::default();
@@ -698,7 +694,7 @@ mod pass_tests {
 #[cfg(test)]
 mod multi_tests {
     use std::sync::Arc;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     use super::*;
     use crate::shard::topics::recent::tests::msg;
@@ -709,16 +705,7 @@ mod multi_tests {
     #[test]
     fn multi_topic_streams_share_the_message_bytes_and_differ_by_token() {
         let metrics = ShardMetrics::default();
-        let p = Policy {
-            limit: 1 << 20,
-            slow: SlowClient::Disconnect,
-            metrics: &metrics,
-            bounds: HistoryBounds {
-                messages: 10,
-                bytes: 1 << 20,
-                age: Duration::from_secs(60),
-            },
-        };
+        let p = test_policy(&metrics);
         let mut s = Subscribers::default();
         let t: Arc<str> = Arc::from("t");
         let u: Arc<str> = Arc::from("u");
