@@ -300,6 +300,10 @@ pub struct Config {
     /// Prefix of the Redis keys and channels (`PREFIX:{TOPIC}`); no `{`, `}` or spaces.
     #[arg(long, value_name = "PREFIX", default_value = DEFAULT_REDIS_PREFIX)]
     pub redis_prefix: String,
+    /// Fault testing only (hidden): the bridge drops every Nth message Redis pushes to it,
+    /// counting from 1, as a lost push would; the node must repair each loss (0: none).
+    #[arg(long, value_name = "N", default_value_t = 0, hide = true)]
+    pub debug_drop_pushes: u64,
 }
 
 impl Config {

@@ -49,6 +49,14 @@ counters! {
     WsPublishRateRefused => "ringcast_ws_publish_rate_refused_total", "counter", "WebSocket publishes refused over --ws-publish-rate.";
     StreamWrites => "ringcast_stream_writes_total", "counter", "Write syscalls the writer made to streaming clients (delivered per write: how much it batches).";
     PendingDeliveries => "ringcast_pending_deliveries", "gauge", "Deliveries queued for subscribers that the shard's writer has not written yet (--max-pending-deliveries).";
+    // The Redis backplane (--redis, issue 14). The bridge's own series are on shard 0.
+    RedisConnected => "ringcast_redis_connected", "gauge", "1 while the bridge is connected and subscribed to Redis (shard 0 only).";
+    RedisReconnects => "ringcast_redis_reconnects_total", "counter", "Times the bridge connected to Redis again after losing it (shard 0 only).";
+    RedisPushesDropped => "ringcast_redis_pushes_dropped_total", "counter", "Pushes the bridge dropped on purpose (--debug-drop-pushes; shard 0 only).";
+    RedisResyncs => "ringcast_redis_resyncs_total", "counter", "Topics homed here checked against Redis: after a reconnect, or once quiet after a push.";
+    RedisGapsRepaired => "ringcast_redis_gaps_repaired_total", "counter", "Messages this home missed from pub/sub and fetched from the topic's Stream.";
+    RedisPublishRefused => "ringcast_redis_publish_refused_total", "counter", "Publishes answered 503 because Redis was away, too slow, or did not confirm.";
+    StreamResets => "ringcast_stream_resets_total", "counter", "Open subscriptions told of a reset: the topic's epoch changed in Redis, or history after the node's cursor was gone.";
 }
 
 #[repr(align(128))]

@@ -22,6 +22,7 @@ use super::{parse_push, Keys};
 use crate::fanout::{
     home_of, Asked, BridgeCmd, Cmd, Msg, MsgRef, PublishError, Reply, TopicMsgs, Window,
 };
+use crate::metrics::M;
 use crate::node::Node;
 use crate::{info, warn};
 
@@ -32,6 +33,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
 /// Most entries one gap fetch asks for.
 const MAX_FETCH_ENTRIES: usize = 1000;
+/// How often the pub/sub connection is PINGed: a connection that stopped answering (a
+/// partition, a Redis that sleeps) is made again, and the homes resync, instead of waiting for
+/// TCP to notice.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Starts the bridge thread (when `--redis` is set).
 pub fn spawn(node: Arc<Node>) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -58,6 +63,10 @@ struct Ctx {
     /// A script call found the connection broken: `serve` returns and the bridge reconnects
     /// (redis-rs's multiplexed connection does not come back by itself).
     broken: AtomicBool,
+    /// Pushes received, for `--debug-drop-pushes`.
+    pushes: std::sync::atomic::AtomicU64,
+    /// Appends made, so each proposes its own epoch (`scripts::fresh_epoch`).
+    appends: std::sync::atomic::AtomicU64,
 }
 
 impl Ctx {
@@ -87,16 +96,31 @@ async fn run(node: Arc<Node>) {
         scripts: Scripts::default(),
         seed: node.seed,
         broken: AtomicBool::new(false),
+        pushes: std::sync::atomic::AtomicU64::new(0),
+        appends: std::sync::atomic::AtomicU64::new(0),
         node,
     });
     let timeout = Duration::from_millis(ctx.node.cfg.publish_timeout_ms.max(1));
     let mut backoff = MIN_BACKOFF;
+    let mut connected_before = false;
+    let m = &ctx.node.metrics.shards[0];
     while !ctx.node.shutting_down.load(Ordering::Relaxed) {
         match connect(&client, &ctx.prefix, timeout).await {
             Ok((con, pubsub)) => {
                 info!("redis: connected to {}", redact(&url));
+                m.set(M::RedisConnected, 1);
+                if connected_before {
+                    m.inc(M::RedisReconnects);
+                }
+                connected_before = true;
                 backoff = MIN_BACKOFF;
-                serve(&ctx, con, pubsub).await;
+                // Subscribed (confirmed by `connect`): only now can each home ask what it
+                // missed and be sure that what comes after arrives as pushes.
+                for shard in 0..ctx.node.bus.shards() {
+                    deliver(&ctx.node, shard, Cmd::Resync).await;
+                }
+                serve(&ctx, con, pubsub, timeout).await;
+                m.set(M::RedisConnected, 0);
                 warn!("redis: connection lost; reconnecting");
             }
             Err(e) => warn!("redis: cannot connect ({e}); retrying in {backoff:?}"),
@@ -183,12 +207,18 @@ fn refuse_while_away(node: &Node) {
 }
 
 /// Serves one connection until it breaks or the node shuts down.
-async fn serve(ctx: &Arc<Ctx>, con: MultiplexedConnection, pubsub: redis::aio::PubSub) {
+async fn serve(
+    ctx: &Arc<Ctx>,
+    con: MultiplexedConnection,
+    pubsub: redis::aio::PubSub,
+    timeout: Duration,
+) {
     let Some(inbox) = &ctx.node.bridge else {
         return;
     };
-    let mut pushes = pubsub.into_on_message();
-    let mut counter: u64 = 0;
+    let (sink, mut pushes) = pubsub.split();
+    let probe = tokio::spawn(probe(ctx.clone(), sink, timeout));
+    let _stop_probe = AbortOnDrop(probe);
     loop {
         if ctx.broken.load(Ordering::Relaxed) {
             return;
@@ -209,9 +239,8 @@ async fn serve(ctx: &Arc<Ctx>, con: MultiplexedConnection, pubsub: redis::aio::P
                     if until <= Instant::now() {
                         continue;
                     }
-                    counter += 1;
                     let (ctx, con) = (ctx.clone(), con.clone());
-                    tokio::spawn(append(ctx, con, groups, reply, counter));
+                    tokio::spawn(append(ctx, con, groups, reply));
                 }
                 BridgeCmd::Fetch { topic, since, home, asked } => {
                     let (ctx, con) = (ctx.clone(), con.clone());
@@ -228,6 +257,30 @@ async fn serve(ctx: &Arc<Ctx>, con: MultiplexedConnection, pubsub: redis::aio::P
                 }
             }
         }
+    }
+}
+
+/// PINGs the pub/sub connection every [`PROBE_EVERY`]; no answer within `timeout` (at least a
+/// second) marks the connection broken, so `serve` makes both again.
+async fn probe(ctx: Arc<Ctx>, mut sink: redis::aio::PubSubSink, timeout: Duration) {
+    let timeout = timeout.max(Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let r = tokio::time::timeout(timeout, sink.ping::<Value>()).await;
+        if !matches!(r, Ok(Ok(_))) {
+            warn!("redis: the pub/sub connection did not answer a PING within {timeout:?}");
+            ctx.broken.store(true, Ordering::Relaxed);
+            return;
+        }
+    }
+}
+
+/// Ends a task when its connection's `serve` returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -254,12 +307,14 @@ async fn append(
     mut con: MultiplexedConnection,
     groups: Vec<TopicMsgs>,
     reply: crate::fanout::ReplyTo,
-    counter: u64,
 ) {
     let mut done = Vec::with_capacity(groups.len());
-    for (i, g) in groups.iter().enumerate() {
+    for g in &groups {
         let keys = Keys::new(&ctx.prefix, &g.topic);
-        let epoch = scripts::fresh_epoch(ctx.seed, counter.wrapping_mul(64) + i as u64);
+        // A fresh value for every append this process makes, across reconnects: a topic that
+        // starts again never gets an epoch it had.
+        let n = ctx.appends.fetch_add(1, Ordering::Relaxed);
+        let epoch = scripts::fresh_epoch(ctx.seed, n);
         let inv = scripts::append(&ctx.scripts, &keys, &ctx.limits, epoch, &g.msgs);
         let r: redis::RedisResult<Value> = inv.invoke_async(&mut con).await;
         if let Err(e) = &r {
@@ -356,6 +411,13 @@ async fn pushed(ctx: &Ctx, channel: &str, payload: &[u8]) {
     let Some(topic) = Keys::topic_of_channel(&ctx.prefix, channel) else {
         return;
     };
+    let drop_every = ctx.node.cfg.debug_drop_pushes;
+    if drop_every > 0 && (ctx.pushes.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(drop_every)
+    {
+        crate::debug!("redis: push on {channel} dropped (--debug-drop-pushes)");
+        ctx.node.metrics.shards[0].inc(M::RedisPushesDropped);
+        return;
+    }
     let Some(p) = parse_push(payload) else {
         warn!("redis: unreadable push on {channel}; the home fetches the gap");
         return;

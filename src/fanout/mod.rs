@@ -149,6 +149,10 @@ pub enum Cmd {
         window: Option<Window>,
         asked: Option<Asked>,
     },
+    /// With `--redis`, from the bridge to every shard once it is connected and subscribed
+    /// again: check every topic homed there against Redis (what was published while the node
+    /// was away reaches it now, not with the topic's next message).
+    Resync,
     /// Stop accepting and drain (sent by the signal thread).
     Shutdown,
 }

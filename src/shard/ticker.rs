@@ -1,5 +1,6 @@
 //! The once-a-second work of a shard: the `Date` value, idle topics, heartbeats and pong checks
-//! on quiet streams, and (shard 0) the per-second samples of `/stats`.
+//! on quiet streams, (shard 0) the per-second samples of `/stats`, and with `--redis` the check
+//! of topics gone quiet (`core::backplane`).
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -23,6 +24,9 @@ pub(crate) async fn ticker_task(sh: Rc<Shard>) {
             sh.node.samples.record(&sh.node.metrics, unix_ms());
         }
         sweep_topics(&sh);
+        if sh.node.bridge.is_some() {
+            sh.check_quiet(Instant::now());
+        }
         expiry::sweep(&sh, unix_secs());
         let hb = sh.node.cfg.heartbeat_secs;
         if hb > 0 && tick.is_multiple_of(hb) {

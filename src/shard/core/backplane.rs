@@ -19,7 +19,12 @@ use crate::fanout::{
 use crate::metrics::M;
 use crate::shard::core::{Fail, Shard, State};
 use crate::shard::topics::home::HomeTopic;
+use crate::shard::topics::Side;
 use crate::{debug, warn};
+
+/// How long a topic homed here must have had no push before it is checked against Redis once
+/// (`Shard::check_quiet`): the bound on how late a lost last message arrives, less a second.
+const QUIET: Duration = Duration::from_secs(1);
 
 impl Shard {
     /// Gives `groups` their positions in Redis; one result per group, in order. Redis away
@@ -32,8 +37,17 @@ impl Shard {
         let n = groups.len();
         let overloaded = |sh: &Shard| {
             sh.metrics().add(M::PublishOverload, n as i64);
+            sh.metrics().add(M::RedisPublishRefused, n as i64);
             (0..n).map(|_| Err(Fail::Overloaded)).collect()
         };
+        // The publish reply is a hint for the topics homed here: were its push lost, the
+        // quiet check finds the message (`check_quiet`).
+        let shards = self.node.bus.shards();
+        let mine: Vec<Arc<str>> = groups
+            .iter()
+            .filter(|g| crate::fanout::home_of(g.topic.as_bytes(), shards) == self.id)
+            .map(|g| g.topic.clone())
+            .collect();
         let Some(bridge) = &self.node.bridge else {
             return overloaded(self);
         };
@@ -54,7 +68,18 @@ impl Shard {
             reply
         };
         match monoio::time::timeout(timeout, self.wait_slot(reply)).await {
-            Ok(Reply::Published(done)) => done.into_iter().map(|r| r.map_err(Fail::from)).collect(),
+            Ok(Reply::Published(done)) => {
+                let refused = done.iter().filter(|r| r.is_err()).count();
+                self.metrics().add(M::RedisPublishRefused, refused as i64);
+                if !mine.is_empty() {
+                    let now = Instant::now();
+                    let mut st = self.st.borrow_mut();
+                    for topic in mine {
+                        st.quiet.entry(topic).or_insert(now);
+                    }
+                }
+                done.into_iter().map(|r| r.map_err(Fail::from)).collect()
+            }
             Ok(_) => overloaded(self),
             Err(_) => overloaded(self),
         }
@@ -73,14 +98,20 @@ impl Shard {
             return;
         }
         if t.epoch != p.epoch {
-            if t.epoch != 0 {
+            if t.epoch == 0 {
+                // First sight of the topic: its cursor starts at this message.
+                t.reset_to(p.epoch, p.offset - 1);
+            } else {
+                // Redis started the topic again (it lost acknowledged writes): the new epoch
+                // is followed from its start, so nothing of it is skipped; subscribers are
+                // told with one reset each when its first message reaches them
+                // (`Subscribers::deliver_to`).
                 warn!(
                     "redis: {topic} is in a new epoch ({:x} after {:x})",
                     p.epoch, t.epoch
                 );
+                t.reset_to(p.epoch, 0);
             }
-            // First sight of the topic (or a new epoch): its cursor starts at this message.
-            t.reset_to(p.epoch, p.offset - 1);
         }
         if p.offset <= t.last {
             debug!("redis: duplicate push {topic} {p} dropped");
@@ -100,6 +131,60 @@ impl Shard {
         let mask = t.mask;
         self.metrics().inc(M::Published);
         self.fan_out(st, tk, mask, &msg);
+        match st.quiet.get_mut(&topic) {
+            Some(at) => *at = now,
+            None => {
+                st.quiet.insert(topic, now);
+            }
+        }
+    }
+
+    /// After the bridge (re)connected and subscribed: asks Redis for what each topic homed
+    /// here missed meanwhile (a message published while the node was away shows no gap until
+    /// the topic's next one, which may never come).
+    pub(crate) fn resync(&self, st: &mut State) {
+        let known: Vec<Arc<str>> = st
+            .subs
+            .topics
+            .all()
+            .filter(|t| matches!(&t.side, Side::Home(h) if h.epoch != 0))
+            .map(|t| t.name.clone())
+            .collect();
+        debug!("redis: shard {} resyncs {} topics", self.id, known.len());
+        for topic in known {
+            self.check(st, topic);
+        }
+    }
+
+    /// Once a second: the topics pushed here that have been quiet for [`QUIET`] are checked
+    /// against Redis once, so a lost *last* message (which no later push reveals) arrives.
+    pub(crate) fn check_quiet(&self, now: Instant) {
+        let mut st = self.st.borrow_mut();
+        if st.quiet.is_empty() {
+            return;
+        }
+        let mut due = Vec::new();
+        st.quiet.retain(|topic, at| {
+            let quiet = now.saturating_duration_since(*at) >= QUIET;
+            if quiet {
+                due.push(topic.clone());
+            }
+            !quiet
+        });
+        for topic in due {
+            self.check(&mut st, topic);
+        }
+    }
+
+    /// Asks Redis for the messages of `topic` after this home's cursor (nothing, when it has
+    /// them all).
+    fn check(&self, st: &mut State, topic: Arc<str>) {
+        let Ok((_, t)) = self.home_topic(st, &topic) else {
+            return;
+        };
+        let since = t.current();
+        self.metrics().inc(M::RedisResyncs);
+        self.ask_gap(st, topic, since, 0);
     }
 
     /// Asks the bridge for the messages after `since` (one fetch in flight per topic).
@@ -235,9 +320,24 @@ impl Shard {
             }
             return;
         };
+        let before = self
+            .home_topic(st, &topic)
+            .map_or(Position::new(0, 0), |(_, t)| t.current());
         if w.reset && asked.is_none() {
-            // The Stream no longer has what this node missed: it starts again at Redis's
-            // current position (an explicit reset to subscribers is not built yet).
+            if before.epoch != 0 && w.current.epoch != before.epoch {
+                // A new epoch: its first push (or the next check) follows it from offset 1.
+                if let Ok((_, t)) = self.home_topic(st, &topic) {
+                    t.reset_to(w.current.epoch, 0);
+                }
+                // Epoch 0: Redis has no message of the topic yet; its first push starts it.
+                if w.current.epoch != 0 {
+                    self.ask_gap(st, topic, Position::new(w.current.epoch, 0), want);
+                }
+                return;
+            }
+            // The Stream no longer has what this node missed: it goes on from Redis's current
+            // position; each subscriber is told with a reset at the next message it gets (the
+            // offsets jump, `Subscribers::deliver_to`).
             warn!(
                 "redis: history of {topic} after this node's cursor is gone; now at {}",
                 w.current
@@ -255,8 +355,17 @@ impl Shard {
         };
         let (last, since) = (t.last, t.current());
         let Some(a) = asked else {
-            if last < want && !st.fetching.contains_key(&topic) {
-                self.ask_gap(st, topic, since, want);
+            if since.epoch == before.epoch && last > before.offset {
+                self.metrics()
+                    .add(M::RedisGapsRepaired, (last - before.offset) as i64);
+            }
+            // Still behind what was pushed meanwhile, or what Redis had when it answered (a
+            // fetch brings at most `MAX_FETCH_ENTRIES`): ask on, while each answer moves the
+            // cursor.
+            let redis_ahead = w.current.epoch == since.epoch && w.current.offset > last;
+            let moved = since != before;
+            if (last < want || (redis_ahead && moved)) && !st.fetching.contains_key(&topic) {
+                self.ask_gap(st, topic, since, want.max(w.current.offset));
             }
             return;
         };

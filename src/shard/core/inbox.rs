@@ -226,6 +226,7 @@ impl Shard {
                 window,
                 asked,
             } => self.apply_fetched(st, topic, window, asked),
+            Cmd::Resync => self.resync(st),
             Cmd::Shutdown => self.draining.fire(),
         }
     }

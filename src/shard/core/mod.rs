@@ -24,7 +24,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
@@ -60,6 +60,9 @@ pub struct State {
     /// `--redis`: topics homed here with a gap fetch in flight, and the highest offset pushed
     /// since it was asked (`core::backplane`).
     pub(crate) fetching: std::collections::HashMap<Arc<str>, u64>,
+    /// `--redis`: topics homed here to check against Redis once quiet, and when they were
+    /// last pushed (a lost *last* message shows no gap; `core::backplane::check_quiet`).
+    pub(crate) quiet: std::collections::HashMap<Arc<str>, Instant>,
     /// Read buffers lent to connections while they parse a request.
     pub bufpool: Vec<Vec<u8>>,
 }

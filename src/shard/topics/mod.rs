@@ -166,6 +166,11 @@ impl Topics {
         self.slots.get(k)
     }
 
+    /// Every topic the shard knows, in slab order.
+    pub fn all(&self) -> impl Iterator<Item = &Topic> + '_ {
+        self.slots.iter().map(|(_, t)| t)
+    }
+
     pub fn get_mut(&mut self, k: usize) -> Option<&mut Topic> {
         self.slots.get_mut(k)
     }
