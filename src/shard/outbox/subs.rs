@@ -265,15 +265,25 @@ impl Subscribers {
             let Some(sub) = self.subs.get_mut(sk) else {
                 continue;
             };
-            // --redis: a subscription made while the node knew no message of the topic has
-            // epoch 0 (standalone epochs never are); the first message names the epoch.
-            if sub.ready && sub.epoch == 0 && sub.cursor == 0 {
-                sub.epoch = msg.pos.epoch;
-            }
             // Not ready: its window (applied in inbox order) will contain this message.
-            if !sub.ready || msg.pos.epoch != sub.epoch || msg.pos.offset <= sub.cursor {
+            if !sub.ready {
                 continue;
             }
+            // --redis: a subscription made while the node knew no message of the topic has
+            // epoch 0 (standalone epochs never are); the first message names the epoch.
+            if sub.epoch == 0 && sub.cursor == 0 {
+                sub.epoch = msg.pos.epoch;
+                sub.cursor = msg.pos.offset - 1;
+            }
+            if msg.pos.epoch == sub.epoch && msg.pos.offset <= sub.cursor {
+                continue;
+            }
+            // Not the next message: the topic started a new epoch in Redis, or the history
+            // after the node's cursor was gone. The subscriber is told where it stands with a
+            // reset before the message (a long poll's answer says `"reset": true`), never a
+            // silent gap.
+            let jumped = msg.pos.epoch != sub.epoch || msg.pos.offset != sub.cursor + 1;
+            sub.epoch = msg.pos.epoch;
             sub.cursor = msg.pos.offset;
             let ok = sub.out as usize;
             let Some(out) = self.outs.get_mut(ok) else {
@@ -281,6 +291,12 @@ impl Subscribers {
             };
             if out.kill.is_some() {
                 continue;
+            }
+            if jumped {
+                p.metrics.inc(M::StreamResets);
+                if out.format != Format::LongPoll {
+                    out.set_gap(Some(Position::new(msg.pos.epoch, msg.pos.offset - 1)));
+                }
             }
             if out.format == Format::LongPoll {
                 out.polled.push(msg.clone());
@@ -688,6 +704,59 @@ mod pass_tests {
             .outs
             .iter()
             .all(|(_, o)| o.queued == 0 && o.backlog.is_empty()));
+    }
+}
+
+#[cfg(test)]
+mod jump_tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::shard::topics::recent::tests::msg;
+
+    /// A live message that is not the next one of a subscription (the topic's epoch changed
+    /// in Redis, or its history after the node's cursor was gone) comes after one reset to
+    /// just before it; a duplicate is dropped; the next one passes as is.
+    #[test]
+    fn a_message_that_is_not_the_next_comes_after_one_reset() {
+        let metrics = ShardMetrics::default();
+        let p = test_policy(&metrics);
+        let mut s = Subscribers::default();
+        let t: Arc<str> = Arc::from("t");
+        let tk = s.remote_topic(&t);
+        let ok = s.outs.insert(Out::new(-1, Format::Sse));
+        let sk = s.subscribe(ok, tk);
+        s.outs[ok].subs.push(sk);
+        let sub = s.subs.get_mut(sk).unwrap();
+        (sub.epoch, sub.cursor, sub.ready) = (7, 4, true);
+        let now = Instant::now();
+        let chain = |s: &mut Subscribers| {
+            let mut v = Vec::new();
+            s.chains.take(&mut s.outs[ok], &mut v);
+            v.iter()
+                .flat_map(|b| b.iter().copied())
+                .collect::<Vec<u8>>()
+        };
+        s.deliver_to(tk, &msg(7, 5, now), &p);
+        s.deliver_to(tk, &msg(7, 5, now), &p);
+        let got = String::from_utf8(chain(&mut s)).unwrap();
+        assert_eq!(got.matches("id: 7:5").count(), 1, "{got}");
+        assert!(!got.contains("reset"), "{got}");
+        // A new epoch: one reset to 9:0, then its first message.
+        s.deliver_to(tk, &msg(9, 1, now), &p);
+        s.deliver_to(tk, &msg(9, 2, now), &p);
+        let got = String::from_utf8(chain(&mut s)).unwrap();
+        assert_eq!(got.matches("event: reset").count(), 1, "{got}");
+        let (reset, rest) = got.split_at(got.find("id: 9:1").unwrap());
+        assert!(reset.contains("9:0"), "{got}");
+        assert!(rest.contains("id: 9:2"), "{got}");
+        // Offsets that jump in the same epoch: a reset to just before the message.
+        s.deliver_to(tk, &msg(9, 6, now), &p);
+        let got = String::from_utf8(chain(&mut s)).unwrap();
+        assert!(got.starts_with("event: reset\nid: 9:5\n"), "{got}");
+        assert!(got.contains("id: 9:6"), "{got}");
+        assert_eq!(metrics.get(M::StreamResets), 2);
     }
 }
 

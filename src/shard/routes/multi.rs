@@ -329,9 +329,15 @@ impl Waiting {
                 continue;
             };
             // Past the limit, the topic's later messages wait for the next poll.
-            if counts[i] == self.limit || msg.pos.epoch != m.topics[i].1.epoch {
-                counts[i] = self.limit;
+            if counts[i] == self.limit {
                 continue;
+            }
+            // Not the next message of the topic (a new epoch in Redis, or its history gone):
+            // a reset to just before it, then the message.
+            let at = m.topics[i].1;
+            if at.epoch != 0 && (msg.pos.epoch != at.epoch || msg.pos.offset != at.offset + 1) {
+                let before = Position::new(msg.pos.epoch, msg.pos.offset - 1);
+                items.push(Item::Reset(m.topics[i].0.clone(), before));
             }
             counts[i] += 1;
             m.topics[i].1 = msg.pos;

@@ -296,7 +296,11 @@ impl Waiting {
             );
         } else {
             msgs.truncate(self.limit);
-            answer(&mut a, &msgs, false, self.current, None);
+            // The topic moved on without this poll's position (a new epoch in Redis, or its
+            // history gone): say so rather than leave a silent gap.
+            let (first, c) = (msgs[0].pos, self.current);
+            let reset = c.epoch != 0 && (first.epoch != c.epoch || first.offset != c.offset + 1);
+            answer(&mut a, &msgs, reset, self.current, None);
         }
     }
 }
