@@ -13,15 +13,15 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Value};
 
+use super::commit::{self, Commits, Flight};
 use super::scripts::{self, Limits, Scripts};
 use super::{parse_push, Keys};
-use crate::fanout::{
-    home_of, Asked, BridgeCmd, Cmd, Msg, MsgRef, PublishError, Reply, TopicMsgs, Window,
-};
+use crate::fanout::{home_of, Asked, BridgeCmd, Cmd, Msg, MsgRef, Window};
 use crate::metrics::M;
 use crate::node::Node;
 use crate::{info, warn};
@@ -54,12 +54,12 @@ pub fn spawn(node: Arc<Node>) -> std::io::Result<std::thread::JoinHandle<()>> {
 }
 
 /// What every task of the bridge shares.
-struct Ctx {
+pub(super) struct Ctx {
     node: Arc<Node>,
-    scripts: Scripts,
-    limits: Limits,
-    prefix: String,
-    seed: u64,
+    pub(super) scripts: Scripts,
+    pub(super) limits: Limits,
+    pub(super) prefix: String,
+    pub(super) seed: u64,
     /// A script call found the connection broken: `serve` returns and the bridge reconnects
     /// (redis-rs's multiplexed connection does not come back by itself).
     broken: AtomicBool,
@@ -70,8 +70,14 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// A fresh value for every append this process makes, across reconnects: a topic that
+    /// starts again never gets an epoch it had (`scripts::fresh_epoch`).
+    pub(super) fn next_append(&self) -> u64 {
+        self.appends.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Notes an error that means the connection is gone (not a script's own error).
-    fn check(&self, e: &redis::RedisError) {
+    pub(super) fn check(&self, e: &redis::RedisError) {
         if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
             self.broken.store(true, Ordering::Relaxed);
         }
@@ -109,6 +115,9 @@ async fn run(node: Arc<Node>) {
             Ok((con, pubsub)) => {
                 info!("redis: connected to {}", redact(&url));
                 m.set(M::RedisConnected, 1);
+                if let Some(b) = &ctx.node.bridge {
+                    b.set_connected(true);
+                }
                 if connected_before {
                     m.inc(M::RedisReconnects);
                 }
@@ -120,6 +129,9 @@ async fn run(node: Arc<Node>) {
                     deliver(&ctx.node, shard, Cmd::Resync).await;
                 }
                 serve(&ctx, con, pubsub, timeout).await;
+                if let Some(b) = &ctx.node.bridge {
+                    b.set_connected(false);
+                }
                 m.set(M::RedisConnected, 0);
                 warn!("redis: connection lost; reconnecting");
             }
@@ -219,6 +231,25 @@ async fn serve(
     let (sink, mut pushes) = pubsub.split();
     let probe = tokio::spawn(probe(ctx.clone(), sink, timeout));
     let _stop_probe = AbortOnDrop(probe);
+    let mut commits = Commits::default();
+    let mut flights: FuturesUnordered<Flight> = FuturesUnordered::new();
+    serve_until_broken(ctx, inbox, &con, &mut pushes, &mut commits, &mut flights).await;
+    drop(flights);
+    for (to, reply) in commits.abandon() {
+        deliver(&ctx.node, to.shard as usize, Cmd::Reply { to, reply }).await;
+    }
+}
+
+/// The bridge's loop on one connection: commands from the shards, script calls landing,
+/// pushes from Redis.
+async fn serve_until_broken(
+    ctx: &Arc<Ctx>,
+    inbox: &crate::fanout::BridgeInbox,
+    con: &MultiplexedConnection,
+    pushes: &mut redis::aio::PubSubStream,
+    commits: &mut Commits,
+    flights: &mut FuturesUnordered<Flight>,
+) {
     loop {
         if ctx.broken.load(Ordering::Relaxed) {
             return;
@@ -239,14 +270,21 @@ async fn serve(
                     if until <= Instant::now() {
                         continue;
                     }
-                    let (ctx, con) = (ctx.clone(), con.clone());
-                    tokio::spawn(append(ctx, con, groups, reply));
+                    let calls = commits.take(groups, reply, until);
+                    flights.extend(calls.into_iter().map(|c| commit::flight(ctx, con, c)));
                 }
                 BridgeCmd::Fetch { topic, since, home, asked } => {
                     let (ctx, con) = (ctx.clone(), con.clone());
                     tokio::spawn(fetch(ctx, con, topic, since, home, asked));
                 }
             },
+            Some(landed) = flights.next(), if !flights.is_empty() => {
+                let (answers, next) = commits.landed(landed, Instant::now());
+                flights.extend(next.map(|c| commit::flight(ctx, con, c)));
+                for (to, reply) in answers {
+                    deliver(&ctx.node, to.shard as usize, Cmd::Reply { to, reply }).await;
+                }
+            }
             m = pushes.next() => match m {
                 Some(m) => pushed(ctx, m.get_channel_name(), m.get_payload_bytes()).await,
                 None => return,
@@ -300,43 +338,6 @@ async fn deliver(node: &Node, to: usize, cmd: Cmd) {
             }
         }
     }
-}
-
-async fn append(
-    ctx: Arc<Ctx>,
-    mut con: MultiplexedConnection,
-    groups: Vec<TopicMsgs>,
-    reply: crate::fanout::ReplyTo,
-) {
-    let mut done = Vec::with_capacity(groups.len());
-    for g in &groups {
-        let keys = Keys::new(&ctx.prefix, &g.topic);
-        // A fresh value for every append this process makes, across reconnects: a topic that
-        // starts again never gets an epoch it had.
-        let n = ctx.appends.fetch_add(1, Ordering::Relaxed);
-        let epoch = scripts::fresh_epoch(ctx.seed, n);
-        let inv = scripts::append(&ctx.scripts, &keys, &ctx.limits, epoch, &g.msgs);
-        let r: redis::RedisResult<Value> = inv.invoke_async(&mut con).await;
-        if let Err(e) = &r {
-            ctx.check(e);
-        }
-        match r.ok().as_ref().map(scripts::parse_appended) {
-            Some(Ok(a)) => done.push(Ok(a.positions().collect())),
-            other => {
-                if let Some(Err(e)) = other {
-                    warn!("redis: append on {}: {e}", g.topic);
-                } else {
-                    warn!("redis: append on {} not confirmed", g.topic);
-                }
-                done.push(Err(PublishError::NotConfirmed));
-            }
-        }
-    }
-    let cmd = Cmd::Reply {
-        to: reply,
-        reply: Reply::Published(done),
-    };
-    deliver(&ctx.node, reply.shard as usize, cmd).await;
 }
 
 fn msg_of(topic: &Arc<str>, e: scripts::Entry, epoch: u64) -> MsgRef {

@@ -7,6 +7,7 @@
 //! or in tests.
 
 pub mod bridge;
+mod commit;
 pub mod scripts;
 
 use crate::codec::position::Position;

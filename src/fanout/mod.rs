@@ -193,6 +193,9 @@ pub struct Asked {
 pub struct BridgeInbox {
     queue: ArrayQueue<BridgeCmd>,
     waker: AtomicWaker,
+    /// The bridge is connected and subscribed: a publish that times out meanwhile may have
+    /// been sent ("not confirmed"); one that times out while it is not was never sent.
+    connected: std::sync::atomic::AtomicBool,
 }
 
 impl BridgeInbox {
@@ -200,7 +203,18 @@ impl BridgeInbox {
         BridgeInbox {
             queue: ArrayQueue::new(capacity.max(1)),
             waker: AtomicWaker::new(),
+            connected: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Set by the bridge when it has subscribed, cleared before it reconnects.
+    pub fn set_connected(&self, up: bool) {
+        self.connected
+            .store(up, std::sync::atomic::Ordering::Release);
     }
 
     /// Pushes and wakes the bridge; `Err(cmd)` when the queue is full.

@@ -27,9 +27,10 @@ use crate::{debug, warn};
 const QUIET: Duration = Duration::from_secs(1);
 
 impl Shard {
-    /// Gives `groups` their positions in Redis; one result per group, in order. Redis away
-    /// or too slow: `Fail::Overloaded` after `--publish-timeout-ms` (nothing is sent after
-    /// that); sent but not confirmed: `Fail::NotConfirmed`.
+    /// Gives `groups` their positions in Redis; one result per group, in order. The bridge's
+    /// inbox full: `Fail::Overloaded` (nothing was sent). No answer within
+    /// `--publish-timeout-ms`, or sent but not confirmed: `Fail::NotConfirmed` (the bridge sends
+    /// nothing past that instant, but may have sent it before).
     pub(crate) async fn publish_redis(
         self: &Rc<Self>,
         groups: Vec<TopicMsgs>,
@@ -81,7 +82,16 @@ impl Shard {
                 done.into_iter().map(|r| r.map_err(Fail::from)).collect()
             }
             Ok(_) => overloaded(self),
-            Err(_) => overloaded(self),
+            // With the bridge connected it may have sent the append: the publisher cannot be
+            // told "refused". While it is not, nothing was sent (and never will be).
+            Err(_) if bridge.connected() => {
+                self.metrics().add(M::RedisPublishRefused, n as i64);
+                (0..n).map(|_| Err(Fail::NotConfirmed)).collect()
+            }
+            Err(_) => {
+                self.metrics().add(M::RedisPublishRefused, n as i64);
+                (0..n).map(|_| Err(Fail::RedisAway)).collect()
+            }
         }
     }
 

@@ -101,6 +101,8 @@ pub enum Fail {
     Overloaded,
     /// `--redis`: sent to Redis, not confirmed (`PublishError::NotConfirmed`).
     NotConfirmed,
+    /// `--redis`: Redis is away; nothing was sent, nor will be.
+    RedisAway,
 }
 
 impl From<PublishError> for Fail {

@@ -277,7 +277,7 @@ pub async fn run_poll(sh: &Rc<Shard>, p: MultiPoll, a: &mut Answer<'_>, fd: RawF
 fn fail(a: &mut Answer<'_>, f: Fail) -> Next {
     match f {
         Fail::TooManyTopics => a.error(503, "too many topics (--max-topics)"),
-        Fail::Overloaded | Fail::NotConfirmed => {
+        Fail::Overloaded | Fail::NotConfirmed | Fail::RedisAway => {
             a.send(503, &[("Retry-After", b"1")], b"overloaded\n")
         }
     }

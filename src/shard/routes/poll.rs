@@ -140,7 +140,7 @@ fn answer(a: &mut Answer<'_>, msgs: &[MsgRef], reset: bool, current: Position, i
 fn fail(a: &mut Answer<'_>, f: Fail) -> Next {
     match f {
         Fail::TooManyTopics => a.error(503, "too many topics (--max-topics)"),
-        Fail::Overloaded | Fail::NotConfirmed => {
+        Fail::Overloaded | Fail::NotConfirmed | Fail::RedisAway => {
             a.send(503, &[("Retry-After", b"1")], b"overloaded\n")
         }
     }

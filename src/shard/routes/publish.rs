@@ -49,6 +49,16 @@ fn fail(a: &mut Answer<'_>, f: Fail) -> Next {
                 b"not confirmed: Redis did not answer; it may or may not be published\n",
             );
         }
+        Fail::RedisAway => {
+            a.send(
+                503,
+                &[
+                    ("Retry-After", b"1"),
+                    ("Content-Type", b"text/plain; charset=utf-8"),
+                ],
+                b"Redis is unavailable: not published; retry shortly\n",
+            );
+        }
         Fail::Overloaded => {
             let body = b"fanout is behind; retry shortly\n";
             a.send(

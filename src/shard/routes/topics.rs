@@ -75,7 +75,7 @@ pub async fn get(sh: &Rc<Shard>, req: &Req<'_>, a: &mut Answer<'_>, topic: Strin
             |out| write_json(None, &topic, at, n, out),
         ),
         Err(Fail::TooManyTopics) => a.error(503, "too many topics (--max-topics)"),
-        Err(Fail::Overloaded | Fail::NotConfirmed) => {
+        Err(Fail::Overloaded | Fail::NotConfirmed | Fail::RedisAway) => {
             a.send(503, &[("Retry-After", b"1")], b"overloaded\n")
         }
     }

@@ -32,6 +32,7 @@ pub(super) fn fail_text(f: Fail) -> &'static str {
         Fail::TooManyTopics => "too many topics",
         Fail::Overloaded => "overloaded",
         Fail::NotConfirmed => "not confirmed",
+        Fail::RedisAway => "redis unavailable",
     }
 }
 
