@@ -30,6 +30,10 @@
 # steady state past the first second's ramp.
 # SYSCALLS=1 counts each run's write syscalls (perf) and prints them per delivery. RC_FLAGS adds
 # flags to both ringcast servers (e.g. "--max-write-delay-ms 50").
+# SERVERS may name ringcast-redis (one node on a redis-server of its own, started and stopped
+# with it: issue 14's "within 10% of standalone") and ringcast-redis2 (two nodes on one Redis:
+# publishes go to the first, subscribers to the second, so every message crosses Redis). The
+# CPU per delivery counts the nodes; Redis's own CPU over the run is printed beside it.
 # Usage: [ROUNDS=2] [SYSCALLS=0] [PROCS=2] [PUB_PIPELINE=1] [SAT_MSGS=1000] [CASES="saturated split rate20 idle perwrite"] [SERVERS="ringcast nchan axum"] tools/bench/fanout.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -53,6 +57,9 @@ AXBIN=target/release/ringcast-peer-axum
 PORT_RC=18780
 PORT_NC=18782
 PORT_AX=18783
+PORT_RC2=18784
+PORT_REDIS=18790
+REDIS_PID=""
 NC_DIR=/tmp/ringcast-bench-fanout-nchan
 AX_DIR=/tmp/ringcast-bench-fanout-axum
 
@@ -75,18 +82,47 @@ start() { # server cores(1|2)
     taskset -c $pin "$bin" --listen 127.0.0.1:$PORT_RC --shards $shards --log-level warn $RC_FLAGS &
     SRV=$!
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT_RC/healthz" >/dev/null && break; sleep 0.05; done
-    PIDS=$SRV PORT=$PORT_RC
+    PIDS=$SRV PORT=$PORT_RC PUBPORT=$PORT_RC
+    ;;
+  ringcast-redis | ringcast-redis2)
+    redis-server --port $PORT_REDIS --bind 127.0.0.1 --save "" --appendonly no \
+      --maxmemory-policy noeviction --loglevel warning >/dev/null &
+    REDIS_PID=$!
+    for _ in $(seq 100); do redis-cli -p $PORT_REDIS ping >/dev/null 2>&1 && break; sleep 0.05; done
+    REDIS_CPU0=$(awk '{print $14 + $15}' /proc/$REDIS_PID/stat)
+    # shellcheck disable=SC2086
+    taskset -c 0-1 "$BIN" --listen 127.0.0.1:$PORT_RC --shards 2 --log-level warn \
+      --redis redis://127.0.0.1:$PORT_REDIS $RC_FLAGS &
+    SRV=$!
+    PIDS=$SRV PORT=$PORT_RC PUBPORT=$PORT_RC
+    if [ "$s" = ringcast-redis2 ]; then
+      # shellcheck disable=SC2086
+      taskset -c 0-1 "$BIN" --listen 127.0.0.1:$PORT_RC2 --shards 2 --log-level warn \
+        --redis redis://127.0.0.1:$PORT_REDIS $RC_FLAGS &
+      SRV2=$!
+      PIDS=$SRV,$SRV2 PORT=$PORT_RC2
+    fi
+    for port in $PORT_RC $PORT; do
+      for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.05; done
+    done
+    # The bridges are connected once /metrics says so.
+    for port in $PORT_RC $PORT; do
+      for _ in $(seq 100); do
+        curl -sf "http://127.0.0.1:$port/metrics" | grep -q '^ringcast_redis_connected{shard="0"} 1' && break
+        sleep 0.05
+      done
+    done
     ;;
   nchan)
     SRV=$(PORT=$PORT_NC WORKERS=$cores RUN_DIR=$NC_DIR tools/peers/nchan/run.sh start 2>/dev/null)
-    PIDS=$(pgrep -d, -P "$SRV") PORT=$PORT_NC
+    PIDS=$(pgrep -d, -P "$SRV") PORT=$PORT_NC PUBPORT=$PORT_NC
     if [ "$cores" = 1 ]; then
       for p in $SRV ${PIDS//,/ }; do taskset -p -c 0 "$p" >/dev/null; done
     fi
     ;;
   axum)
     SRV=$(PORT=$PORT_AX THREADS=$cores RUN_DIR=$AX_DIR BIN=$AXBIN tools/peers/axum/run.sh start 2>/dev/null)
-    PIDS=$SRV PORT=$PORT_AX
+    PIDS=$SRV PORT=$PORT_AX PUBPORT=$PORT_AX
     if [ "$cores" = 1 ]; then taskset -a -p -c 0 "$SRV" >/dev/null; fi
     ;;
   esac
@@ -94,6 +130,12 @@ start() { # server cores(1|2)
 stop() { # server
   case $1 in
   ringcast | ringcast-base) kill -TERM "$SRV"; wait "$SRV" 2>/dev/null || true ;;
+  ringcast-redis | ringcast-redis2)
+    for p in ${PIDS//,/ }; do kill -TERM "$p"; wait "$p" 2>/dev/null || true; done
+    echo "  redis-server cpu: $(awk -v t0="$REDIS_CPU0" -v hz="$(getconf CLK_TCK)" '{printf "%.2f s", ($14 + $15 - t0) / hz}' /proc/$REDIS_PID/stat)"
+    kill -TERM "$REDIS_PID"
+    wait "$REDIS_PID" 2>/dev/null || true
+    ;;
   nchan) PORT=$PORT_NC RUN_DIR=$NC_DIR tools/peers/nchan/run.sh stop >/dev/null 2>&1 ;;
   axum) PORT=$PORT_AX RUN_DIR=$AX_DIR tools/peers/axum/run.sh stop >/dev/null 2>&1 ;;
   esac
@@ -113,7 +155,7 @@ fanout() { # case server round transport load-cpus subs topics rate messages tim
   taskset -c "$cpus" "$LOAD" fanout --transport "$tr" --subscribers "$subs" --topics "$topics" \
     --size 128 --rate "$rate" --messages "$msgs" --timeout "$timeout" --processes "$procs" \
     --pub-connections 10 --pub-pipeline "$PUB_PIPELINE" --source-ips 127.0.0.2-127.0.0.9 --server-pid "$PIDS" --quiet \
-    --url-sub "$scheme://127.0.0.1:$PORT/$tr/{topic}" --url-pub "http://127.0.0.1:$PORT/pub/{topic}" "$@" |
+    --url-sub "$scheme://127.0.0.1:$PORT/$tr/{topic}" --url-pub "http://127.0.0.1:${PUBPORT:-$PORT}/pub/{topic}" "$@" |
     python3 tools/bench_summary.py "$c $s $tr r$r" "$RES" case="$c" server="$s" round="$r" \
       pipeline="$PUB_PIPELINE"
   # The server's peak resident memory over the run (VmHWM, summed over its processes).

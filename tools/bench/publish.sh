@@ -2,7 +2,10 @@
 # wrk POST throughput: ringcast's publish beside nginx+nchan's nchan_publisher, same run,
 # both with every core (ringcast --shards N, nchan 2 workers), no subscribers, keep-alive.
 # With RESULTS=FILE, each run also appends one JSON line to FILE (read by tools/bench_report.py).
-# Usage: ROUNDS=3 [RESULTS=results.jsonl] tools/bench/publish.sh [duration-seconds] [connections]
+# REDIS=1 runs ringcast --redis (a redis-server of its own, started and stopped by PID) instead of
+# nchan beside standalone ringcast: issue 14's "publish throughput with Redis ≥ 40% of
+# standalone", with Redis's own CPU per publish.
+# Usage: ROUNDS=3 [REDIS=0] [RESULTS=results.jsonl] tools/bench/publish.sh [duration-seconds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-3}
@@ -53,6 +56,25 @@ for round in $(seq "$ROUNDS"); do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT_RC/healthz" >/dev/null && break; sleep 0.05; done
   run "ringcast --shards $N" "http://127.0.0.1:$PORT_RC" "$RC"
   kill -TERM "$RC"; wait "$RC" || true
+  if [ "${REDIS:-0}" = 1 ]; then
+    redis-server --port 18591 --bind 127.0.0.1 --save "" --appendonly no \
+      --maxmemory-policy noeviction --loglevel warning >/dev/null &
+    RD=$!
+    for _ in $(seq 100); do redis-cli -p 18591 ping >/dev/null 2>&1 && break; sleep 0.05; done
+    "$BIN" --listen 127.0.0.1:$PORT_RC --shards "$N" --log-level warn --redis redis://127.0.0.1:18591 &
+    RC=$!
+    for _ in $(seq 100); do
+      curl -sf "http://127.0.0.1:$PORT_RC/metrics" | grep -q '^ringcast_redis_connected{shard="0"} 1' && break
+      sleep 0.05
+    done
+    r0=$(cpu_secs "$RD")
+    run "ringcast --redis" "http://127.0.0.1:$PORT_RC" "$RC"
+    r1=$(cpu_secs "$RD")
+    echo "  redis-server cpu $(echo "$r1 - $r0" | bc)s over the run"
+    kill -TERM "$RC"; wait "$RC" || true
+    kill -TERM "$RD"; wait "$RD" || true
+    continue
+  fi
   NC=$(PORT=$PORT_NC tools/peers/nchan/run.sh start 2>/dev/null)
   # shellcheck disable=SC2046
   run "nginx+nchan 2 workers" "http://127.0.0.1:$PORT_NC" $(pgrep -P "$NC")
