@@ -312,15 +312,15 @@ fn killed_redis_connections_come_back_and_nothing_is_lost() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    // The pub/sub connections (CLIENT KILL TYPE pubsub): what is published while they are
-    // away reaches B once its next push shows the gap, exactly once and in order.
+    // The pub/sub connections (CLIENT KILL TYPE pubsub: B's, subscribed to the topic; A has
+    // no subscriber, so no channel): what is published while B's is away reaches B once it
+    // has subscribed again and resynced, exactly once and in order.
     assert!(r
         .cmd(&["CLIENT", "KILL", "TYPE", "pubsub"])
         .starts_with(':'));
     ids.push(a.publish(topic, b"m3"));
     ids.push(a.publish(topic, b"m4"));
     wait_connected(&b, 2);
-    wait_connected(&a, 3);
     ids.push(a.publish(topic, b"m5"));
     let evs = sse_read(&mut s, &mut p, 5, Duration::from_secs(10));
     let got: Vec<_> = evs.iter().map(|e| (e.id.clone(), e.data.clone())).collect();
@@ -362,4 +362,76 @@ fn a_node_started_before_redis_serves_once_it_connects() {
         1,
         "the refused publish was never sent later"
     );
+}
+
+/// Redis's count of subscribers to `topic`'s channel: the nodes following it.
+fn followers(r: &RedisServer, topic: &str) -> i64 {
+    let mut con = redis::Client::open(r.url())
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+        .expect("connect to redis");
+    let (_, n): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(format!("rc:{{{topic}}}"))
+        .query(&mut con)
+        .expect("PUBSUB NUMSUB");
+    n
+}
+
+/// Polls `followers` until it is `want` (bounded); returns the last value.
+fn wait_followers(r: &RedisServer, topic: &str, want: i64) -> i64 {
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let n = followers(r, topic);
+        if n == want || Instant::now() > end {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_node_follows_only_the_topics_it_has_subscribers_for() {
+    let r = RedisServer::start();
+    let (a, b) = (node(&r, &[]), node(&r, &["--topic-idle-secs", "1"]));
+    let topic = "followed";
+    // Published before anyone subscribes: no node follows the topic.
+    let ids: Vec<String> = (1..=5)
+        .map(|i| a.publish(topic, format!("m{i}").as_bytes()))
+        .collect();
+    assert_eq!(followers(&r, topic), 0);
+    // A subscriber on B resuming after m2: B starts following the topic (Redis's retained
+    // history first), and the subscriber gets exactly m3..m5, then live messages.
+    let mut s = pubsub::sse_open(&b, topic, &format!("Last-Event-ID: {}\r\n", ids[1]));
+    let mut p = SseParser::default();
+    let evs = sse_read(&mut s, &mut p, 3, Duration::from_secs(10));
+    let got: Vec<_> = evs.iter().map(|e| (e.id.clone(), e.data.clone())).collect();
+    let want: Vec<_> = (3..=5)
+        .map(|i| (ids[i - 1].clone(), format!("m{i}")))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(wait_followers(&r, topic, 1), 1, "B follows");
+    let live = a.publish(topic, b"m6");
+    let evs = sse_read(&mut s, &mut p, 1, Duration::from_secs(10));
+    assert_eq!(evs.first().map(|e| e.id.as_str()), Some(live.as_str()));
+    // A (publishing only) followed nothing; an `earliest` poll there loads what Redis retains.
+    let v = a.get(&format!("/poll/{topic}?since=earliest")).json();
+    let all: Vec<String> = pubsub::msgs(&v).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(all.len(), 6, "{v}");
+    assert_eq!(all[5], live);
+    assert_eq!(followers(&r, topic), 2, "A follows it since its poll");
+    // B's subscriber leaves: B stops following once the topic is idle (--topic-idle-secs 1).
+    drop(s);
+    assert_eq!(wait_followers(&r, topic, 1), 1, "only A is left");
+    assert_eq!(b.metric("ringcast_topics"), 0, "B freed the topic");
+}
+
+#[test]
+fn a_window_on_a_topic_nobody_follows_waits_for_redis_a_bounded_time() {
+    let r = RedisServer::start();
+    let a = node(&r, &["--publish-timeout-ms", "500"]);
+    drop(r); // stopped by PID
+    let t = Instant::now();
+    let resp = a.get("/poll/unfollowed?since=abc:1");
+    assert_eq!(resp.status, 503, "{}", resp.text());
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }

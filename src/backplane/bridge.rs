@@ -18,6 +18,7 @@ use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Value};
 
+use super::channels::{self, Interest};
 use super::commit::{self, Commits, Flight};
 use super::scripts::{self, Limits, Scripts};
 use super::{parse_push, Keys};
@@ -33,10 +34,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
 /// Most entries one gap fetch asks for.
 const MAX_FETCH_ENTRIES: usize = 1000;
-/// How often the pub/sub connection is PINGed: a connection that stopped answering (a
-/// partition, a Redis that sleeps) is made again, and the homes resync, instead of waiting for
-/// TCP to notice.
-const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Starts the bridge thread (when `--redis` is set).
 pub fn spawn(node: Arc<Node>) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -55,14 +52,17 @@ pub fn spawn(node: Arc<Node>) -> std::io::Result<std::thread::JoinHandle<()>> {
 
 /// What every task of the bridge shares.
 pub(super) struct Ctx {
-    node: Arc<Node>,
+    pub(super) node: Arc<Node>,
     pub(super) scripts: Scripts,
     pub(super) limits: Limits,
     pub(super) prefix: String,
     pub(super) seed: u64,
     /// A script call found the connection broken: `serve` returns and the bridge reconnects
     /// (redis-rs's multiplexed connection does not come back by itself).
-    broken: AtomicBool,
+    pub(super) broken: AtomicBool,
+    /// The topics this node has subscribers for, and each one's home shard: subscribed again on
+    /// every new connection (`channels`).
+    want: std::sync::Mutex<std::collections::HashMap<Arc<str>, u16>>,
     /// Pushes received, for `--debug-drop-pushes`.
     pushes: std::sync::atomic::AtomicU64,
     /// Appends made, so each proposes its own epoch (`scripts::fresh_epoch`).
@@ -70,6 +70,29 @@ pub(super) struct Ctx {
 }
 
 impl Ctx {
+    /// The topics to subscribe to on a new connection.
+    pub(super) fn wanted(&self) -> Vec<Arc<str>> {
+        self.want_set().keys().cloned().collect()
+    }
+
+    fn want_set(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Arc<str>, u16>> {
+        // Only the bridge thread takes it: a poisoned lock still holds a whole map.
+        self.want.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes interest starting or ending (`BridgeCmd::Subscribe`, `Unsubscribe`).
+    fn note_interest(&self, cmd: &BridgeCmd) {
+        match cmd {
+            BridgeCmd::Subscribe { topic, home } => {
+                self.want_set().insert(topic.clone(), *home);
+            }
+            BridgeCmd::Unsubscribe { topic } => {
+                self.want_set().remove(topic);
+            }
+            _ => {}
+        }
+    }
+
     /// A fresh value for every append this process makes, across reconnects: a topic that
     /// starts again never gets an epoch it had (`scripts::fresh_epoch`).
     pub(super) fn next_append(&self) -> u64 {
@@ -102,6 +125,7 @@ async fn run(node: Arc<Node>) {
         scripts: Scripts::default(),
         seed: node.seed,
         broken: AtomicBool::new(false),
+        want: std::sync::Mutex::default(),
         pushes: std::sync::atomic::AtomicU64::new(0),
         appends: std::sync::atomic::AtomicU64::new(0),
         node,
@@ -111,8 +135,22 @@ async fn run(node: Arc<Node>) {
     let mut connected_before = false;
     let m = &ctx.node.metrics.shards[0];
     while !ctx.node.shutting_down.load(Ordering::Relaxed) {
-        match connect(&client, &ctx.prefix, timeout).await {
+        match connect(&client, timeout).await {
             Ok((con, pubsub)) => {
+                let (sink, pushes) = pubsub.split();
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+                let task = channels::run(ctx.clone(), sink, rx, ready_tx, timeout);
+                let _channels = AbortOnDrop(tokio::spawn(task));
+                // Every wanted channel subscribed, confirmed: only now can each home ask
+                // what it missed and be sure that what comes after arrives as pushes.
+                if ready_rx.await.is_err() {
+                    warn!("redis: could not subscribe; reconnecting");
+                    ctx.broken.store(false, Ordering::Relaxed);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
                 info!("redis: connected to {}", redact(&url));
                 m.set(M::RedisConnected, 1);
                 if let Some(b) = &ctx.node.bridge {
@@ -123,12 +161,10 @@ async fn run(node: Arc<Node>) {
                 }
                 connected_before = true;
                 backoff = MIN_BACKOFF;
-                // Subscribed (confirmed by `connect`): only now can each home ask what it
-                // missed and be sure that what comes after arrives as pushes.
                 for shard in 0..ctx.node.bus.shards() {
                     deliver(&ctx.node, shard, Cmd::Resync).await;
                 }
-                serve(&ctx, con, pubsub, timeout).await;
+                serve(&ctx, con, pushes, tx).await;
                 if let Some(b) = &ctx.node.bridge {
                     b.set_connected(false);
                 }
@@ -138,7 +174,7 @@ async fn run(node: Arc<Node>) {
             Err(e) => warn!("redis: cannot connect ({e}); retrying in {backoff:?}"),
         }
         ctx.broken.store(false, Ordering::Relaxed);
-        refuse_while_away(&ctx.node);
+        refuse_while_away(&ctx);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
@@ -154,7 +190,6 @@ fn redact(url: &str) -> String {
 
 async fn connect(
     client: &Client,
-    prefix: &str,
     timeout: Duration,
 ) -> redis::RedisResult<(MultiplexedConnection, redis::aio::PubSub)> {
     let cfg = AsyncConnectionConfig::new()
@@ -163,14 +198,7 @@ async fn connect(
     let con = client
         .get_multiplexed_async_connection_with_config(&cfg)
         .await?;
-    let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
-        .await
-        .map_err(|_| {
-            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
-        })??;
-    // Every topic's channel under the prefix: the first slice subscribes to all of them
-    // (interest-based SUBSCRIBE is not built yet, ARCHITECTURE.md).
-    tokio::time::timeout(timeout, pubsub.psubscribe(format!("{prefix}:{{*}}")))
+    let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
         .await
         .map_err(|_| {
             redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
@@ -181,13 +209,18 @@ async fn connect(
 /// While Redis is away: appends whose publisher has already answered 503 are dropped unsent,
 /// and every fetch is answered "no answer" through its home (a client's window becomes a 503,
 /// a gap is asked again by the home's next push), so nothing waits on a Redis that is gone.
-fn refuse_while_away(node: &Node) {
+fn refuse_while_away(ctx: &Ctx) {
+    let node = &*ctx.node;
     let Some(inbox) = &node.bridge else { return };
     let now = Instant::now();
     let mut keep = Vec::new();
     while let Some(cmd) = inbox.pop() {
         match cmd {
             BridgeCmd::Append { until, .. } if until <= now => {}
+            // Subscribed (or not) on the next connection.
+            c @ (BridgeCmd::Subscribe { .. } | BridgeCmd::Unsubscribe { .. }) => {
+                ctx.note_interest(&c);
+            }
             BridgeCmd::Fetch {
                 topic,
                 since,
@@ -222,34 +255,48 @@ fn refuse_while_away(node: &Node) {
 async fn serve(
     ctx: &Arc<Ctx>,
     con: MultiplexedConnection,
-    pubsub: redis::aio::PubSub,
-    timeout: Duration,
+    mut pushes: redis::aio::PubSubStream,
+    interest: tokio::sync::mpsc::UnboundedSender<Interest>,
 ) {
     let Some(inbox) = &ctx.node.bridge else {
         return;
     };
-    let (sink, mut pushes) = pubsub.split();
-    let probe = tokio::spawn(probe(ctx.clone(), sink, timeout));
-    let _stop_probe = AbortOnDrop(probe);
     let mut commits = Commits::default();
     let mut flights: FuturesUnordered<Flight> = FuturesUnordered::new();
-    serve_until_broken(ctx, inbox, &con, &mut pushes, &mut commits, &mut flights).await;
+    let mut lp = Loop {
+        con: &con,
+        pushes: &mut pushes,
+        commits: &mut commits,
+        flights: &mut flights,
+        interest: &interest,
+    };
+    serve_until_broken(ctx, inbox, &mut lp).await;
     drop(flights);
     for (to, reply) in commits.abandon() {
         deliver(&ctx.node, to.shard as usize, Cmd::Reply { to, reply }).await;
     }
 }
 
+/// What the bridge's loop works with on one connection.
+struct Loop<'a> {
+    con: &'a MultiplexedConnection,
+    pushes: &'a mut redis::aio::PubSubStream,
+    commits: &'a mut Commits,
+    flights: &'a mut FuturesUnordered<Flight>,
+    interest: &'a tokio::sync::mpsc::UnboundedSender<Interest>,
+}
+
 /// The bridge's loop on one connection: commands from the shards, script calls landing,
 /// pushes from Redis.
-async fn serve_until_broken(
-    ctx: &Arc<Ctx>,
-    inbox: &crate::fanout::BridgeInbox,
-    con: &MultiplexedConnection,
-    pushes: &mut redis::aio::PubSubStream,
-    commits: &mut Commits,
-    flights: &mut FuturesUnordered<Flight>,
-) {
+async fn serve_until_broken(ctx: &Arc<Ctx>, inbox: &crate::fanout::BridgeInbox, lp: &mut Loop<'_>) {
+    let Loop {
+        con,
+        pushes,
+        commits,
+        flights,
+        interest,
+    } = lp;
+    let con: &MultiplexedConnection = con;
     loop {
         if ctx.broken.load(Ordering::Relaxed) {
             return;
@@ -272,6 +319,17 @@ async fn serve_until_broken(
                     }
                     let calls = commits.take(groups, reply, until);
                     flights.extend(calls.into_iter().map(|c| commit::flight(ctx, con, c)));
+                }
+                c @ (BridgeCmd::Subscribe { .. } | BridgeCmd::Unsubscribe { .. }) => {
+                    ctx.note_interest(&c);
+                    let i = match c {
+                        BridgeCmd::Subscribe { topic, home } => Interest::On(topic, home),
+                        BridgeCmd::Unsubscribe { topic } => Interest::Off(topic),
+                        _ => continue,
+                    };
+                    // The channel task is gone only when the connection is: the next one
+                    // subscribes to everything wanted.
+                    let _ = interest.send(i);
                 }
                 BridgeCmd::Fetch { topic, since, home, asked } => {
                     let (ctx, con) = (ctx.clone(), con.clone());
@@ -298,21 +356,6 @@ async fn serve_until_broken(
     }
 }
 
-/// PINGs the pub/sub connection every [`PROBE_EVERY`]; no answer within `timeout` (at least a
-/// second) marks the connection broken, so `serve` makes both again.
-async fn probe(ctx: Arc<Ctx>, mut sink: redis::aio::PubSubSink, timeout: Duration) {
-    let timeout = timeout.max(Duration::from_secs(1));
-    loop {
-        tokio::time::sleep(PROBE_EVERY).await;
-        let r = tokio::time::timeout(timeout, sink.ping::<Value>()).await;
-        if !matches!(r, Ok(Ok(_))) {
-            warn!("redis: the pub/sub connection did not answer a PING within {timeout:?}");
-            ctx.broken.store(true, Ordering::Relaxed);
-            return;
-        }
-    }
-}
-
 /// Ends a task when its connection's `serve` returns.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -324,7 +367,7 @@ impl Drop for AbortOnDrop {
 
 /// Hands `cmd` to shard `to`, waiting while its inbox is full (the bridge waits, a shard never
 /// does; nothing is dropped).
-async fn deliver(node: &Node, to: usize, cmd: Cmd) {
+pub(super) async fn deliver(node: &Node, to: usize, cmd: Cmd) {
     let mut cmd = cmd;
     loop {
         match node.bus.send(to, cmd) {
@@ -361,7 +404,13 @@ async fn fetch(
 ) {
     let keys = Keys::new(&ctx.prefix, &topic);
     let limit = asked.map_or(MAX_FETCH_ENTRIES, |a| a.limit);
-    let inv = scripts::window(&ctx.scripts, &keys, &ctx.limits, Some(since), limit);
+    // `0:0` from a home (not a client): it knows nothing of the topic and starts following
+    // it, from everything Redis retains.
+    let inv = if asked.is_none() && since == crate::codec::position::Position::new(0, 0) {
+        scripts::retained(&ctx.scripts, &keys, &ctx.limits, limit)
+    } else {
+        scripts::window(&ctx.scripts, &keys, &ctx.limits, Some(since), limit)
+    };
     let r: redis::RedisResult<Value> = inv.invoke_async(&mut con).await;
     if let Err(e) = &r {
         ctx.check(e);

@@ -7,6 +7,7 @@
 //! or in tests.
 
 pub mod bridge;
+mod channels;
 mod commit;
 pub mod scripts;
 

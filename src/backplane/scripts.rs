@@ -162,6 +162,24 @@ pub fn parse_appended(v: &Value) -> Result<Appended, BadReply> {
     Ok(r)
 }
 
+/// Everything retained of the topic's current epoch, oldest first, at most `limit` entries,
+/// never a reset: what a node loads when it starts following the topic. Answered by
+/// [`parse_window`].
+pub fn retained<'s>(
+    s: &'s Scripts,
+    keys: &Keys,
+    limits: &Limits,
+    limit: usize,
+) -> ScriptInvocation<'s> {
+    let mut inv = s.window.key(&keys.meta);
+    inv.key(&keys.stream)
+        .arg("*")
+        .arg(0)
+        .arg(limit.max(1))
+        .arg(limits.history_secs);
+    inv
+}
+
 /// The window after `since` (`None`: only the topic's current position), at most `limit`
 /// entries. Answered by [`parse_window`].
 pub fn window<'s>(

@@ -2,7 +2,8 @@
 --
 -- KEYS[1]  the topic's meta hash   PREFIX:{TOPIC}:m
 -- KEYS[2]  the topic's Stream      PREFIX:{TOPIC}:s
--- ARGV[1]  the client's epoch (hex), '' for "no position: just the current one"
+-- ARGV[1]  the client's epoch (hex), '' for "no position: just the current one", '*' for
+--          "everything retained of the current epoch" (a node that starts following the topic)
 -- ARGV[2]  the client's offset
 -- ARGV[3]  at most this many entries
 -- ARGV[4]  --history-secs: an entry older than this is gone
@@ -19,6 +20,23 @@ if not epoch or not last then
 end
 if ARGV[1] == '' then
   return { 0, epoch, last }
+end
+if ARGV[1] == '*' then
+  -- A node starting to follow the topic: what is retained of the current epoch, oldest
+  -- first, no older than --history-secs; never a reset.
+  local entries = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', ARGV[3])
+  local now = redis.call('TIME')
+  local oldest = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[4]) * 1000
+  local kept = {}
+  for _, e in ipairs(entries) do
+    local f = e[2]
+    for i = 1, #f, 2 do
+      if f[i] == 't' and tonumber(f[i + 1]) >= oldest then
+        kept[#kept + 1] = e
+      end
+    end
+  end
+  return { 0, epoch, last, kept }
 end
 local since = tonumber(ARGV[2])
 if not since or ARGV[1] ~= epoch or since > last then

@@ -153,6 +153,9 @@ pub enum Cmd {
     /// again: check every topic homed there against Redis (what was published while the node
     /// was away reaches it now, not with the topic's next message).
     Resync,
+    /// With `--redis`, from the bridge to a topic's home: the bridge is subscribed to the
+    /// topic's channel (`BridgeCmd::Subscribe` confirmed); the home resyncs it and follows it.
+    Live(Arc<str>),
     /// Stop accepting and drain (sent by the signal thread).
     Shutdown,
 }
@@ -178,6 +181,11 @@ pub enum BridgeCmd {
         home: u16,
         asked: Option<Asked>,
     },
+    /// A subscription to `topic` opened on this node: subscribe to its channel (batched), and
+    /// answer its home shard `home` with `Cmd::Live` once Redis confirmed it.
+    Subscribe { topic: Arc<str>, home: u16 },
+    /// `topic`'s home freed it (no subscriber for `--topic-idle-secs`): unsubscribe.
+    Unsubscribe { topic: Arc<str> },
 }
 
 /// A window request a home passed on to Redis: answered by the home once Redis's window is

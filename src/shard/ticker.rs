@@ -26,6 +26,8 @@ pub(crate) async fn ticker_task(sh: Rc<Shard>) {
         sweep_topics(&sh);
         if sh.node.bridge.is_some() {
             sh.check_quiet(Instant::now());
+            sh.retry_interest();
+            sh.expire_parked(Instant::now());
         }
         expiry::sweep(&sh, unix_secs());
         let hb = sh.node.cfg.heartbeat_secs;
@@ -63,9 +65,18 @@ pub(crate) fn refresh_date(sh: &Shard) {
 fn sweep_topics(sh: &Shard) {
     let idle = Duration::from_secs(sh.node.cfg.topic_idle_secs);
     let mut st = sh.st.borrow_mut();
-    let (ended, freed) = st.subs.sweep(Instant::now(), idle);
+    let (ended, freed_homes) = st.subs.sweep(Instant::now(), idle);
     for topic in ended {
         sh.interest_ended(&mut st, topic);
+    }
+    let freed = freed_homes.len();
+    if sh.node.bridge.is_some() {
+        // --redis: the node stops following what no subscriber here reads.
+        for topic in freed_homes {
+            st.fetching.remove(&topic);
+            st.quiet.remove(&topic);
+            sh.send_interest(&mut st, topic, false);
+        }
     }
     if freed > 0 {
         sh.node.topics.fetch_sub(freed, Ordering::Relaxed);

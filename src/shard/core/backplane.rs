@@ -18,9 +18,20 @@ use crate::fanout::{
 };
 use crate::metrics::M;
 use crate::shard::core::{Fail, Shard, State};
-use crate::shard::topics::home::HomeTopic;
+use crate::shard::topics::home::{HomeTopic, Live};
 use crate::shard::topics::Side;
 use crate::{debug, warn};
+
+/// A window request waiting for its home to follow the topic.
+pub(crate) struct Parked {
+    since: Since,
+    limit: usize,
+    /// The subscriber's shard, for a subscribing window.
+    from: Option<usize>,
+    reply: ReplyTo,
+    /// Answered 503 past this (`--publish-timeout-ms`): Redis did not let the home follow.
+    until: Instant,
+}
 
 /// How long a topic homed here must have had no push before it is checked against Redis once
 /// (`Shard::check_quiet`): the bound on how late a lost last message arrives, less a second.
@@ -99,8 +110,8 @@ impl Shard {
     pub(crate) fn apply_pushed(&self, st: &mut State, msg: MsgRef) {
         let topic = msg.topic.clone();
         let fetching = st.fetching.contains_key(&topic);
-        let Ok((tk, t)) = self.home_topic(st, &topic) else {
-            warn!("redis: push on {topic} dropped: too many topics (--max-topics)");
+        // A push for a topic this home has freed (its unsubscribe is on its way): no interest.
+        let Some((tk, t)) = self.known_home(st, &topic) else {
             return;
         };
         let p = msg.pos;
@@ -153,17 +164,207 @@ impl Shard {
     /// here missed meanwhile (a message published while the node was away shows no gap until
     /// the topic's next one, which may never come).
     pub(crate) fn resync(&self, st: &mut State) {
-        let known: Vec<Arc<str>> = st
-            .subs
-            .topics
-            .all()
-            .filter(|t| matches!(&t.side, Side::Home(h) if h.epoch != 0))
-            .map(|t| t.name.clone())
-            .collect();
-        debug!("redis: shard {} resyncs {} topics", self.id, known.len());
-        for topic in known {
+        let mut live = Vec::new();
+        let mut asked = Vec::new();
+        for t in st.subs.topics.all() {
+            match &t.side {
+                Side::Home(h) if h.live == Live::Yes => live.push(t.name.clone()),
+                Side::Home(h) if matches!(h.live, Live::Asked | Live::Loading) => {
+                    asked.push(t.name.clone())
+                }
+                _ => {}
+            }
+        }
+        debug!("redis: shard {} resyncs {} topics", self.id, live.len());
+        for topic in live {
             self.check(st, topic);
         }
+        // Their subscribe may have been lost with the connection: asked again (the bridge
+        // answers at once for a channel it has).
+        for topic in asked {
+            self.send_interest(st, topic, true);
+        }
+    }
+
+    /// A subscription to `topic` (homed here) opens on this node: the bridge is asked to
+    /// subscribe to its channel unless it was already.
+    pub(crate) fn want_live(&self, st: &mut State, topic: &Arc<str>) {
+        if self.node.bridge.is_none() {
+            return;
+        }
+        let Some((_, t)) = self.known_home(st, topic) else {
+            return;
+        };
+        t.touched = Instant::now();
+        if t.live == Live::No {
+            t.live = Live::Asked;
+            self.send_interest(st, topic.clone(), true);
+        }
+    }
+
+    /// The bridge is subscribed to `topic`'s channel: from now on pushes keep this home
+    /// current, once it has asked Redis what came before.
+    pub(crate) fn live(&self, st: &mut State, topic: Arc<str>) {
+        let Some((_, t)) = self.known_home(st, &topic) else {
+            return;
+        };
+        if t.live != Live::Yes {
+            t.live = Live::Loading;
+        }
+        self.check(st, topic.clone());
+        // Nothing to fetch (Redis's bridge inbox full: the next resync asks again).
+        if !st.fetching.contains_key(&topic) {
+            self.loaded(st, &topic);
+        }
+    }
+
+    /// Whether this home answers windows of `topic` itself: always standalone; with `--redis`
+    /// only while it follows the topic and is caught up.
+    pub(crate) fn follows(&self, st: &mut State, topic: &Arc<str>) -> bool {
+        self.node.bridge.is_none()
+            || self
+                .known_home(st, topic)
+                .is_some_and(|(_, t)| t.live == Live::Yes)
+    }
+
+    /// Keeps a window request until this home follows `topic` (asking the bridge to subscribe
+    /// if nobody has yet).
+    pub(crate) fn park_window(
+        &self,
+        st: &mut State,
+        topic: Arc<str>,
+        since: Since,
+        limit: usize,
+        from: Option<usize>,
+        reply: ReplyTo,
+    ) {
+        if self.home_topic(st, &topic).is_err() {
+            self.reply(st, reply, Reply::Window(Err(PublishError::TooManyTopics)));
+            return;
+        }
+        self.want_live(st, &topic);
+        let until = Instant::now() + Duration::from_millis(self.node.cfg.publish_timeout_ms);
+        st.parked.entry(topic).or_default().push(Parked {
+            since,
+            limit,
+            from,
+            reply,
+            until,
+        });
+    }
+
+    /// The home follows `topic` and is caught up: it answers the windows that waited.
+    fn loaded(&self, st: &mut State, topic: &Arc<str>) {
+        let Some((_, t)) = self.known_home(st, topic) else {
+            return;
+        };
+        if t.live != Live::Loading {
+            return;
+        }
+        t.live = Live::Yes;
+        for p in st.parked.remove(topic).unwrap_or_default() {
+            self.answer_window(st, topic.clone(), p.since, p.limit, p.from, p.reply);
+        }
+    }
+
+    /// Once a second: windows that waited past their deadline are answered 503, and their
+    /// topic starts following from scratch on the next request.
+    pub(crate) fn expire_parked(&self, now: Instant) {
+        let mut st = self.st.borrow_mut();
+        if st.parked.is_empty() {
+            return;
+        }
+        let mut late = Vec::new();
+        st.parked.retain(|topic, list| {
+            list.retain(|p| {
+                let keep = p.until > now;
+                if !keep {
+                    late.push((topic.clone(), p.reply));
+                }
+                keep
+            });
+            !list.is_empty()
+        });
+        for (topic, reply) in late {
+            warn!("redis: a window of {topic} waited too long for Redis");
+            if let Some((_, t)) = self.known_home(&mut st, &topic) {
+                if t.live != Live::Yes {
+                    t.live = Live::No;
+                }
+            }
+            self.reply(
+                &mut st,
+                reply,
+                Reply::Window(Err(PublishError::NotConfirmed)),
+            );
+        }
+    }
+
+    /// The window of `topic` after `since` for `reply`, from this home or from Redis (a home
+    /// that follows the topic but does not hold `since`); `from`: a subscriber's shard.
+    pub(crate) fn answer_window(
+        &self,
+        st: &mut State,
+        topic: Arc<str>,
+        since: Since,
+        limit: usize,
+        from: Option<usize>,
+        reply: ReplyTo,
+    ) {
+        if let Some(p) = self.must_ask_redis(st, &topic, since) {
+            // Answered when Redis's window is back (`apply_fetched`).
+            self.watch(st, &topic, from);
+            self.ask_redis(st, topic, p, limit, reply);
+            return;
+        }
+        let r = self.home_window(st, &topic, since, limit, from);
+        self.reply(st, reply, Reply::Window(r));
+    }
+
+    /// Tells the bridge of interest starting (`on`) or ending; a full inbox is retried by the
+    /// ticker (`retry_interest`).
+    pub(crate) fn send_interest(&self, st: &mut State, topic: Arc<str>, on: bool) {
+        let Some(bridge) = &self.node.bridge else {
+            return;
+        };
+        let cmd = if on {
+            BridgeCmd::Subscribe {
+                topic,
+                home: self.id as u16,
+            }
+        } else {
+            BridgeCmd::Unsubscribe { topic }
+        };
+        if let Err(cmd) = bridge.send(cmd) {
+            let topic = match cmd {
+                BridgeCmd::Subscribe { topic, .. } | BridgeCmd::Unsubscribe { topic } => topic,
+                _ => return,
+            };
+            st.interest_retry.push((topic, on));
+        }
+    }
+
+    /// Once a second: interest changes that found the bridge's inbox full, sent again.
+    pub(crate) fn retry_interest(&self) {
+        let mut st = self.st.borrow_mut();
+        for (topic, on) in std::mem::take(&mut st.interest_retry) {
+            // A subscribe for a topic freed meanwhile is moot.
+            if on && self.known_home(&mut st, &topic).is_none() {
+                continue;
+            }
+            self.send_interest(&mut st, topic, on);
+        }
+    }
+
+    /// The home entry of `topic` if this shard has one (never makes one).
+    fn known_home<'a>(
+        &self,
+        st: &'a mut State,
+        topic: &Arc<str>,
+    ) -> Option<(usize, &'a mut HomeTopic)> {
+        let topics = &mut st.subs.topics;
+        let tk = topics.find(topic)?;
+        topics.get_mut(tk)?.home().map(|h| (tk, h))
     }
 
     /// Once a second: the topics pushed here that have been quiet for [`QUIET`] are checked
@@ -189,7 +390,11 @@ impl Shard {
     /// Asks Redis for the messages of `topic` after this home's cursor (nothing, when it has
     /// them all).
     fn check(&self, st: &mut State, topic: Arc<str>) {
-        let Ok((_, t)) = self.home_topic(st, &topic) else {
+        // A home that does not follow the topic holds nothing anyone reads.
+        let Some((_, t)) = self
+            .known_home(st, &topic)
+            .filter(|(_, t)| t.live != Live::No)
+        else {
             return;
         };
         let since = t.current();
@@ -259,8 +464,12 @@ impl Shard {
         if t.epoch == 0 && p == Position::new(0, 0) {
             return None;
         }
-        let held =
-            t.epoch != 0 && p.epoch == t.epoch && p.offset <= t.last && p.offset + 1 >= first_kept;
+        // Only a home that follows the topic is current; any other asks Redis.
+        let held = t.live == Live::Yes
+            && t.epoch != 0
+            && p.epoch == t.epoch
+            && p.offset <= t.last
+            && p.offset + 1 >= first_kept;
         (!held).then_some(p)
     }
 
@@ -310,6 +519,21 @@ impl Shard {
         w: Option<Window>,
         asked: Option<Asked>,
     ) {
+        let gap_answered = asked.is_none() && w.is_some();
+        self.apply_window_or_gap(st, topic.clone(), w, asked);
+        // A gap fetch that asks no further: a home loading its topic is caught up.
+        if gap_answered && !st.fetching.contains_key(&topic) {
+            self.loaded(st, &topic);
+        }
+    }
+
+    fn apply_window_or_gap(
+        &self,
+        st: &mut State,
+        topic: Arc<str>,
+        w: Option<Window>,
+        asked: Option<Asked>,
+    ) {
         let want = match asked {
             None => st.fetching.remove(&topic).unwrap_or(0),
             Some(_) => 0,
@@ -330,9 +554,22 @@ impl Shard {
             }
             return;
         };
-        let before = self
-            .home_topic(st, &topic)
-            .map_or(Position::new(0, 0), |(_, t)| t.current());
+        let before = match self.known_home(st, &topic) {
+            Some((_, t)) => t.current(),
+            // Freed meanwhile: a gap of a topic nobody here follows any more.
+            None if asked.is_none() => return,
+            None => Position::new(0, 0),
+        };
+        if before.epoch == 0 && asked.is_none() && w.current.epoch != 0 && w.msgs.is_empty() {
+            // A home that knew nothing of the topic, and Redis retains none of it: it follows
+            // the topic from Redis's position now.
+            if let Some((_, t)) = self.known_home(st, &topic) {
+                if t.epoch == 0 {
+                    t.reset_to(w.current.epoch, w.current.offset);
+                }
+            }
+            return;
+        }
         if w.reset && asked.is_none() {
             if before.epoch != 0 && w.current.epoch != before.epoch {
                 // A new epoch: its first push (or the next check) follows it from offset 1.
@@ -363,6 +600,11 @@ impl Shard {
         let Ok((_, t)) = self.home_topic(st, &topic) else {
             return;
         };
+        if asked.is_some() && t.epoch == 0 && !w.reset && w.current.epoch != 0 {
+            // A client's window from Redis on a home that knows nothing yet: the home goes on
+            // from there, so what its resync brings next reaches that subscription too.
+            t.reset_to(w.current.epoch, w.current.offset);
+        }
         let (last, since) = (t.last, t.current());
         let Some(a) = asked else {
             if since.epoch == before.epoch && last > before.offset {

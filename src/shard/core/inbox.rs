@@ -194,14 +194,11 @@ impl Shard {
                 reply,
             } => {
                 let from = subscribe.then_some(reply.shard as usize);
-                if let Some(p) = self.must_ask_redis(st, &topic, since) {
-                    // Answered when Redis's window is back (`apply_fetched`).
-                    self.watch(st, &topic, from);
-                    self.ask_redis(st, topic, p, limit, reply);
-                    return;
+                if self.follows(st, &topic) {
+                    self.answer_window(st, topic, since, limit, from, reply);
+                } else {
+                    self.park_window(st, topic, since, limit, from, reply);
                 }
-                let r = self.home_window(st, &topic, since, limit, from);
-                self.reply(st, reply, Reply::Window(r));
             }
             Cmd::Count { topic, reply } => {
                 let n = st.subs.count(&topic);
@@ -227,6 +224,7 @@ impl Shard {
                 asked,
             } => self.apply_fetched(st, topic, window, asked),
             Cmd::Resync => self.resync(st),
+            Cmd::Live(topic) => self.live(st, topic),
             Cmd::Shutdown => self.draining.fire(),
         }
     }

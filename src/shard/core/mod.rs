@@ -63,6 +63,13 @@ pub struct State {
     /// `--redis`: topics homed here to check against Redis once quiet, and when they were
     /// last pushed (a lost *last* message shows no gap; `core::backplane::check_quiet`).
     pub(crate) quiet: std::collections::HashMap<Arc<str>, Instant>,
+    /// `--redis`: topics whose `BridgeCmd::Subscribe` or `Unsubscribe` found the bridge's inbox
+    /// full; the ticker sends them again (`true`: subscribe).
+    pub(crate) interest_retry: Vec<(Arc<str>, bool)>,
+    /// `--redis`: window requests for topics homed here that this node does not follow yet,
+    /// answered once it does (`core::backplane::loaded`), or 503 past their deadline.
+    pub(crate) parked:
+        std::collections::HashMap<Arc<str>, Vec<crate::shard::core::backplane::Parked>>,
     /// Read buffers lent to connections while they parse a request.
     pub bufpool: Vec<Vec<u8>>,
 }

@@ -189,16 +189,22 @@ impl Shard {
         if home == self.id {
             let asked = {
                 let mut st = self.st.borrow_mut();
-                match self.must_ask_redis(&mut st, &topic, since) {
-                    None => {
-                        return self
-                            .home_window(&mut st, &topic, since, limit, None)
-                            .map_err(Fail::from)
-                    }
-                    Some(p) => {
-                        let reply = self.new_slot(&mut st, None);
-                        self.ask_redis(&mut st, topic, p, limit, reply);
-                        reply
+                if !self.follows(&mut st, &topic) {
+                    let reply = self.new_slot(&mut st, None);
+                    self.park_window(&mut st, topic, since, limit, None, reply);
+                    reply
+                } else {
+                    match self.must_ask_redis(&mut st, &topic, since) {
+                        None => {
+                            return self
+                                .home_window(&mut st, &topic, since, limit, None)
+                                .map_err(Fail::from)
+                        }
+                        Some(p) => {
+                            let reply = self.new_slot(&mut st, None);
+                            self.ask_redis(&mut st, topic, p, limit, reply);
+                            reply
+                        }
                     }
                 }
             };
@@ -253,7 +259,9 @@ impl Shard {
         let home = home_of(topic.as_bytes(), self.node.bus.shards());
         let mut st = self.st.borrow_mut();
         let tk = if home == self.id {
-            self.home_topic(&mut st, topic).map_err(Fail::from)?.0
+            let tk = self.home_topic(&mut st, topic).map_err(Fail::from)?.0;
+            self.want_live(&mut st, topic);
+            tk
         } else {
             st.subs.remote_topic(topic)
         };
@@ -272,12 +280,19 @@ impl Shard {
         let home = home_of(topic.as_bytes(), self.node.bus.shards());
         let asked = if home == self.id {
             let mut st = self.st.borrow_mut();
-            self.must_ask_redis(&mut st, &topic, since).map(|p| {
-                // The window is applied by `complete` when the home answers.
+            if !self.follows(&mut st, &topic) {
+                // The window is applied by `complete` when the home, following, answers.
                 let reply = self.new_slot(&mut st, Some(sk));
-                self.ask_redis(&mut st, topic.clone(), p, limit, reply);
-                reply
-            })
+                self.park_window(&mut st, topic.clone(), since, limit, Some(self.id), reply);
+                Some(reply)
+            } else {
+                self.must_ask_redis(&mut st, &topic, since).map(|p| {
+                    // The window is applied by `complete` when the home answers.
+                    let reply = self.new_slot(&mut st, Some(sk));
+                    self.ask_redis(&mut st, topic.clone(), p, limit, reply);
+                    reply
+                })
+            }
         } else {
             None
         };

@@ -177,7 +177,7 @@ impl Subscribers {
     ///   `idle` (`--topic-idle-secs`).
     ///
     /// Returns the remote topics whose homes must be told, and how many home topics went.
-    pub fn sweep(&mut self, now: Instant, idle: Duration) -> (Vec<Arc<str>>, usize) {
+    pub fn sweep(&mut self, now: Instant, idle: Duration) -> (Vec<Arc<str>>, Vec<Arc<str>>) {
         let gone = self.topics.retain(|t| match &mut t.side {
             Side::Home(h) => {
                 h.mask != 0 || !t.subs.is_empty() || now.saturating_duration_since(h.touched) < idle
@@ -192,11 +192,11 @@ impl Subscribers {
             }
             Side::Remote(_) => !t.subs.is_empty(),
         });
-        let mut freed_homes = 0;
+        let mut freed_homes = Vec::new();
         let mut ended = Vec::new();
         for t in gone {
             match t.side {
-                Side::Home(_) => freed_homes += 1,
+                Side::Home(_) => freed_homes.push(t.name),
                 Side::Remote(_) => ended.push(t.name),
             }
         }
@@ -621,8 +621,14 @@ mod tests {
             h.mask = 0b10;
         }
         s.subscribe(0, watched);
-        assert_eq!(s.sweep(t0 + Duration::from_secs(59), idle), (vec![], 0));
-        assert_eq!(s.sweep(t0 + Duration::from_secs(61), idle), (vec![], 1));
+        assert_eq!(
+            s.sweep(t0 + Duration::from_secs(59), idle),
+            (vec![], vec![])
+        );
+        assert_eq!(
+            s.sweep(t0 + Duration::from_secs(61), idle),
+            (vec![], vec![Arc::from("quiet")])
+        );
         assert_eq!(s.topics.find("quiet"), None);
         assert!(s.topics.find("followed").is_some() && s.topics.find("watched").is_some());
     }

@@ -19,8 +19,24 @@ pub struct HomeTopic {
     pub ring: Ring,
     /// Other shards with subscribers (bit per shard).
     pub mask: u64,
-    /// Last publish, or creation.
+    /// Last publish, or creation (`--redis`: the last subscription, or creation).
     pub touched: Instant,
+    /// `--redis`: whether the node's bridge is subscribed to the topic's channel for this home.
+    pub live: Live,
+}
+
+/// `--redis`: how far this node follows a topic homed here through pub/sub.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Live {
+    /// Not subscribed: what the home holds may be stale, so it answers no position itself.
+    No,
+    /// The bridge was asked to subscribe; not confirmed yet.
+    Asked,
+    /// Subscribed; Redis's retained history (or what followed this home's cursor) is being
+    /// fetched. Windows wait for it.
+    Loading,
+    /// Subscribed and caught up: pushes keep the home current; it answers windows.
+    Yes,
 }
 
 /// A fresh epoch for a topic incarnation: 48 bits of a hash of the process seed, the topic
@@ -43,6 +59,7 @@ impl HomeTopic {
             ring: Ring::default(),
             mask: 0,
             touched: now,
+            live: Live::No,
         }
     }
 
@@ -84,8 +101,9 @@ impl HomeTopic {
     /// `--redis`: keeps `msg`, the next message Redis gave this topic, and moves the cursor.
     pub fn apply(&mut self, msg: MsgRef, now: Instant, b: &HistoryBounds) {
         debug_assert_eq!(msg.pos, Position::new(self.epoch, self.last + 1));
+        // Not `touched`: a topic with no subscriber left is freed (and unsubscribed) after
+        // `--topic-idle-secs` however busy Redis keeps it.
         self.last = msg.pos.offset;
-        self.touched = now;
         self.ring.push(msg);
         self.evict(now, b);
     }
