@@ -8,7 +8,7 @@
 //! Must not: block a shard (a shard only ever pushes to a bounded queue), or hold shard state.
 //! A full shard inbox makes the bridge wait, never drop.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -20,7 +20,8 @@ use redis::{AsyncConnectionConfig, Client, Value};
 
 use super::channels::{self, Interest};
 use super::commit::{self, Commits, Flight};
-use super::scripts::{self, Limits, Scripts};
+use super::ctx::{deliver, Ctx};
+use super::scripts;
 use super::{parse_push, Keys};
 use crate::fanout::{home_of, Asked, BridgeCmd, Cmd, Msg, MsgRef, Window};
 use crate::metrics::M;
@@ -50,63 +51,6 @@ pub fn spawn(node: Arc<Node>) -> std::io::Result<std::thread::JoinHandle<()>> {
         })
 }
 
-/// What every task of the bridge shares.
-pub(super) struct Ctx {
-    pub(super) node: Arc<Node>,
-    pub(super) scripts: Scripts,
-    pub(super) limits: Limits,
-    pub(super) prefix: String,
-    pub(super) seed: u64,
-    /// A script call found the connection broken: `serve` returns and the bridge reconnects
-    /// (redis-rs's multiplexed connection does not come back by itself).
-    pub(super) broken: AtomicBool,
-    /// The topics this node has subscribers for, and each one's home shard: subscribed again on
-    /// every new connection (`channels`).
-    want: std::sync::Mutex<std::collections::HashMap<Arc<str>, u16>>,
-    /// Pushes received, for `--debug-drop-pushes`.
-    pushes: std::sync::atomic::AtomicU64,
-    /// Appends made, so each proposes its own epoch (`scripts::fresh_epoch`).
-    appends: std::sync::atomic::AtomicU64,
-}
-
-impl Ctx {
-    /// The topics to subscribe to on a new connection.
-    pub(super) fn wanted(&self) -> Vec<Arc<str>> {
-        self.want_set().keys().cloned().collect()
-    }
-
-    fn want_set(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Arc<str>, u16>> {
-        // Only the bridge thread takes it: a poisoned lock still holds a whole map.
-        self.want.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Notes interest starting or ending (`BridgeCmd::Subscribe`, `Unsubscribe`).
-    fn note_interest(&self, cmd: &BridgeCmd) {
-        match cmd {
-            BridgeCmd::Subscribe { topic, home } => {
-                self.want_set().insert(topic.clone(), *home);
-            }
-            BridgeCmd::Unsubscribe { topic } => {
-                self.want_set().remove(topic);
-            }
-            _ => {}
-        }
-    }
-
-    /// A fresh value for every append this process makes, across reconnects: a topic that
-    /// starts again never gets an epoch it had (`scripts::fresh_epoch`).
-    pub(super) fn next_append(&self) -> u64 {
-        self.appends.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Notes an error that means the connection is gone (not a script's own error).
-    pub(super) fn check(&self, e: &redis::RedisError) {
-        if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
-            self.broken.store(true, Ordering::Relaxed);
-        }
-    }
-}
-
 async fn run(node: Arc<Node>) {
     let url = node.cfg.redis.clone().unwrap_or_default();
     let client = match Client::open(url.as_str()) {
@@ -116,20 +60,7 @@ async fn run(node: Arc<Node>) {
             return;
         }
     };
-    let ctx = Arc::new(Ctx {
-        limits: Limits {
-            history_messages: node.cfg.history_messages,
-            history_secs: node.cfg.history_secs,
-        },
-        prefix: node.cfg.redis_prefix.clone(),
-        scripts: Scripts::default(),
-        seed: node.seed,
-        broken: AtomicBool::new(false),
-        want: std::sync::Mutex::default(),
-        pushes: std::sync::atomic::AtomicU64::new(0),
-        appends: std::sync::atomic::AtomicU64::new(0),
-        node,
-    });
+    let ctx = Arc::new(Ctx::new(node));
     let timeout = Duration::from_millis(ctx.node.cfg.publish_timeout_ms.max(1));
     let mut backoff = MIN_BACKOFF;
     let mut connected_before = false;
@@ -365,24 +296,6 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Hands `cmd` to shard `to`, waiting while its inbox is full (the bridge waits, a shard never
-/// does; nothing is dropped).
-pub(super) async fn deliver(node: &Node, to: usize, cmd: Cmd) {
-    let mut cmd = cmd;
-    loop {
-        match node.bus.send(to, cmd) {
-            Ok(()) => return,
-            Err(back) => {
-                if node.shutting_down.load(Ordering::Relaxed) {
-                    return;
-                }
-                cmd = back;
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
-    }
-}
-
 fn msg_of(topic: &Arc<str>, e: scripts::Entry, epoch: u64) -> MsgRef {
     Arc::new(Msg {
         topic: topic.clone(),
@@ -462,8 +375,7 @@ async fn pushed(ctx: &Ctx, channel: &str, payload: &[u8]) {
         return;
     };
     let drop_every = ctx.node.cfg.debug_drop_pushes;
-    if drop_every > 0 && (ctx.pushes.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(drop_every)
-    {
+    if drop_every > 0 && ctx.count_push().is_multiple_of(drop_every) {
         crate::debug!("redis: push on {channel} dropped (--debug-drop-pushes)");
         ctx.node.metrics.shards[0].inc(M::RedisPushesDropped);
         return;

@@ -15,7 +15,7 @@ use redis::aio::PubSubSink;
 use redis::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use super::bridge::{deliver, Ctx};
+use super::ctx::{deliver, Ctx};
 use super::Keys;
 use crate::fanout::Cmd;
 use crate::warn;

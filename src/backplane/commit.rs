@@ -20,7 +20,7 @@ use redis::aio::MultiplexedConnection;
 use redis::Value;
 use slab::Slab;
 
-use super::bridge::Ctx;
+use super::ctx::Ctx;
 use super::scripts::{self, Appended};
 use super::Keys;
 use crate::codec::position::Position;

@@ -9,6 +9,7 @@
 pub mod bridge;
 mod channels;
 mod commit;
+mod ctx;
 pub mod scripts;
 
 use crate::codec::position::Position;

@@ -12,6 +12,7 @@
 
 pub mod admit;
 pub mod backplane;
+pub mod follow;
 pub mod inbox;
 pub mod rpc;
 pub mod signal;
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use crate::fanout::{Cmd, NewMsg, PublishError, Reply, ReplyTo};
+use crate::fanout::{Cmd, NewMsg, PublishError, Reply, ReplyTo, Since};
 use crate::metrics::{ShardMetrics, M};
 use crate::node::Node;
 use crate::shard::core::signal::Signal;
@@ -47,6 +48,17 @@ pub struct Pending {
     pub(crate) sub: Option<usize>,
 }
 
+/// A window request waiting for its home to follow the topic.
+pub(crate) struct Parked {
+    pub(crate) since: Since,
+    pub(crate) limit: usize,
+    /// The subscriber's shard, for a subscribing window.
+    pub(crate) from: Option<usize>,
+    pub(crate) reply: ReplyTo,
+    /// Answered 503 past this (`--publish-timeout-ms`): Redis did not let the home follow.
+    pub(crate) until: Instant,
+}
+
 #[derive(Default)]
 pub struct State {
     /// Connections, subscriptions and every topic the shard knows (its homes among them).
@@ -61,15 +73,14 @@ pub struct State {
     /// since it was asked (`core::backplane`).
     pub(crate) fetching: std::collections::HashMap<Arc<str>, u64>,
     /// `--redis`: topics homed here to check against Redis once quiet, and when they were
-    /// last pushed (a lost *last* message shows no gap; `core::backplane::check_quiet`).
+    /// last pushed (a lost *last* message shows no gap; `core::follow::check_quiet`).
     pub(crate) quiet: std::collections::HashMap<Arc<str>, Instant>,
     /// `--redis`: topics whose `BridgeCmd::Subscribe` or `Unsubscribe` found the bridge's inbox
     /// full; the ticker sends them again (`true`: subscribe).
     pub(crate) interest_retry: Vec<(Arc<str>, bool)>,
     /// `--redis`: window requests for topics homed here that this node does not follow yet,
-    /// answered once it does (`core::backplane::loaded`), or 503 past their deadline.
-    pub(crate) parked:
-        std::collections::HashMap<Arc<str>, Vec<crate::shard::core::backplane::Parked>>,
+    /// answered once it does (`core::follow`), or 503 past their deadline.
+    pub(crate) parked: std::collections::HashMap<Arc<str>, Vec<Parked>>,
     /// Read buffers lent to connections while they parse a request.
     pub bufpool: Vec<Vec<u8>>,
 }

@@ -512,21 +512,6 @@ fn queue(
     p.metrics.inc(M::Delivered);
 }
 
-/// The policy the tests below deliver with: a 1 MiB client buffer, disconnect when full.
-#[cfg(test)]
-fn test_policy(metrics: &ShardMetrics) -> Policy<'_> {
-    Policy {
-        limit: 1 << 20,
-        slow: SlowClient::Disconnect,
-        metrics,
-        bounds: HistoryBounds {
-            messages: 10,
-            bytes: 1 << 20,
-            age: Duration::from_secs(60),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -535,6 +520,20 @@ mod tests {
     use super::*;
     use crate::codec::position::Position;
     use crate::shard::topics::recent::tests::{bounds, msg, offsets};
+
+    /// The policy the tests below deliver with: a 1 MiB client buffer, disconnect when full.
+    pub(super) fn test_policy(metrics: &ShardMetrics) -> Policy<'_> {
+        Policy {
+            limit: 1 << 20,
+            slow: SlowClient::Disconnect,
+            metrics,
+            bounds: HistoryBounds {
+                messages: 10,
+                bytes: 1 << 20,
+                age: Duration::from_secs(60),
+            },
+        }
+    }
 
     fn sub_remote(s: &mut Subscribers, out: usize, topic: &Arc<str>) -> usize {
         let tk = s.remote_topic(topic);
@@ -640,6 +639,7 @@ mod pass_tests {
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
 
+    use super::tests::test_policy;
     use super::*;
 
     /// Bytes queued for a connection that ends before the flush never reach the connection
@@ -718,6 +718,7 @@ mod jump_tests {
     use std::sync::Arc;
     use std::time::Instant;
 
+    use super::tests::test_policy;
     use super::*;
     use crate::shard::topics::recent::tests::msg;
 
@@ -771,6 +772,7 @@ mod multi_tests {
     use std::sync::Arc;
     use std::time::Instant;
 
+    use super::tests::test_policy;
     use super::*;
     use crate::shard::topics::recent::tests::msg;
 

@@ -1,0 +1,265 @@
+//! `--redis`: which topics a node follows through pub/sub, and keeping those current.
+//!
+//! Owns: a home's `HomeTopic::live` state (no → asked → loading → yes: `want_live`, `live`,
+//! `loaded`), the window requests that wait for it (`State::parked`), interest changes sent to
+//! the bridge (`send_interest`, retried by the ticker), the resync after a reconnect, and the
+//! once-quiet check that finds a lost last message (`check_quiet`).
+//! Must not: answer a window from a home that does not follow its topic; wait on Redis.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::fanout::{BridgeCmd, PublishError, Reply, ReplyTo, Since};
+use crate::metrics::M;
+use crate::shard::core::{Parked, Shard, State};
+use crate::shard::topics::home::{HomeTopic, Live};
+use crate::shard::topics::Side;
+use crate::{debug, warn};
+
+/// How long a topic homed here must have had no push before it is checked against Redis once
+/// (`Shard::check_quiet`): the bound on how late a lost last message arrives, less a second.
+const QUIET: Duration = Duration::from_secs(1);
+
+impl Shard {
+    /// After the bridge (re)connected and subscribed: asks Redis for what each topic homed
+    /// here missed meanwhile (a message published while the node was away shows no gap until
+    /// the topic's next one, which may never come).
+    pub(crate) fn resync(&self, st: &mut State) {
+        let mut live = Vec::new();
+        let mut asked = Vec::new();
+        for t in st.subs.topics.all() {
+            match &t.side {
+                Side::Home(h) if h.live == Live::Yes => live.push(t.name.clone()),
+                Side::Home(h) if matches!(h.live, Live::Asked | Live::Loading) => {
+                    asked.push(t.name.clone())
+                }
+                _ => {}
+            }
+        }
+        debug!("redis: shard {} resyncs {} topics", self.id, live.len());
+        for topic in live {
+            self.check(st, topic);
+        }
+        // Their subscribe may have been lost with the connection: asked again (the bridge
+        // answers at once for a channel it has).
+        for topic in asked {
+            self.send_interest(st, topic, true);
+        }
+    }
+
+    /// A subscription to `topic` (homed here) opens on this node: the bridge is asked to
+    /// subscribe to its channel unless it was already.
+    pub(crate) fn want_live(&self, st: &mut State, topic: &Arc<str>) {
+        if self.node.bridge.is_none() {
+            return;
+        }
+        let Some((_, t)) = self.known_home(st, topic) else {
+            return;
+        };
+        t.touched = Instant::now();
+        if t.live == Live::No {
+            t.live = Live::Asked;
+            self.send_interest(st, topic.clone(), true);
+        }
+    }
+
+    /// The bridge is subscribed to `topic`'s channel: from now on pushes keep this home
+    /// current, once it has asked Redis what came before.
+    pub(crate) fn live(&self, st: &mut State, topic: Arc<str>) {
+        let Some((_, t)) = self.known_home(st, &topic) else {
+            return;
+        };
+        if t.live != Live::Yes {
+            t.live = Live::Loading;
+        }
+        self.check(st, topic.clone());
+        // Nothing to fetch (Redis's bridge inbox full: the next resync asks again).
+        if !st.fetching.contains_key(&topic) {
+            self.loaded(st, &topic);
+        }
+    }
+
+    /// Whether this home answers windows of `topic` itself: always standalone; with `--redis`
+    /// only while it follows the topic and is caught up.
+    pub(crate) fn follows(&self, st: &mut State, topic: &Arc<str>) -> bool {
+        self.node.bridge.is_none()
+            || self
+                .known_home(st, topic)
+                .is_some_and(|(_, t)| t.live == Live::Yes)
+    }
+
+    /// Keeps a window request until this home follows `topic` (asking the bridge to subscribe
+    /// if nobody has yet).
+    pub(crate) fn park_window(
+        &self,
+        st: &mut State,
+        topic: Arc<str>,
+        since: Since,
+        limit: usize,
+        from: Option<usize>,
+        reply: ReplyTo,
+    ) {
+        if self.home_topic(st, &topic).is_err() {
+            self.reply(st, reply, Reply::Window(Err(PublishError::TooManyTopics)));
+            return;
+        }
+        self.want_live(st, &topic);
+        let until = Instant::now() + Duration::from_millis(self.node.cfg.publish_timeout_ms);
+        st.parked.entry(topic).or_default().push(Parked {
+            since,
+            limit,
+            from,
+            reply,
+            until,
+        });
+    }
+
+    /// The home follows `topic` and is caught up: it answers the windows that waited.
+    pub(crate) fn loaded(&self, st: &mut State, topic: &Arc<str>) {
+        let Some((_, t)) = self.known_home(st, topic) else {
+            return;
+        };
+        if t.live != Live::Loading {
+            return;
+        }
+        t.live = Live::Yes;
+        for p in st.parked.remove(topic).unwrap_or_default() {
+            self.answer_window(st, topic.clone(), p.since, p.limit, p.from, p.reply);
+        }
+    }
+
+    /// Once a second: windows that waited past their deadline are answered 503, and their
+    /// topic starts following from scratch on the next request.
+    pub(crate) fn expire_parked(&self, now: Instant) {
+        let mut st = self.st.borrow_mut();
+        if st.parked.is_empty() {
+            return;
+        }
+        let mut late = Vec::new();
+        st.parked.retain(|topic, list| {
+            list.retain(|p| {
+                let keep = p.until > now;
+                if !keep {
+                    late.push((topic.clone(), p.reply));
+                }
+                keep
+            });
+            !list.is_empty()
+        });
+        for (topic, reply) in late {
+            warn!("redis: a window of {topic} waited too long for Redis");
+            if let Some((_, t)) = self.known_home(&mut st, &topic) {
+                if t.live != Live::Yes {
+                    t.live = Live::No;
+                }
+            }
+            self.reply(
+                &mut st,
+                reply,
+                Reply::Window(Err(PublishError::NotConfirmed)),
+            );
+        }
+    }
+
+    /// The window of `topic` after `since` for `reply`, from this home or from Redis (a home
+    /// that follows the topic but does not hold `since`); `from`: a subscriber's shard.
+    pub(crate) fn answer_window(
+        &self,
+        st: &mut State,
+        topic: Arc<str>,
+        since: Since,
+        limit: usize,
+        from: Option<usize>,
+        reply: ReplyTo,
+    ) {
+        if let Some(p) = self.must_ask_redis(st, &topic, since) {
+            // Answered when Redis's window is back (`apply_fetched`).
+            self.watch(st, &topic, from);
+            self.ask_redis(st, topic, p, limit, reply);
+            return;
+        }
+        let r = self.home_window(st, &topic, since, limit, from);
+        self.reply(st, reply, Reply::Window(r));
+    }
+
+    /// Tells the bridge of interest starting (`on`) or ending; a full inbox is retried by the
+    /// ticker (`retry_interest`).
+    pub(crate) fn send_interest(&self, st: &mut State, topic: Arc<str>, on: bool) {
+        let Some(bridge) = &self.node.bridge else {
+            return;
+        };
+        let cmd = if on {
+            BridgeCmd::Subscribe {
+                topic,
+                home: self.id as u16,
+            }
+        } else {
+            BridgeCmd::Unsubscribe { topic }
+        };
+        if let Err(cmd) = bridge.send(cmd) {
+            let topic = match cmd {
+                BridgeCmd::Subscribe { topic, .. } | BridgeCmd::Unsubscribe { topic } => topic,
+                _ => return,
+            };
+            st.interest_retry.push((topic, on));
+        }
+    }
+
+    /// Once a second: interest changes that found the bridge's inbox full, sent again.
+    pub(crate) fn retry_interest(&self) {
+        let mut st = self.st.borrow_mut();
+        for (topic, on) in std::mem::take(&mut st.interest_retry) {
+            // A subscribe for a topic freed meanwhile is moot.
+            if on && self.known_home(&mut st, &topic).is_none() {
+                continue;
+            }
+            self.send_interest(&mut st, topic, on);
+        }
+    }
+
+    /// The home entry of `topic` if this shard has one (never makes one).
+    pub(crate) fn known_home<'a>(
+        &self,
+        st: &'a mut State,
+        topic: &Arc<str>,
+    ) -> Option<(usize, &'a mut HomeTopic)> {
+        let topics = &mut st.subs.topics;
+        let tk = topics.find(topic)?;
+        topics.get_mut(tk)?.home().map(|h| (tk, h))
+    }
+
+    /// Once a second: the topics pushed here that have been quiet for [`QUIET`] are checked
+    /// against Redis once, so a lost *last* message (which no later push reveals) arrives.
+    pub(crate) fn check_quiet(&self, now: Instant) {
+        let mut st = self.st.borrow_mut();
+        if st.quiet.is_empty() {
+            return;
+        }
+        let mut due = Vec::new();
+        st.quiet.retain(|topic, at| {
+            let quiet = now.saturating_duration_since(*at) >= QUIET;
+            if quiet {
+                due.push(topic.clone());
+            }
+            !quiet
+        });
+        for topic in due {
+            self.check(&mut st, topic);
+        }
+    }
+
+    /// Asks Redis for the messages of `topic` after this home's cursor (nothing, when it has
+    /// them all).
+    fn check(&self, st: &mut State, topic: Arc<str>) {
+        // A home that does not follow the topic holds nothing anyone reads.
+        let Some((_, t)) = self
+            .known_home(st, &topic)
+            .filter(|(_, t)| t.live != Live::No)
+        else {
+            return;
+        };
+        let since = t.current();
+        self.metrics().inc(M::RedisResyncs);
+        self.ask_gap(st, topic, since, 0);
+    }
+}
