@@ -263,3 +263,144 @@ impl Shard {
         self.ask_gap(st, topic, since, 0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::codec::position::Position;
+    use crate::fanout::{home_of, BridgeCmd, Cmd, Msg, Reply, Since, Window};
+    use crate::shard::core::inbox::publish_tests::{home_shard, sent_to_1, TO_SHARD_1};
+    use crate::shard::core::Shard;
+
+    use super::*;
+
+    /// A topic name homed on shard 0 of two.
+    fn topic_on_0(prefix: &str) -> Arc<str> {
+        (0..)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|t| home_of(t.as_bytes(), 2) == 0)
+            .map(Arc::from)
+            .unwrap()
+    }
+
+    fn bridge_cmds(sh: &Shard) -> Vec<BridgeCmd> {
+        let b = sh.node.bridge.as_ref().unwrap();
+        std::iter::from_fn(|| b.pop()).collect()
+    }
+
+    fn window(topic: &Arc<str>, since: Since) -> Cmd {
+        Cmd::Window {
+            topic: topic.clone(),
+            since,
+            limit: 10,
+            subscribe: false,
+            reply: TO_SHARD_1,
+        }
+    }
+
+    /// A window on a topic the node does not follow waits while the home subscribes and loads
+    /// what Redis retains; then it is answered from the home, `earliest` included.
+    #[test]
+    fn a_window_waits_for_its_home_to_follow_and_load_the_topic() {
+        let sh = home_shard(&["--redis", "redis://127.0.0.1:1"]);
+        let topic = topic_on_0("t");
+        sh.handle(&mut sh.st.borrow_mut(), window(&topic, Since::Earliest));
+        assert!(
+            sent_to_1(&sh).is_empty(),
+            "not answered before the home follows"
+        );
+        let cmds = bridge_cmds(&sh);
+        assert!(
+            matches!(&cmds[..], [BridgeCmd::Subscribe { topic: t, home: 0 }] if *t == topic),
+            "{cmds:?}"
+        );
+        // A second request neither subscribes again nor is answered yet.
+        sh.handle(&mut sh.st.borrow_mut(), window(&topic, Since::None));
+        assert!(bridge_cmds(&sh).is_empty());
+        // Subscribed: the home loads what Redis retains (`0:0` from a home).
+        sh.handle(&mut sh.st.borrow_mut(), Cmd::Live(topic.clone()));
+        let cmds = bridge_cmds(&sh);
+        assert!(
+            matches!(&cmds[..], [BridgeCmd::Fetch { since, asked: None, .. }] if *since == Position::new(0, 0)),
+            "{cmds:?}"
+        );
+        assert!(sent_to_1(&sh).is_empty(), "not answered while loading");
+        let now = Instant::now();
+        let msg = |o| {
+            Arc::new(Msg {
+                topic: topic.clone(),
+                pos: Position::new(9, o),
+                event: None,
+                data: b"x".to_vec().into(),
+                binary: false,
+                at: now,
+            })
+        };
+        let loaded = Window {
+            reset: false,
+            msgs: vec![msg(4), msg(5)],
+            current: Position::new(9, 5),
+        };
+        sh.handle(
+            &mut sh.st.borrow_mut(),
+            Cmd::Fetched {
+                topic: topic.clone(),
+                window: Some(loaded),
+                asked: None,
+            },
+        );
+        let got: Vec<(Vec<u64>, Position)> = sent_to_1(&sh)
+            .into_iter()
+            .map(|c| match c {
+                Cmd::Reply {
+                    reply: Reply::Window(Ok(w)),
+                    ..
+                } => (w.msgs.iter().map(|m| m.pos.offset).collect(), w.current),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (vec![4, 5], Position::new(9, 5)),
+                (vec![], Position::new(9, 5))
+            ]
+        );
+        // Following now: the next window is answered at once.
+        sh.handle(&mut sh.st.borrow_mut(), window(&topic, Since::None));
+        assert_eq!(sent_to_1(&sh).len(), 1);
+        assert!(bridge_cmds(&sh).is_empty());
+    }
+
+    /// Past `--publish-timeout-ms` a waiting window is answered "not confirmed" (a 503), and
+    /// the topic starts following from scratch on the next request.
+    #[test]
+    fn a_window_that_waited_too_long_is_refused_and_the_next_asks_again() {
+        let sh = home_shard(&[
+            "--redis",
+            "redis://127.0.0.1:1",
+            "--publish-timeout-ms",
+            "50",
+        ]);
+        let topic = topic_on_0("u");
+        sh.handle(&mut sh.st.borrow_mut(), window(&topic, Since::None));
+        assert_eq!(bridge_cmds(&sh).len(), 1);
+        sh.expire_parked(Instant::now() + Duration::from_secs(1));
+        let sent = sent_to_1(&sh);
+        assert!(
+            matches!(
+                &sent[..],
+                [Cmd::Reply {
+                    reply: Reply::Window(Err(PublishError::NotConfirmed)),
+                    ..
+                }]
+            ),
+            "{sent:?}"
+        );
+        sh.handle(&mut sh.st.borrow_mut(), window(&topic, Since::None));
+        let cmds = bridge_cmds(&sh);
+        assert!(
+            matches!(&cmds[..], [BridgeCmd::Subscribe { .. }]),
+            "{cmds:?}"
+        );
+    }
+}

@@ -331,7 +331,7 @@ pub(crate) async fn inbox_task(sh: Rc<Shard>) {
 }
 
 #[cfg(test)]
-mod publish_tests {
+pub(crate) mod publish_tests {
     use std::cell::{Cell, RefCell};
     use std::collections::VecDeque;
 
@@ -343,7 +343,7 @@ mod publish_tests {
 
     /// Shard 0 of a two-shard node with these flags, outside any runtime: enough to run the
     /// home's side of commands, with shard 1's inbox as the place its sends land.
-    fn home_shard(args: &[&str]) -> Shard {
+    pub(crate) fn home_shard(args: &[&str]) -> Shard {
         let mut argv = vec!["ringcast", "--shards", "2"];
         argv.extend_from_slice(args);
         let cfg = crate::config::Config::from_args(argv).unwrap();
@@ -365,7 +365,7 @@ mod publish_tests {
         }
     }
 
-    const TO_SHARD_1: ReplyTo = ReplyTo {
+    pub(crate) const TO_SHARD_1: ReplyTo = ReplyTo {
         shard: 1,
         slot: 7,
         gen: 1,
@@ -385,7 +385,7 @@ mod publish_tests {
     }
 
     /// The commands shard 0 sent to shard 1: its inbox, then what waits in the overflow.
-    fn sent_to_1(sh: &Shard) -> Vec<Cmd> {
+    pub(crate) fn sent_to_1(sh: &Shard) -> Vec<Cmd> {
         let mut v = Vec::new();
         while let Some(c) = sh.node.bus.pop(1) {
             v.push(c);
