@@ -75,6 +75,7 @@ fn sweep_topics(sh: &Shard) {
         for topic in freed_homes {
             st.fetching.remove(&topic);
             st.quiet.remove(&topic);
+            st.held.remove(&topic);
             sh.send_interest(&mut st, topic, false);
         }
     }

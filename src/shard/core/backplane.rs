@@ -4,8 +4,8 @@
 //! slot until `--publish-timeout-ms`), and, on a topic's home shard, applying what Redis
 //! pushed under the topic's cursor (`HomeTopic::last`): a duplicate is dropped, the next
 //! offset is kept and fanned out as a local publish would be, a gap is fetched from the
-//! Stream through the bridge (one fetch in flight per topic; pushes past the gap meanwhile
-//! are dropped and fetched again, so the order stays Redis's).
+//! Stream through the bridge (one fetch in flight per topic; pushes past the gap are held,
+//! bounded, and follow on once it is filled, so the order stays Redis's).
 //! Must not: wait on Redis inside an inbox pass; talk to Redis other than through the bridge.
 
 use std::rc::Rc;
@@ -122,13 +122,12 @@ impl Shard {
             debug!("redis: duplicate push {topic} {p} dropped");
             return;
         }
-        if p.offset > t.last + 1 {
+        if p.offset > t.last + 1 || fetching {
+            // Past a gap, or while one is fetched: held (bounded) until the gap is filled, so
+            // the fetch need not bring it again.
             let since = t.current();
+            hold(st, msg);
             self.ask_gap(st, topic, since, p.offset);
-            return;
-        }
-        if fetching {
-            // The fetch in flight will bring it, in order.
             return;
         }
         let now = Instant::now();
@@ -140,6 +139,33 @@ impl Shard {
             Some(at) => *at = now,
             None => {
                 st.quiet.insert(topic, now);
+            }
+        }
+    }
+
+    /// The pushes held past a gap that now follow on: applied in order (the rest wait for the
+    /// next fetch; those at or below the cursor are dropped).
+    fn apply_held(&self, st: &mut State, topic: &Arc<str>) {
+        loop {
+            let Some((_, t)) = self.known_home(st, topic) else {
+                st.held.remove(topic);
+                return;
+            };
+            let (epoch, last) = (t.epoch, t.last);
+            let Some(held) = st.held.get_mut(topic) else {
+                return;
+            };
+            let Some(entry) = held.first_entry() else {
+                st.held.remove(topic);
+                return;
+            };
+            let m = entry.get().clone();
+            if m.pos.epoch == epoch && m.pos.offset > last + 1 {
+                return;
+            }
+            entry.remove();
+            if m.pos.epoch == epoch && m.pos.offset == last + 1 {
+                self.apply_pushed(st, m);
             }
         }
     }
@@ -339,6 +365,9 @@ impl Shard {
         for m in &w.msgs {
             self.apply_pushed(st, m.clone());
         }
+        if asked.is_none() {
+            self.apply_held(st, &topic);
+        }
         let Ok((_, t)) = self.home_topic(st, &topic) else {
             return;
         };
@@ -380,5 +409,16 @@ impl Shard {
             }
         }
         self.reply(st, a.reply, Reply::Window(Ok(w)));
+    }
+}
+
+/// Most pushes held past a gap for one topic; more are dropped and fetched with the gap.
+const MAX_HELD: usize = 1024;
+
+/// Keeps a push that came past a gap (or while one is fetched), bounded by [`MAX_HELD`].
+fn hold(st: &mut State, msg: MsgRef) {
+    let held = st.held.entry(msg.topic.clone()).or_default();
+    if held.len() < MAX_HELD {
+        held.insert(msg.pos.offset, msg);
     }
 }

@@ -403,4 +403,56 @@ mod tests {
             "{cmds:?}"
         );
     }
+
+    /// Pushes past a gap are held: once the fetch fills the gap they follow on, and no second
+    /// fetch is needed for them.
+    #[test]
+    fn pushes_past_a_gap_are_held_until_it_is_filled() {
+        let sh = home_shard(&["--redis", "redis://127.0.0.1:1"]);
+        let topic = topic_on_0("h");
+        let now = Instant::now();
+        let msg = |o| {
+            Arc::new(Msg {
+                topic: topic.clone(),
+                pos: Position::new(9, o),
+                event: None,
+                data: b"x".to_vec().into(),
+                binary: false,
+                at: now,
+            })
+        };
+        let fetched = |msgs: Vec<u64>, current| Cmd::Fetched {
+            topic: topic.clone(),
+            window: Some(Window {
+                reset: false,
+                msgs: msgs.into_iter().map(msg).collect(),
+                current: Position::new(9, current),
+            }),
+            asked: None,
+        };
+        sh.handle(&mut sh.st.borrow_mut(), window(&topic, Since::None));
+        sh.handle(&mut sh.st.borrow_mut(), Cmd::Live(topic.clone()));
+        sh.handle(&mut sh.st.borrow_mut(), fetched(vec![], 0));
+        assert_eq!(sent_to_1(&sh).len(), 1, "following");
+        bridge_cmds(&sh);
+        let last = |sh: &Shard| {
+            sh.known_home(&mut sh.st.borrow_mut(), &topic)
+                .unwrap()
+                .1
+                .last
+        };
+        for o in [1, 3, 4] {
+            sh.handle(&mut sh.st.borrow_mut(), Cmd::Pushed(msg(o)));
+        }
+        assert_eq!(last(&sh), 1);
+        let cmds = bridge_cmds(&sh);
+        assert!(
+            matches!(&cmds[..], [BridgeCmd::Fetch { since, .. }] if *since == Position::new(9, 1)),
+            "one fetch for the gap: {cmds:?}"
+        );
+        sh.handle(&mut sh.st.borrow_mut(), fetched(vec![2], 2));
+        assert_eq!(last(&sh), 4, "the held pushes followed the fetched one");
+        assert!(bridge_cmds(&sh).is_empty(), "nothing left to fetch");
+        assert!(sh.st.borrow().held.is_empty());
+    }
 }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use crate::fanout::{Cmd, NewMsg, PublishError, Reply, ReplyTo, Since};
+use crate::fanout::{Cmd, MsgRef, NewMsg, PublishError, Reply, ReplyTo, Since};
 use crate::metrics::{ShardMetrics, M};
 use crate::node::Node;
 use crate::shard::core::signal::Signal;
@@ -72,6 +72,9 @@ pub struct State {
     /// `--redis`: topics homed here with a gap fetch in flight, and the highest offset pushed
     /// since it was asked (`core::backplane`).
     pub(crate) fetching: std::collections::HashMap<Arc<str>, u64>,
+    /// `--redis`: pushes that came past a gap of a topic homed here, by offset, applied once
+    /// the gap is filled (`core::backplane`, bounded per topic).
+    pub(crate) held: std::collections::HashMap<Arc<str>, std::collections::BTreeMap<u64, MsgRef>>,
     /// `--redis`: topics homed here to check against Redis once quiet, and when they were
     /// last pushed (a lost *last* message shows no gap; `core::follow::check_quiet`).
     pub(crate) quiet: std::collections::HashMap<Arc<str>, Instant>,
