@@ -244,7 +244,24 @@ impl Tracker {
         }
     }
 
+    /// The uncertain messages this subscriber received (each, once).
+    pub fn uncertain_received(&self) -> Vec<u64> {
+        let Some(log) = &self.log else {
+            return Vec::new();
+        };
+        (0..self.expected)
+            .filter(|&s| self.received(s) && log.fate(s) == Some(&Fate::Uncertain))
+            .collect()
+    }
+
     pub fn totals(&self) -> Completeness {
+        self.totals_seen(|_| false)
+    }
+
+    /// [`totals`](Self::totals), knowing which uncertain messages other subscribers of the
+    /// topic received (`seen`): those were published, so absent here they are missing — unless
+    /// this subscriber got a reset, which may have covered them (their positions are unknown).
+    pub fn totals_seen(&self, seen: impl Fn(u64) -> bool) -> Completeness {
         let mut c = Completeness {
             expected: self.expected,
             received: self.distinct + self.duplicated + self.unexpected,
@@ -257,6 +274,7 @@ impl Tracker {
         let Some(log) = &self.log else { return c };
         for s in (0..self.expected).filter(|&s| !self.received(s)) {
             match log.fate(s) {
+                Some(Fate::Uncertain) if seen(s) && self.resets.is_empty() => continue,
                 Some(Fate::Uncertain) => c.uncertain_absent += 1,
                 Some(Fate::Confirmed(p)) if self.resets.iter().any(|r| log.covers(r, p)) => {
                     c.skipped_by_reset += 1
@@ -419,6 +437,19 @@ mod tests {
                 );
             }
         }
+        // An uncertain message another subscriber received was published: missing here,
+        // unless a reset here may have covered it.
+        let mut t = Tracker::new(7);
+        t.set_log(log());
+        for s in [0, 1, 2, 4, 5] {
+            t.record(s);
+        }
+        assert!(t.uncertain_received().is_empty());
+        let c = t.totals_seen(|s| s == 3);
+        assert_eq!((c.missing, c.uncertain_absent), (2, 0));
+        t.reset_at(pos("a:0"));
+        let c = t.totals_seen(|s| s == 3);
+        assert_eq!((c.missing, c.uncertain_absent), (1, 1));
         // A duplicate of an uncertain message is a duplicate.
         let mut t = Tracker::new(7);
         t.set_log(log());
@@ -426,6 +457,7 @@ mod tests {
             t.record(s);
         }
         assert_eq!(t.totals().duplicated, 1);
+        assert_eq!(t.uncertain_received(), [3]);
         // Without a log every absent message is missing, resets or not (today's rule).
         let mut t = Tracker::new(7);
         t.reset_at(pos("c:9"));
