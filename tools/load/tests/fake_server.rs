@@ -53,21 +53,27 @@ fn publish(topics: &Topics, t: &str, data: Vec<u8>) -> usize {
 }
 
 fn subscribe(topics: &Topics, t: &str, ws: bool) -> std::sync::mpsc::Receiver<Vec<u8>> {
-    subscribe_after(topics, t, ws, None).1
+    subscribe_after(topics, t, ws, None, false).1
 }
 
-/// Subscribes; with `after` (an SSE resume), also the events after that offset, taken under
-/// the same lock so none is missed or doubled.
+/// Subscribes; with `after` (an SSE resume), also the events after that offset — or, with
+/// `reset`, a reset to the current position — taken under the same lock so none is missed or
+/// doubled.
 fn subscribe_after(
     topics: &Topics,
     t: &str,
     ws: bool,
     after: Option<usize>,
+    reset: bool,
 ) -> (Vec<Vec<u8>>, std::sync::mpsc::Receiver<Vec<u8>>) {
     let (tx, rx) = channel();
     let mut m = topics.lock().unwrap();
     let topic = m.entry(t.to_string()).or_default();
+    let now = topic.history.len();
     let replay = match after {
+        Some(_) if reset => {
+            vec![format!("event: reset\nid: 0:{now}\ndata: 0:{now}\n\n").into_bytes()]
+        }
         Some(n) => topic.history[n.min(topic.history.len())..]
             .iter()
             .enumerate()
@@ -89,6 +95,8 @@ fn subscribe_after(
 struct Behaviour {
     /// Cut every SSE stream after this many events (a node that fails mid-run).
     cut_sse_after: Option<usize>,
+    /// Answer every SSE resume with a reset to the current position (history lost).
+    reset_on_resume: bool,
     /// SSE requests that carried `Last-Event-ID`.
     resumed: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -161,7 +169,7 @@ fn serve(s: TcpStream, topics: Topics, b: Behaviour) -> std::io::Result<()> {
             if last_event_id.is_some() {
                 b.resumed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            let (replay, rx) = subscribe_after(&topics, t, false, last_event_id);
+            let (replay, rx) = subscribe_after(&topics, t, false, last_event_id, b.reset_on_resume);
             w.write_all(
                 b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\nretry: 1000\n: ok\n\n",
             )?;
@@ -370,28 +378,44 @@ fn fanout_resumes_a_cut_stream_on_the_next_node() {
     let publ = format!(
         "http://127.0.0.1:{dead}/pub/{{topic}},http://127.0.0.1:{a}/pub/{{topic}},http://127.0.0.1:{b}/pub/{{topic}}"
     );
-    let v = load(&[
-        "fanout",
-        "--resume",
-        "--subscribers",
-        "8",
-        "--topics",
-        "2",
-        "--messages",
-        "40",
-        "--rate",
-        "400",
-        "--pub-connections",
-        "2",
-        "--timeout",
-        "10",
-        "--settle-ms",
-        "50",
-        "--url-sub",
-        &sub,
-        "--url-pub",
-        &publ,
-    ]);
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "fanout",
+            "--resume",
+            "--subscribers",
+            "8",
+            "--topics",
+            "2",
+            "--messages",
+            "40",
+            "--rate",
+            "400",
+            "--pub-connections",
+            "2",
+            "--timeout",
+            "10",
+            "--settle-ms",
+            "50",
+            "--url-sub",
+            &sub,
+            "--url-pub",
+            &publ,
+        ];
+        args.extend_from_slice(extra);
+        load(&args)
+    };
+    let v = run(&[]);
+    check_resumed(&v);
+    assert_eq!(whole.resumed.load(std::sync::atomic::Ordering::Relaxed), 4);
+    assert_eq!(cut.resumed.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // The same with two worker processes: the publisher's log reaches them over their stdin.
+    let v = run(&["--processes", "2"]);
+    check_resumed(&v);
+    assert_eq!(v["processes"], 2);
+    assert_eq!(whole.resumed.load(std::sync::atomic::Ordering::Relaxed), 8);
+}
+
+fn check_resumed(v: &serde_json::Value) {
     assert_eq!(v["expected_deliveries"], 160, "{v}");
     for k in [
         "missing",
@@ -412,10 +436,58 @@ fn fanout_resumes_a_cut_stream_on_the_next_node() {
     assert_eq!(v["complete"], true, "{v}");
     // Subscribers 0, 2, 4, 6 started on the node that cuts: each resumed on the other once.
     assert_eq!(v["resumes"], 4, "{v}");
-    assert_eq!(whole.resumed.load(std::sync::atomic::Ordering::Relaxed), 4);
-    assert_eq!(cut.resumed.load(std::sync::atomic::Ordering::Relaxed), 0);
     // Publisher connection 0 started on the dead port: refused, sent again on the next node.
     assert!(v["publish_retries"].as_u64().unwrap() >= 1, "{v}");
+}
+
+/// The same cut, resumed on a node that has lost the history: each resumed stream gets one
+/// reset, and what it covered is skipped, not missing.
+#[test]
+fn a_reset_on_resume_skips_what_it_covers() {
+    let topics: Topics = Arc::default();
+    let cut = Behaviour {
+        cut_sse_after: Some(3),
+        ..Default::default()
+    };
+    let forgetful = Behaviour {
+        reset_on_resume: true,
+        ..Default::default()
+    };
+    let a = start_node(topics.clone(), cut);
+    let b = start_node(topics, forgetful);
+    let sub = format!("http://127.0.0.1:{a}/sse/{{topic}},http://127.0.0.1:{b}/sse/{{topic}}");
+    let publ = format!("http://127.0.0.1:{b}/pub/{{topic}}");
+    let v = load(&[
+        "fanout",
+        "--resume",
+        "--subscribers",
+        "8",
+        "--topics",
+        "2",
+        "--messages",
+        "200",
+        "--rate",
+        "400",
+        "--timeout",
+        "10",
+        "--settle-ms",
+        "50",
+        "--url-sub",
+        &sub,
+        "--url-pub",
+        &publ,
+    ]);
+    for k in ["missing", "duplicated", "out_of_order", "uncertain_absent"] {
+        assert_eq!(v[k], 0, "{k}: {v}");
+    }
+    assert_eq!(v["resumes"], 4, "{v}");
+    assert_eq!(v["resets"], 4, "{v}");
+    // Each of the 4 resumed streams missed at least the event its cut fell on (published, not
+    // sent), and whatever came before its resume: all of it skipped, none of it missing.
+    let skipped = v["skipped_by_reset"].as_u64().unwrap();
+    assert!(skipped >= 4, "{v}");
+    assert_eq!(v["deliveries"].as_u64().unwrap() + skipped, 800, "{v}");
+    assert_eq!(v["complete"], true, "{v}");
 }
 
 #[test]
