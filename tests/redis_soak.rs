@@ -338,6 +338,10 @@ fn soak(plan: &Plan) {
         let messages = v["messages"].as_u64().unwrap();
         let settled = v["published"].as_u64().unwrap() + v["publish_uncertain"].as_u64().unwrap();
         assert_eq!(settled, messages, "every publish has an outcome: {ctx}");
+        // Uncertain is the exception a fault makes (a publish in flight on the killed node, one
+        // that waited out --publish-timeout-ms during the pause), not a way to pass: at most 1%.
+        let uncertain = v["publish_uncertain"].as_u64().unwrap();
+        assert!(uncertain * 100 <= messages, "{uncertain} uncertain: {ctx}");
         // The node killed held a third of the streams: they resumed elsewhere.
         assert!(
             v["resumes"].as_u64().unwrap() > 0,
