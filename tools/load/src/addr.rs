@@ -56,6 +56,20 @@ impl Target {
     }
 }
 
+/// Parses a comma-separated list of URL templates (one per node); at least one.
+pub fn parse_targets(list: &str) -> Result<Vec<Target>, String> {
+    let v = list
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(Target::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    if v.is_empty() {
+        return Err(format!("{list:?}: no URL"));
+    }
+    Ok(v)
+}
+
 /// Parses `127.0.0.2-127.0.0.50`, `127.0.0.7`, or a comma-separated list of both.
 pub fn parse_source_ips(spec: &str) -> Result<Vec<Ipv4Addr>, String> {
     /// More source addresses than anyone needs: 256 × ~28k ephemeral ports.
@@ -135,5 +149,16 @@ mod tests {
         assert_eq!(Target::parse("http://127.0.0.1:1").unwrap().path("a"), "/");
         assert!(Target::parse("https://127.0.0.1/").is_err());
         assert!(Target::parse("127.0.0.1:80/x").is_err());
+    }
+
+    #[test]
+    fn target_lists() {
+        let v = parse_targets("http://127.0.0.1:1/sse/{topic}, http://127.0.0.1:2/sse/{topic}")
+            .unwrap();
+        assert_eq!(v.iter().map(|t| t.addr.port()).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(parse_targets("http://127.0.0.1:3/x").unwrap().len(), 1);
+        assert!(parse_targets("").is_err());
+        assert!(parse_targets(" , ").is_err());
+        assert!(parse_targets("http://127.0.0.1:1/a,https://x/b").is_err());
     }
 }

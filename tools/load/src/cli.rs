@@ -103,11 +103,26 @@ pub struct FanoutArgs {
     /// Payload bytes (`SEQ TS TOPIC ` padded with dots).
     #[arg(long, default_value_t = 128)]
     pub size: usize,
-    /// Subscriber URL template. Default: ringcast's route for the transport on 127.0.0.1:8080.
+    /// Subscriber URL templates, comma-separated (several nodes): subscriber i starts on
+    /// template i mod n. Default: ringcast's route for the transport on 127.0.0.1:8080.
     #[arg(long)]
     pub url_sub: Option<String>,
+    /// Publish URL templates, comma-separated: publisher connection p starts on template
+    /// p mod n.
     #[arg(long, default_value = "http://127.0.0.1:8080/pub/{topic}")]
     pub url_pub: String,
+    /// A subscriber whose stream ends or fails reconnects to the next --url-sub template
+    /// from the last position it received (SSE Last-Event-ID, WebSocket ?since= over
+    /// ringcast.v1, the poll's since), with a backoff of 50 ms doubling to 1 s, until the run
+    /// ends. A publish refused before it was sent is retried (on the next --url-pub template
+    /// when the connection failed); one whose outcome is unknown is not, and counts as
+    /// uncertain. Needs --pub-pipeline 1.
+    #[arg(long)]
+    pub resume: bool,
+    /// WebSocket subscribers speak the ringcast.v1 subprotocol (JSON envelopes with
+    /// positions) instead of raw frames; implied by --resume.
+    #[arg(long)]
+    pub ws_v1: bool,
     /// Keep-alive publisher connections (topic t is published on connection t mod P, so each
     /// topic's messages go out in order).
     #[arg(long, default_value_t = 4)]

@@ -96,6 +96,7 @@ pub async fn worker(cfg: Rc<Cfg>, mut link: WorkerLink) {
                 }
                 // Stop: end now (a connection still connecting gives up too).
                 Some(Down::Stop) | None => { let _ = end_tx.send(1); }
+                Some(Down::Published { .. }) => {}
             },
             _ = ticker.tick() => link.send(Up::Progress {
                 connected: st.connected.get(),

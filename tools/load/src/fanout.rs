@@ -8,36 +8,44 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::rc::Rc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 
-use crate::addr::Target;
+use crate::addr::{parse_targets, Target};
 use crate::cli::{FanoutArgs, LongpollStyle, Transport};
 use crate::http;
 use crate::link::{Down, Up, WorkerLink};
 use crate::net::{self, mono_ns, Conn, Fail};
-use crate::payload::{encode_payload, parse_payload};
+use crate::payload::parse_payload;
+use crate::publisher;
+use crate::resume::{parse_v1, reset_close, Backoff, V1};
 use crate::run::{connect_phase, merge_errors, Env, Errors};
 use crate::sse::SseParser;
 use crate::stats::{self, histogram_pairs, latency_us, merge_pairs, new_histogram};
-use crate::track::{Completeness, Tracker};
+use crate::track::{Completeness, Pos, TopicLog, Tracker};
 use crate::ws::Rng;
 use crate::wsconn;
 
 /// Width of the delivery-time buckets workers report, ns.
 const BUCKET_NS: u64 = 10_000_000;
 
+/// The WebSocket subprotocol whose envelopes carry positions (ringcast README, "WebSocket").
+const V1_PROTOCOL: &str = "ringcast.v1";
+
 /// Everything a fanout process needs, resolved from the flags.
 pub struct Cfg {
     pub a: FanoutArgs,
     pub env: Env,
-    pub sub: Target,
-    pub publ: Target,
+    /// `--url-sub`'s templates: subscriber i starts on i mod n.
+    pub subs: Vec<Target>,
+    /// `--url-pub`'s templates: publisher connection p starts on p mod n.
+    pub pubs: Vec<Target>,
     pub messages: u64,
 }
 
@@ -47,24 +55,38 @@ impl Cfg {
         if a.topics == 0 || a.rate <= 0.0 {
             return Err("--topics and --rate must be positive".into());
         }
-        let sub = Target::parse(a.url_sub.as_deref().unwrap_or(a.transport.default_route()))?;
-        let publ = Target::parse(&a.url_pub)?;
+        if a.resume && a.pub_pipeline > 1 {
+            return Err("--resume publishes one message at a time per connection: it needs --pub-pipeline 1".into());
+        }
+        if a.resume
+            && a.longpoll_style == LongpollStyle::Nchan
+            && a.transport == Transport::Longpoll
+        {
+            return Err("--resume needs positions: not with --longpoll-style nchan".into());
+        }
+        let subs = parse_targets(a.url_sub.as_deref().unwrap_or(a.transport.default_route()))?;
+        let pubs = parse_targets(&a.url_pub)?;
         let messages = a.messages.unwrap_or((a.rate * a.seconds).round() as u64);
         Ok(Cfg {
             a,
             env,
-            sub,
-            publ,
+            subs,
+            pubs,
             messages,
         })
     }
 
-    fn topic(&self, t: usize) -> String {
+    pub fn topic(&self, t: usize) -> String {
         format!("{}{t}", self.env.prefix)
     }
 
+    /// WebSocket subscribers speak `ringcast.v1`: raw frames carry no position to resume from.
+    fn ws_v1(&self) -> bool {
+        self.a.transport == Transport::Ws && (self.a.ws_v1 || self.a.resume)
+    }
+
     /// Messages topic `t` gets.
-    fn expected_for_topic(&self, t: usize) -> u64 {
+    pub fn expected_for_topic(&self, t: usize) -> u64 {
         let tt = self.a.topics as u64;
         self.messages / tt + u64::from((t as u64) < self.messages % tt)
     }
@@ -90,6 +112,7 @@ pub struct WorkerReport {
     pub foreign_payloads: u64,
     pub resets: u64,
     pub reconnects: u64,
+    pub resumes: u64,
     pub first_ns: u64,
     pub last_ns: u64,
     /// Deliveries per 10 ms since t0.
@@ -111,6 +134,8 @@ struct State {
     foreign: Cell<u64>,
     resets: Cell<u64>,
     reconnects: Cell<u64>,
+    /// Streams reopened by `--resume`.
+    resumes: Cell<u64>,
     errors: Errors,
     changed: Notify,
 }
@@ -181,9 +206,76 @@ enum End {
 }
 
 struct Outcome {
+    topic: usize,
     tracker: Tracker,
     connected: bool,
     disconnected: bool,
+}
+
+/// What the publisher did, per topic (`--resume`), once it has finished.
+type Logs = Rc<Vec<Rc<TopicLog>>>;
+
+/// What a subscriber waits for besides its stream: the end of the run, and the publisher's log.
+struct Signals {
+    stop: watch::Receiver<bool>,
+    logs: watch::Receiver<Option<Logs>>,
+    has_log: bool,
+}
+
+enum Wait<T> {
+    Ready(T),
+    Stop,
+    /// The publisher's log came (apply it with `Sub::take_log`).
+    Log,
+}
+
+impl Signals {
+    async fn wait<T>(&mut self, f: impl std::future::Future<Output = T>) -> Wait<T> {
+        let want_log = !self.has_log;
+        tokio::select! {
+            r = f => Wait::Ready(r),
+            _ = self.stop.wait_for(|s| *s) => Wait::Stop,
+            _ = self.logs.changed(), if want_log => Wait::Log,
+        }
+    }
+}
+
+/// One subscriber, across the streams it opens.
+struct Sub<'a> {
+    cfg: &'a Cfg,
+    st: &'a State,
+    topic: usize,
+    tr: Tracker,
+    /// The last position received: where a resumed stream starts.
+    pos: Option<String>,
+    /// The --url-sub template in use.
+    tpl: usize,
+    src: Option<Ipv4Addr>,
+    rng: Rng,
+    sig: Signals,
+}
+
+impl Sub<'_> {
+    fn path(&self) -> String {
+        self.cfg.subs[self.tpl].path(&self.cfg.topic(self.topic))
+    }
+
+    /// Applies the publisher's log (or notes that none will come).
+    fn take_log(&mut self) {
+        self.sig.has_log = true;
+        let logs = self.sig.logs.borrow().clone();
+        if let Some(l) = logs.and_then(|l| l.get(self.topic).cloned()) {
+            self.tr.set_log(l);
+        }
+    }
+
+    fn reset(&mut self, p: Option<Pos>) {
+        self.st.resets.set(self.st.resets.get() + 1);
+        if let Some(p) = p {
+            self.pos = Some(p.to_string());
+            self.tr.reset_at(p);
+        }
+    }
 }
 
 /// The worker: connects its share of subscribers, reports ready, runs until all its expected
@@ -201,17 +293,24 @@ pub async fn worker(cfg: Rc<Cfg>, mut link: WorkerLink) {
         foreign: Cell::new(0),
         resets: Cell::new(0),
         reconnects: Cell::new(0),
+        resumes: Cell::new(0),
         errors: Errors::default(),
         changed: Notify::new(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (log_tx, log_rx) = watch::channel::<Option<Logs>>(None);
     let sem = Rc::new(Semaphore::new(cfg.env.connect_concurrency));
     let mine: Vec<usize> = cfg.env.mine(cfg.a.subscribers).collect();
     let n = mine.len() as u64;
     let mut tasks = Vec::with_capacity(mine.len());
     for &i in &mine {
-        let (cfg, st, sem, stop) = (cfg.clone(), st.clone(), sem.clone(), stop_rx.clone());
-        tasks.push(tokio::task::spawn_local(subscriber(cfg, st, sem, i, stop)));
+        let (cfg, st, sem) = (cfg.clone(), st.clone(), sem.clone());
+        let sig = Signals {
+            stop: stop_rx.clone(),
+            logs: log_rx.clone(),
+            has_log: false,
+        };
+        tasks.push(tokio::task::spawn_local(subscriber(cfg, st, sem, i, sig)));
     }
     // Connect phase.
     let deadline = tokio::time::Instant::now() + cfg.env.connect_timeout;
@@ -240,6 +339,10 @@ pub async fn worker(cfg: Rc<Cfg>, mut link: WorkerLink) {
             tokio::select! {
                 d = link.down.recv() => match d {
                     Some(Down::Go { t0_ns }) => st.t0.set(t0_ns),
+                    Some(Down::Published { topics }) => {
+                        let logs = topics.iter().map(|t| Rc::new(TopicLog::from_wire(t)));
+                        let _ = log_tx.send(Some(Rc::new(logs.collect())));
+                    }
                     Some(Down::Stop) | None => break,
                 },
                 _ = done_notify.notified() => {}
@@ -256,18 +359,23 @@ pub async fn worker(cfg: Rc<Cfg>, mut link: WorkerLink) {
         subscribers: n,
         ..Default::default()
     };
+    let mut outcomes = Vec::with_capacity(all_done.len());
     for j in all_done {
-        let Ok(Ok(o)) = j.await else {
-            r.failed += 1;
-            continue;
-        };
-        if !o.connected {
-            r.failed += 1;
-            continue;
+        match j.await {
+            Ok(Ok(o)) if o.connected => outcomes.push(o),
+            _ => r.failed += 1,
         }
+    }
+    // An uncertain message one subscriber of its topic received was published: absent at
+    // another subscriber of the topic in this process, it is missing there.
+    let mut seen: Vec<Vec<u64>> = vec![Vec::new(); cfg.a.topics];
+    for o in &outcomes {
+        seen[o.topic].extend(o.tracker.uncertain_received());
+    }
+    for o in outcomes {
         r.connected += 1;
         r.disconnected += u64::from(o.disconnected);
-        let c = o.tracker.totals();
+        let c = o.tracker.totals_seen(|s| seen[o.topic].contains(&s));
         r.subscribers_incomplete += u64::from(c.missing > 0);
         r.subscribers_with_duplicates += u64::from(c.duplicated > 0);
         r.subscribers_out_of_order += u64::from(c.out_of_order > 0);
@@ -276,6 +384,7 @@ pub async fn worker(cfg: Rc<Cfg>, mut link: WorkerLink) {
     r.foreign_payloads = st.foreign.get();
     r.resets = st.resets.get();
     r.reconnects = st.reconnects.get();
+    r.resumes = st.resumes.get();
     r.first_ns = st.first_ns.get();
     r.last_ns = st.last_ns.get();
     r.buckets = st.buckets.take();
@@ -291,14 +400,22 @@ async fn subscriber(
     st: Rc<State>,
     sem: Rc<Semaphore>,
     i: usize,
-    mut stop: watch::Receiver<bool>,
+    sig: Signals,
 ) -> Outcome {
     let topic = i % cfg.a.topics;
-    let mut tracker = Tracker::new(cfg.expected_for_topic(topic));
-    let mut rng = Rng::new(mono_ns() ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let path = cfg.sub.path(&cfg.topic(topic));
-    let src = cfg.env.src(i);
+    let mut s = Sub {
+        cfg: &cfg,
+        st: &st,
+        topic,
+        tr: Tracker::new(cfg.expected_for_topic(topic)),
+        pos: None,
+        tpl: i % cfg.subs.len(),
+        src: cfg.env.src(i),
+        rng: Rng::new(mono_ns() ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        sig,
+    };
     let mut out = Outcome {
+        topic,
         tracker: Tracker::new(0),
         connected: false,
         disconnected: false,
@@ -307,47 +424,71 @@ async fn subscriber(
         let Ok(_permit) = sem.acquire().await else {
             return out;
         };
-        let open = open(&cfg, &path, src, &mut rng);
+        let path = s.path();
+        let open = open(&cfg, s.tpl, &path, None, s.src, &mut s.rng);
         tokio::select! {
             r = open => r,
-            _ = stop.wait_for(|s| *s) => Err("stopped while connecting".to_string()),
+            _ = s.sig.stop.wait_for(|s| *s) => Err("stopped while connecting".to_string()),
         }
     };
-    let opened = match opened {
+    let mut opened = match opened {
         Ok(o) => o,
         Err(e) => {
             st.fail(&e);
-            out.tracker = tracker;
+            out.tracker = s.tr;
             return out;
         }
     };
     st.up();
     out.connected = true;
-    let end = match opened {
-        Opened::Sse(c, chunked) => run_sse(c, chunked, &st, &mut tracker, topic, &mut stop).await,
-        Opened::Ws(c) => run_ws(c, &st, &mut tracker, topic, &mut rng, &mut stop).await,
-        Opened::Poll(c, cursor) => {
-            run_poll(
-                &cfg,
-                c,
-                cursor,
-                &path,
-                src,
-                &st,
-                &mut tracker,
-                topic,
-                &mut stop,
-            )
-            .await
+    let mut backoff = Backoff::default();
+    loop {
+        let end = match opened {
+            Opened::Sse(c, chunked) => run_sse(&mut s, c, chunked).await,
+            Opened::Ws(c) => run_ws(&mut s, c).await,
+            Opened::Poll(c, cursor) => run_poll(&mut s, c, cursor).await,
+        };
+        let why = match end {
+            End::Complete | End::Stopped => break,
+            End::Disconnected(why) => why,
+        };
+        if s.tr.complete() {
+            break;
         }
-    };
-    if let End::Disconnected(why) = end {
-        if !tracker.complete() {
+        if !cfg.a.resume {
             st.errors.add(&why);
             out.disconnected = true;
+            break;
         }
+        st.errors.add(&format!("resumed after: {why}"));
+        // The next template, from the last position, until it works or the run ends.
+        let next = loop {
+            match s.sig.wait(tokio::time::sleep(backoff.next_delay())).await {
+                Wait::Stop => break None,
+                Wait::Log => {
+                    s.take_log();
+                    if s.tr.complete() {
+                        break None;
+                    }
+                }
+                Wait::Ready(()) => {}
+            }
+            s.tpl = (s.tpl + 1) % cfg.subs.len();
+            let path = s.path();
+            let open = open(&cfg, s.tpl, &path, s.pos.as_deref(), s.src, &mut s.rng);
+            match s.sig.wait(open).await {
+                Wait::Ready(Ok(o)) => break Some(o),
+                Wait::Ready(Err(e)) => st.errors.add(&format!("resume: {e}")),
+                Wait::Stop => break None,
+                Wait::Log => s.take_log(),
+            }
+        };
+        let Some(o) = next else { break };
+        st.resumes.set(st.resumes.get() + 1);
+        backoff.succeeded();
+        opened = o;
     }
-    out.tracker = tracker;
+    out.tracker = s.tr;
     out
 }
 
@@ -360,23 +501,45 @@ enum Opened {
 
 #[derive(Debug, Clone)]
 enum Cursor {
-    /// ringcast: the `since` position.
+    /// ringcast: the `since` position to start from (then the subscriber's `pos`).
     Since(String),
     /// nchan: Last-Modified and Etag of the previous answer.
     Nchan(Option<String>, Option<String>),
 }
 
+/// Opens a subscriber's stream on template `tpl` (`path` is its path for the topic), from
+/// `pos` when it resumes.
 async fn open(
     cfg: &Cfg,
+    tpl: usize,
     path: &str,
-    src: Option<std::net::Ipv4Addr>,
+    pos: Option<&str>,
+    src: Option<Ipv4Addr>,
     rng: &mut Rng,
 ) -> Result<Opened, Fail> {
-    let t = &cfg.sub;
+    let t = &cfg.subs[tpl];
     match cfg.a.transport {
+        Transport::Ws if cfg.ws_v1() => {
+            let path = match pos.and_then(Pos::parse) {
+                Some(p) => crate::resume::with_since(path, &p),
+                None => path.to_string(),
+            };
+            let mut c = wsconn::connect_with(t, &path, src, rng, Some(V1_PROTOCOL)).await?;
+            if pos.is_none() {
+                // Up once subscribed: the envelope says the subscription is placed.
+                while !wsconn::has_text_frame_with(&c.buf, b"\"subscribed\"") {
+                    match c.fill().await {
+                        Ok(0) => return Err("eof before subscribed".into()),
+                        Ok(_) => {}
+                        Err(e) => return Err(net::io_fail("read", e)),
+                    }
+                }
+            }
+            Ok(Opened::Ws(c))
+        }
         Transport::Ws => Ok(Opened::Ws(wsconn::connect(t, path, src, rng).await?)),
         Transport::Sse => {
-            let (c, chunked) = net::open_sse(t, path, src).await?;
+            let (c, chunked) = net::open_sse_from(t, path, src, pos).await?;
             Ok(Opened::Sse(c, chunked))
         }
         Transport::Longpoll => match cfg.a.longpoll_style {
@@ -385,6 +548,9 @@ async fn open(
                     .await
                     .map_err(|e| net::io_fail("connect", e))?;
                 let mut c = Conn::new(s);
+                if let Some(p) = pos {
+                    return Ok(Opened::Poll(Some(c), Cursor::Since(p.to_string())));
+                }
                 let (body, close) = get(&mut c, &t.host, path, &[], 200).await?;
                 let next = poll_json(&body)?.next;
                 Ok(Opened::Poll((!close).then_some(c), Cursor::Since(next)))
@@ -418,14 +584,22 @@ async fn get(
     Ok((body, h.close))
 }
 
-async fn run_sse(
-    mut c: Conn,
-    chunked: bool,
-    st: &State,
-    tr: &mut Tracker,
-    topic: usize,
-    stop: &mut watch::Receiver<bool>,
-) -> End {
+/// Waits for more bytes on `c` (or the run's end, or the publisher's log): `Some(end)` when
+/// the stream is over.
+async fn more(s: &mut Sub<'_>, c: &mut Conn) -> Option<End> {
+    match s.sig.wait(c.fill()).await {
+        Wait::Ready(Ok(0)) => Some(End::Disconnected("eof".into())),
+        Wait::Ready(Ok(_)) => None,
+        Wait::Ready(Err(e)) => Some(End::Disconnected(net::io_fail("read", e))),
+        Wait::Stop => Some(End::Stopped),
+        Wait::Log => {
+            s.take_log();
+            None
+        }
+    }
+}
+
+async fn run_sse(s: &mut Sub<'_>, mut c: Conn, chunked: bool) -> End {
     let mut p = SseParser::new();
     let mut dechunk = chunked.then(http::Dechunker::default);
     let mut plain = Vec::new();
@@ -440,43 +614,66 @@ async fn run_sse(
                 &plain
             }
         };
+        let mut resets = Vec::new();
+        let (st, tr, topic) = (s.st, &mut s.tr, s.topic);
         p.feed(bytes, |e| {
             if e.event == b"reset" {
-                st.resets.set(st.resets.get() + 1);
+                // ringcast: `id:` and `data:` are the current position.
+                resets.push(Pos::parse_bytes(e.data).or_else(|| Pos::parse_bytes(e.id)));
             } else {
                 st.deliver(tr, topic, e.data);
             }
         });
+        for r in resets {
+            s.reset(r);
+        }
+        if !p.last_id().is_empty() {
+            s.pos = Some(String::from_utf8_lossy(p.last_id()).into_owned());
+        }
         c.buf.clear();
-        if tr.complete() {
+        if s.tr.complete() {
             return End::Complete;
         }
-        tokio::select! {
-            r = c.fill() => match r {
-                Ok(0) => return End::Disconnected("eof".into()),
-                Ok(_) => {}
-                Err(e) => return End::Disconnected(net::io_fail("read", e)),
-            },
-            _ = stop.wait_for(|s| *s) => return End::Stopped,
+        if let Some(end) = more(s, &mut c).await {
+            return end;
         }
     }
 }
 
-async fn run_ws(
-    mut c: Conn,
-    st: &State,
-    tr: &mut Tracker,
-    topic: usize,
-    rng: &mut Rng,
-    stop: &mut watch::Receiver<bool>,
-) -> End {
+async fn run_ws(s: &mut Sub<'_>, mut c: Conn) -> End {
     let mut reader = wsconn::Reader::default();
     let mut replies = Vec::new();
+    let v1 = s.cfg.ws_v1();
     loop {
-        match reader.drain(&mut c, &mut replies, rng, |m| st.deliver(tr, topic, m)) {
+        let mut resets = Vec::new();
+        let (st, tr, topic, pos) = (s.st, &mut s.tr, s.topic, &mut s.pos);
+        let r = reader.drain(&mut c, &mut replies, &mut s.rng, |m| {
+            if !v1 {
+                return st.deliver(tr, topic, m);
+            }
+            match parse_v1(m) {
+                Some(V1::Message { id, data }) => {
+                    st.deliver(tr, topic, data.as_bytes());
+                    if let Some(id) = id {
+                        *pos = Some(id.to_string());
+                    }
+                }
+                Some(V1::Reset { id }) => resets.push(id),
+                Some(V1::Subscribed { id: Some(id) }) => *pos = Some(id.to_string()),
+                Some(_) => {}
+                None => st.foreign.set(st.foreign.get() + 1),
+            }
+        });
+        for r in resets {
+            s.reset(r);
+        }
+        match r {
             Ok(None) => {}
             Ok(Some(wsconn::Closed::Code(code))) => {
-                return End::Disconnected(format!("ws close {code}"))
+                if let Some(p) = reset_close(code, &reader.close_reason) {
+                    s.reset(Some(p));
+                }
+                return End::Disconnected(format!("ws close {code}"));
             }
             Err(e) => return End::Disconnected(e),
         }
@@ -486,16 +683,11 @@ async fn run_ws(
             }
             replies.clear();
         }
-        if tr.complete() {
+        if s.tr.complete() {
             return End::Complete;
         }
-        tokio::select! {
-            r = c.fill() => match r {
-                Ok(0) => return End::Disconnected("eof".into()),
-                Ok(_) => {}
-                Err(e) => return End::Disconnected(net::io_fail("read", e)),
-            },
-            _ = stop.wait_for(|s| *s) => return End::Stopped,
+        if let Some(end) = more(s, &mut c).await {
+            return end;
         }
     }
 }
@@ -512,6 +704,8 @@ struct PollAnswer {
 
 #[derive(Debug, Deserialize)]
 struct PollMessage {
+    #[serde(default)]
+    id: Option<String>,
     data: String,
 }
 
@@ -519,44 +713,56 @@ fn poll_json(body: &[u8]) -> Result<PollAnswer, Fail> {
     serde_json::from_slice(body).map_err(|_| "bad poll json".to_string())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_poll(
-    cfg: &Cfg,
-    mut conn: Option<Conn>,
-    mut cursor: Cursor,
-    path: &str,
-    src: Option<std::net::Ipv4Addr>,
-    st: &State,
-    tr: &mut Tracker,
-    topic: usize,
-    stop: &mut watch::Receiver<bool>,
-) -> End {
-    let host = &cfg.sub.host;
+/// Where a poll answer's reset put the subscriber: just before its first message, or `next`
+/// when it has none.
+fn poll_reset_pos(a: &PollAnswer) -> Option<Pos> {
+    match a.messages.first() {
+        Some(m) => {
+            let p = Pos::parse(m.id.as_deref()?)?;
+            Some(Pos {
+                offset: p.offset.checked_sub(1)?,
+                ..p
+            })
+        }
+        None => Pos::parse(&a.next),
+    }
+}
+
+async fn run_poll(s: &mut Sub<'_>, mut conn: Option<Conn>, mut cursor: Cursor) -> End {
+    if let Cursor::Since(p) = &cursor {
+        s.pos = Some(p.clone());
+    }
+    let (cfg, st) = (s.cfg, s.st);
+    let host = &cfg.subs[s.tpl].host;
+    let addr = cfg.subs[s.tpl].addr;
+    let path = s.path();
     let sep = if path.contains('?') { '&' } else { '?' };
     loop {
-        if tr.complete() {
+        if s.tr.complete() {
             return End::Complete;
         }
         let mut c = match conn.take() {
             Some(c) => c,
             None => {
                 st.reconnects.set(st.reconnects.get() + 1);
-                match net::connect(cfg.sub.addr, src).await {
+                match net::connect(addr, s.src).await {
                     Ok(s) => Conn::new(s),
                     Err(e) => return End::Disconnected(net::io_fail("reconnect", e)),
                 }
             }
         };
-        let exchange = async {
-            match &cursor {
-                Cursor::Since(pos) => {
-                    let p = format!("{path}{sep}since={pos}&wait={}", cfg.a.poll_wait);
+        let since = s.pos.clone().unwrap_or_default();
+        let (path, cur) = (&path, &cursor);
+        let exchange = async move {
+            match cur {
+                Cursor::Since(_) => {
+                    let p = format!("{path}{sep}since={since}&wait={}", cfg.a.poll_wait);
                     let mut req = Vec::with_capacity(256);
                     http::encode_request("GET", host, &p, &[], None, &mut req);
                     c.write_all(&req).await?;
                     let h = c.read_head().await?;
                     let body = c.read_body(&h).await?;
-                    Ok::<_, Fail>((h, body))
+                    Ok::<_, Fail>((h, body, c))
                 }
                 Cursor::Nchan(lm, etag) => {
                     let mut extra: Vec<(&str, &str)> = Vec::new();
@@ -571,15 +777,21 @@ async fn run_poll(
                     c.write_all(&req).await?;
                     let h = c.read_head().await?;
                     let body = c.read_body(&h).await?;
-                    Ok((h, body))
+                    Ok((h, body, c))
                 }
             }
         };
-        let r = tokio::select! {
-            r = exchange => r,
-            _ = stop.wait_for(|s| *s) => return End::Stopped,
+        let r = match s.sig.wait(exchange).await {
+            Wait::Ready(r) => r,
+            Wait::Stop => return End::Stopped,
+            Wait::Log => {
+                // The poll in flight is given up (its connection with it): maybe nothing
+                // more is owed now.
+                s.take_log();
+                continue;
+            }
         };
-        let (h, body) = match r {
+        let (h, body, c) = match r {
             Ok(x) => x,
             Err(e) => {
                 // A keep-alive connection the server closed between requests: reconnect.
@@ -588,275 +800,39 @@ async fn run_poll(
             }
         };
         match (&mut cursor, h.status) {
-            (Cursor::Since(pos), 200) => match poll_json(&body) {
+            (Cursor::Since(_), 200) => match poll_json(&body) {
                 Ok(a) => {
                     if a.reset {
-                        st.resets.set(st.resets.get() + 1);
+                        s.reset(poll_reset_pos(&a));
                     }
                     for m in &a.messages {
-                        st.deliver(tr, topic, m.data.as_bytes());
+                        st.deliver(&mut s.tr, s.topic, m.data.as_bytes());
                     }
-                    *pos = a.next;
+                    s.pos = Some(a.next);
                 }
                 Err(e) => return End::Disconnected(e),
             },
-            (Cursor::Since(pos), 204) => {
+            (Cursor::Since(_), 204) => {
                 if let Some(n) = h.ringcast_next.clone() {
-                    *pos = n;
+                    s.pos = Some(n);
                 }
             }
             (Cursor::Nchan(lm, etag), 200) => {
-                st.deliver(tr, topic, &body);
+                st.deliver(&mut s.tr, s.topic, &body);
                 *lm = h.last_modified.clone();
                 *etag = h.etag.clone();
             }
             (Cursor::Nchan(..), 304 | 408) => {}
-            (_, s) => {
-                st.errors.add(&format!("poll status {s}"));
+            (_, status) if cfg.a.resume && status >= 500 => {
+                return End::Disconnected(format!("poll status {status}"));
+            }
+            (_, status) => {
+                st.errors.add(&format!("poll status {status}"));
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
         if !h.close {
             conn = Some(c);
-        }
-    }
-}
-
-/// What the publisher did.
-struct PubReport {
-    published: u64,
-    errors: BTreeMap<String, u64>,
-    latency: Histogram<u64>,
-    end_ns: u64,
-}
-
-struct Job {
-    topic: usize,
-    seq: u64,
-    due_ns: u64,
-}
-
-/// Publishes every message on its schedule from `t0`; `published` counts answered publishes.
-async fn publish(cfg: Rc<Cfg>, t0: u64, published: Rc<Cell<u64>>) -> PubReport {
-    let p = cfg.a.pub_connections.clamp(1, cfg.a.topics);
-    let errors = Rc::new(Errors::default());
-    let hist = Rc::new(RefCell::new(new_histogram()));
-    let mut senders = Vec::with_capacity(p);
-    let mut tasks = Vec::with_capacity(p);
-    for _ in 0..p {
-        let (tx, rx) = mpsc::unbounded_channel::<Job>();
-        senders.push(tx);
-        let (cfg, errors, hist, published) =
-            (cfg.clone(), errors.clone(), hist.clone(), published.clone());
-        tasks.push(if cfg.a.pub_pipeline > 1 {
-            tokio::task::spawn_local(pub_conn_pipelined(cfg, rx, errors, hist, published))
-        } else {
-            tokio::task::spawn_local(pub_conn(cfg, rx, errors, hist, published))
-        });
-    }
-    let period = 1e9 / cfg.a.rate;
-    let tt = cfg.a.topics as u64;
-    let mut i = 0u64;
-    while i < cfg.messages {
-        let now = mono_ns();
-        // Everything due by now goes out; then sleep until the next one is due.
-        loop {
-            let due = t0 + (i as f64 * period) as u64;
-            if i >= cfg.messages || due > now {
-                break;
-            }
-            let topic = (i % tt) as usize;
-            let _ = senders[topic % p].send(Job {
-                topic,
-                seq: i / tt,
-                due_ns: due,
-            });
-            i += 1;
-        }
-        if i < cfg.messages {
-            let due = t0 + (i as f64 * period) as u64;
-            let wake = due.saturating_sub(cfg.a.spin_us * 1000);
-            if wake > mono_ns() {
-                tokio::time::sleep_until(net::instant_at(wake)).await;
-            }
-            while cfg.a.spin_us > 0 && mono_ns() < due {
-                tokio::task::yield_now().await;
-            }
-        }
-    }
-    drop(senders);
-    for t in tasks {
-        let _ = t.await;
-    }
-    let latency = hist.borrow().clone();
-    PubReport {
-        published: published.get(),
-        errors: errors.take(),
-        latency,
-        end_ns: mono_ns(),
-    }
-}
-
-async fn pub_conn(
-    cfg: Rc<Cfg>,
-    mut rx: mpsc::UnboundedReceiver<Job>,
-    errors: Rc<Errors>,
-    hist: Rc<RefCell<Histogram<u64>>>,
-    published: Rc<Cell<u64>>,
-) {
-    let t = &cfg.publ;
-    let mut conn: Option<Conn> = None;
-    let mut body = Vec::with_capacity(cfg.a.size + 64);
-    let mut req = Vec::with_capacity(cfg.a.size + 256);
-    while let Some(job) = rx.recv().await {
-        body.clear();
-        encode_payload(job.seq, job.due_ns, job.topic as u64, cfg.a.size, &mut body);
-        req.clear();
-        let path = t.path(&cfg.topic(job.topic));
-        http::encode_request("POST", &t.host, &path, &[], Some(&body), &mut req);
-        // One retry on a fresh connection: a keep-alive connection may have been closed.
-        let mut ok = false;
-        for _attempt in 0..2 {
-            let mut c = match conn.take() {
-                Some(c) => c,
-                None => match net::connect(t.addr, None).await {
-                    Ok(s) => Conn::new(s),
-                    Err(e) => {
-                        errors.add(&net::io_fail("publish connect", e));
-                        continue;
-                    }
-                },
-            };
-            let r = async {
-                c.write_all(&req).await?;
-                let h = c.read_head().await?;
-                c.read_body(&h).await?;
-                Ok::<_, Fail>(h)
-            }
-            .await;
-            match r {
-                Ok(h) => {
-                    if (200..300).contains(&h.status) {
-                        ok = true;
-                    } else {
-                        errors.add(&format!("publish status {}", h.status));
-                    }
-                    if !h.close {
-                        conn = Some(c);
-                    }
-                    break;
-                }
-                Err(e) => errors.add(&format!("publish: {e}")),
-            }
-        }
-        if ok {
-            published.set(published.get() + 1);
-            stats::record(&mut hist.borrow_mut(), mono_ns().saturating_sub(job.due_ns));
-        }
-    }
-}
-
-/// A publisher connection with up to `--pub-pipeline` requests in flight: requests go out as
-/// they are due (several in one write when several are due), answers come back in order. A
-/// failed connection fails the publishes in flight on it (no retry: they may have been
-/// published) and the next ones use a new connection.
-async fn pub_conn_pipelined(
-    cfg: Rc<Cfg>,
-    mut rx: mpsc::UnboundedReceiver<Job>,
-    errors: Rc<Errors>,
-    hist: Rc<RefCell<Histogram<u64>>>,
-    published: Rc<Cell<u64>>,
-) {
-    let t = &cfg.publ;
-    let depth = cfg.a.pub_pipeline;
-    let mut conn: Option<Conn> = None;
-    let mut inflight: std::collections::VecDeque<u64> = Default::default();
-    let mut body = Vec::with_capacity(cfg.a.size + 64);
-    let mut req = Vec::with_capacity((cfg.a.size + 256) * depth);
-    let mut open = true;
-    loop {
-        // Fill the pipe with what is due; wait for a job only when nothing is in flight.
-        let mut unsent = 0;
-        while open && inflight.len() < depth {
-            let job = if inflight.is_empty() {
-                match rx.recv().await {
-                    Some(j) => j,
-                    None => {
-                        open = false;
-                        break;
-                    }
-                }
-            } else {
-                match rx.try_recv() {
-                    Ok(j) => j,
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
-                        open = false;
-                        break;
-                    }
-                }
-            };
-            body.clear();
-            encode_payload(job.seq, job.due_ns, job.topic as u64, cfg.a.size, &mut body);
-            let path = t.path(&cfg.topic(job.topic));
-            http::encode_request("POST", &t.host, &path, &[], Some(&body), &mut req);
-            inflight.push_back(job.due_ns);
-            unsent += 1;
-        }
-        if inflight.is_empty() {
-            return;
-        }
-        let mut c = match conn.take() {
-            Some(c) => c,
-            None => match net::connect(t.addr, None).await {
-                Ok(s) => Conn::new(s),
-                Err(e) => {
-                    // Only the requests not yet sent can be in `req`: the pipe was empty.
-                    let why = net::io_fail("publish connect", e);
-                    for _ in 0..inflight.len() {
-                        errors.add(&why);
-                    }
-                    inflight.clear();
-                    req.clear();
-                    continue;
-                }
-            },
-        };
-        let r = async {
-            if unsent > 0 {
-                c.write_all(&req).await?;
-            }
-            let h = c.read_head().await?;
-            c.read_body(&h).await?;
-            Ok::<_, Fail>(h)
-        }
-        .await;
-        req.clear();
-        let due = inflight.pop_front().unwrap_or_default();
-        match r {
-            Ok(h) => {
-                if (200..300).contains(&h.status) {
-                    published.set(published.get() + 1);
-                    stats::record(&mut hist.borrow_mut(), mono_ns().saturating_sub(due));
-                } else {
-                    errors.add(&format!("publish status {}", h.status));
-                }
-                if h.close {
-                    for _ in 0..inflight.len() {
-                        errors.add("publish: connection closed with requests in flight");
-                    }
-                    inflight.clear();
-                } else {
-                    conn = Some(c);
-                }
-            }
-            Err(e) => {
-                errors.add(&format!("publish: {e}"));
-                for _ in 0..inflight.len() {
-                    errors.add(&format!("publish: {e}"));
-                }
-                inflight.clear();
-            }
         }
     }
 }
@@ -893,7 +869,7 @@ pub async fn run(cfg: Rc<Cfg>) -> Result<serde_json::Value, String> {
     let t0 = mono_ns() + 20_000_000;
     w.broadcast(Down::Go { t0_ns: t0 });
     let published = Rc::new(Cell::new(0u64));
-    let pub_task = tokio::task::spawn_local(publish(cfg.clone(), t0, published.clone()));
+    let pub_task = tokio::task::spawn_local(publisher::publish(cfg.clone(), t0, published.clone()));
     let expected = cfg.expected_total();
     let planned_end = t0 + (cfg.messages as f64 * 1e9 / cfg.a.rate) as u64;
     let m = cfg.messages;
@@ -918,6 +894,16 @@ pub async fn run(cfg: Rc<Cfg>) -> Result<serde_json::Value, String> {
                 _ = ticker.tick() => tick(&w),
             }
         }
+    }
+    if cfg.a.resume {
+        // What became of each message: subscribers stop waiting for what cannot come.
+        let topics = pub_report
+            .fates
+            .iter()
+            .map(|f| TopicLog::new(f.clone()).to_wire());
+        w.broadcast(Down::Published {
+            topics: topics.collect(),
+        });
     }
     let deadline_ns = pub_report.end_ns.max(planned_end) + (cfg.a.timeout * 1e9) as u64;
     let finished = w
@@ -1028,7 +1014,7 @@ fn cpu_fields(
 fn summary(
     cfg: &Cfg,
     w: &crate::link::Workers,
-    p: PubReport,
+    p: publisher::PubReport,
     t0: u64,
     planned_end: u64,
     timed_out: bool,
@@ -1072,6 +1058,7 @@ fn summary(
         total.foreign_payloads += r.foreign_payloads;
         total.resets += r.resets;
         total.reconnects += r.reconnects;
+        total.resumes += r.resumes;
         if r.first_ns != 0 && (total.first_ns == 0 || r.first_ns < total.first_ns) {
             total.first_ns = r.first_ns;
         }
@@ -1088,7 +1075,7 @@ fn summary(
     let c = &total.completeness;
     let round = |x: f64| (x * 10.0).round() / 10.0;
     let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
-    json!({
+    let mut v = json!({
         "mode": "fanout",
         "transport": cfg.a.transport,
         "longpoll_style": (cfg.a.transport == Transport::Longpoll).then_some(cfg.a.longpoll_style),
@@ -1130,5 +1117,15 @@ fn summary(
         "errors": total.errors,
         "publish_errors": p.errors,
         "worker_failures": worker_failures,
-    })
+    });
+    // --resume's figures (tools/load/README.md, "What counts as what").
+    if let Some(o) = v.as_object_mut() {
+        o.insert("resume".into(), json!(cfg.a.resume));
+        o.insert("resumes".into(), json!(total.resumes));
+        o.insert("skipped_by_reset".into(), json!(c.skipped_by_reset));
+        o.insert("uncertain_absent".into(), json!(c.uncertain_absent));
+        o.insert("publish_retries".into(), json!(p.retries));
+        o.insert("publish_uncertain".into(), json!(p.uncertain));
+    }
+    v
 }

@@ -88,7 +88,7 @@ pub async fn worker(cfg: Rc<Cfg>, mut link: WorkerLink) {
     loop {
         tokio::select! {
             d = link.down.recv() => match d {
-                Some(Down::Go { .. }) => {}
+                Some(Down::Go { .. } | Down::Published { .. }) => {}
                 Some(Down::Stop) | None => break,
             },
             _ = ticker.tick() => link.send(Up::Progress {

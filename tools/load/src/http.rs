@@ -20,6 +20,7 @@ pub struct ResponseHead {
     pub ringcast_next: Option<String>,
     pub ws_accept: Option<String>,
     pub content_type: Option<String>,
+    pub retry_after: Option<String>,
 }
 
 /// Why a response head is refused.
@@ -69,6 +70,8 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, HeadError
             h.ws_accept = Some(text(hd.value));
         } else if n.eq_ignore_ascii_case("content-type") {
             h.content_type = Some(text(hd.value));
+        } else if n.eq_ignore_ascii_case("retry-after") {
+            h.retry_after = Some(text(hd.value));
         }
     }
     Ok(Some(h))
@@ -210,6 +213,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
+        assert_eq!(h.retry_after, None);
         assert_eq!(h.status, 204);
         assert_eq!(h.content_length, Some(0));
         assert_eq!(h.ringcast_next.as_deref(), Some("ab:3"));
@@ -231,6 +235,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(h.close);
+        let h = parse_response_head(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 2\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.status, h.retry_after.as_deref()), (503, Some("2")));
         assert_eq!(
             parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"),
             Err(HeadError::BadContentLength)

@@ -35,6 +35,9 @@ pub enum Down {
     Go { t0_ns: u64 },
     /// Finish now and report.
     Stop,
+    /// `fanout --resume`: the publisher has finished; what became of each message, per topic
+    /// (`track::TopicLog`'s wire form).
+    Published { topics: Vec<Vec<String>> },
 }
 
 /// The worker's end.

@@ -205,19 +205,26 @@ pub async fn open_sse(
     path: &str,
     src: Option<Ipv4Addr>,
 ) -> Result<(Conn, bool), Fail> {
+    open_sse_from(t, path, src, None).await
+}
+
+/// [`open_sse`], resuming after `last_event_id` (sent as `Last-Event-ID`) when given.
+pub async fn open_sse_from(
+    t: &crate::addr::Target,
+    path: &str,
+    src: Option<Ipv4Addr>,
+    last_event_id: Option<&str>,
+) -> Result<(Conn, bool), Fail> {
     let s = connect(t.addr, src)
         .await
         .map_err(|e| io_fail("connect", e))?;
     let mut c = Conn::new(s);
     let mut req = Vec::with_capacity(128);
-    http::encode_request(
-        "GET",
-        &t.host,
-        path,
-        &[("Accept", "text/event-stream")],
-        None,
-        &mut req,
-    );
+    let mut headers = vec![("Accept", "text/event-stream")];
+    if let Some(id) = last_event_id {
+        headers.push(("Last-Event-ID", id));
+    }
+    http::encode_request("GET", &t.host, path, &headers, None, &mut req);
     c.write_all(&req).await?;
     let h = c.read_head().await?;
     if h.status != 200 {

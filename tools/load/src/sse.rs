@@ -22,6 +22,8 @@ pub struct SseParser {
     data: Vec<u8>,
     event: Vec<u8>,
     id: Vec<u8>,
+    /// The id buffer as it was at the last blank line: the "last event ID string".
+    last_event_id: Vec<u8>,
     /// The previous chunk ended with CR: an LF first in the next one belongs to it.
     skip_lf: bool,
     /// Comment lines seen (`: ok`, heartbeats).
@@ -33,6 +35,13 @@ pub struct SseParser {
 impl SseParser {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The event stream's last event ID: the `id:` in force at the last blank line, even one
+    /// ending an event with no data (ringcast writes one right after subscribing), never one
+    /// of an event not yet complete. What `Last-Event-ID` resumes from.
+    pub fn last_id(&self) -> &[u8] {
+        &self.last_event_id
     }
 
     /// Feeds the next bytes of the stream; calls `on_event` for every complete event.
@@ -78,6 +87,10 @@ impl SseParser {
 
     fn process_line(&mut self, line: &[u8], on_event: &mut impl FnMut(Event<'_>)) {
         if line.is_empty() {
+            if self.last_event_id != self.id {
+                self.last_event_id.clear();
+                self.last_event_id.extend_from_slice(&self.id);
+            }
             if !self.data.is_empty() {
                 // The data buffer ends with the LF of its last line; the event does not.
                 self.data.pop();
@@ -187,6 +200,18 @@ mod tests {
                 assert_eq!(c, wc);
             }
         }
+    }
+
+    #[test]
+    fn an_id_without_data_is_the_resume_point() {
+        let mut p = SseParser::new();
+        p.feed(b": ok\n\nid: e:4\n\n", |e| panic!("no event: {e:?}"));
+        assert_eq!(p.last_id(), b"e:4");
+        // Not before its event is complete.
+        p.feed(b"id: e:5\ndata: x\n", |_| {});
+        assert_eq!(p.last_id(), b"e:4");
+        p.feed(b"\n", |_| {});
+        assert_eq!(p.last_id(), b"e:5");
     }
 
     #[test]

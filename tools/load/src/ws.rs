@@ -129,13 +129,28 @@ pub fn key_from(nonce: [u8; 16]) -> String {
 
 /// Appends the opening handshake request.
 pub fn encode_handshake(host: &str, path: &str, key: &str, out: &mut Vec<u8>) {
+    encode_handshake_with(host, path, key, None, out)
+}
+
+/// The handshake asking for a subprotocol (`Sec-WebSocket-Protocol`, §4.1 item 10).
+pub fn encode_handshake_with(
+    host: &str,
+    path: &str,
+    key: &str,
+    protocol: Option<&str>,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(
         format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
         )
         .as_bytes(),
     );
+    if let Some(p) = protocol {
+        out.extend_from_slice(format!("Sec-WebSocket-Protocol: {p}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// A cheap per-process pseudo-random source for masking keys and nonces (xorshift64*). Masking
@@ -178,6 +193,25 @@ mod tests {
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
         assert_eq!(key_from([0; 16]).len(), 24);
+    }
+
+    #[test]
+    fn handshakes_with_and_without_a_subprotocol() {
+        let mut a = Vec::new();
+        encode_handshake("h:1", "/ws/t", "k", &mut a);
+        let mut b = Vec::new();
+        encode_handshake_with("h:1", "/ws/t", "k", Some("ringcast.v1"), &mut b);
+        let a = String::from_utf8(a).unwrap();
+        let b = String::from_utf8(b).unwrap();
+        assert!(a.ends_with("Sec-WebSocket-Version: 13\r\n\r\n"), "{a}");
+        assert!(!a.contains("Protocol"));
+        assert_eq!(
+            b,
+            a.replace(
+                "\r\n\r\n",
+                "\r\nSec-WebSocket-Protocol: ringcast.v1\r\n\r\n"
+            )
+        );
     }
 
     #[test]

@@ -17,13 +17,24 @@ pub async fn connect(
     src: Option<Ipv4Addr>,
     rng: &mut Rng,
 ) -> Result<Conn, Fail> {
+    connect_with(t, path, src, rng, None).await
+}
+
+/// [`connect`], asking for `protocol` (e.g. `ringcast.v1`).
+pub async fn connect_with(
+    t: &Target,
+    path: &str,
+    src: Option<Ipv4Addr>,
+    rng: &mut Rng,
+    protocol: Option<&str>,
+) -> Result<Conn, Fail> {
     let s = net::connect(t.addr, src)
         .await
         .map_err(|e| net::io_fail("connect", e))?;
     let mut c = Conn::new(s);
     let key = ws::key_from(rng.nonce());
     let mut req = Vec::with_capacity(256);
-    ws::encode_handshake(&t.host, path, &key, &mut req);
+    ws::encode_handshake_with(&t.host, path, &key, protocol, &mut req);
     c.write_all(&req).await?;
     let h = c.read_head().await?;
     if h.status != 101 {
@@ -47,6 +58,8 @@ pub enum Closed {
 pub struct Reader {
     frag: Vec<u8>,
     in_message: bool,
+    /// The reason of the close frame, once one came.
+    pub close_reason: Vec<u8>,
 }
 
 impl Reader {
@@ -105,6 +118,7 @@ impl Reader {
                         [a, b, ..] => u16::from_be_bytes([*a, *b]),
                         _ => 1005,
                     };
+                    self.close_reason = payload.get(2..).unwrap_or_default().to_vec();
                     closed = Some(Closed::Code(code));
                 }
                 _ => return Err("frame out of sequence".into()),
@@ -113,5 +127,46 @@ impl Reader {
         }
         c.buf.drain(..at);
         Ok(closed)
+    }
+}
+
+/// Whether `buf` holds, among its complete unfragmented frames, a text frame containing
+/// `needle` (a v1 client waits for its `subscribed` envelope before it counts as up). Consumes
+/// nothing.
+pub fn has_text_frame_with(buf: &[u8], needle: &[u8]) -> bool {
+    let mut at = 0;
+    while let Ok(Some(h)) = ws::parse_frame_head(&buf[at..]) {
+        let end = at as u64 + h.head_len as u64 + h.len;
+        if end > buf.len() as u64 {
+            return false;
+        }
+        let payload = &buf[at + h.head_len..end as usize];
+        if h.opcode == ws::OP_TEXT && h.fin && payload.windows(needle.len()).any(|w| w == needle) {
+            return true;
+        }
+        at = end as usize;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_text_frame_without_consuming() {
+        let mut buf = vec![0x89, 0x00]; // a ping
+        buf.extend_from_slice(&[0x81, 0x05]);
+        buf.extend_from_slice(b"{\"x\"}");
+        assert!(!has_text_frame_with(&buf, b"subscribed"));
+        let env = br#"{"type":"subscribed","id":"a:0"}"#;
+        buf.extend_from_slice(&[0x81, env.len() as u8]);
+        buf.extend_from_slice(env);
+        assert!(has_text_frame_with(&buf, b"\"subscribed\""));
+        // Cut short: not there yet.
+        assert!(!has_text_frame_with(
+            &buf[..buf.len() - 1],
+            b"\"subscribed\""
+        ));
     }
 }

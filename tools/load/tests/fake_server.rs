@@ -2,7 +2,9 @@
 //! wire: `POST /pub/{t}`, `GET /sse/{t}`, `GET /ws/{t}` (raw; client frames are published to the
 //! topic), `GET /poll/{t}?since=E:N&wait=S`. Threads and blocking sockets, one per connection:
 //! enough for tens of connections and nothing to do with how a real server should work. The
-//! real server is driven by hand (tools/load/README.md).
+//! real server is driven by hand (tools/load/README.md) and by the repository's
+//! tests/redis_soak.rs. Several fakes may share one topic store, as nodes share Redis: an SSE
+//! stream resumes on any of them with `Last-Event-ID`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -51,28 +53,73 @@ fn publish(topics: &Topics, t: &str, data: Vec<u8>) -> usize {
 }
 
 fn subscribe(topics: &Topics, t: &str, ws: bool) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    subscribe_after(topics, t, ws, None, false).1
+}
+
+/// Subscribes; with `after` (an SSE resume), also the events after that offset — or, with
+/// `reset`, a reset to the current position — taken under the same lock so none is missed or
+/// doubled.
+fn subscribe_after(
+    topics: &Topics,
+    t: &str,
+    ws: bool,
+    after: Option<usize>,
+    reset: bool,
+) -> (Vec<Vec<u8>>, std::sync::mpsc::Receiver<Vec<u8>>) {
     let (tx, rx) = channel();
     let mut m = topics.lock().unwrap();
-    m.entry(t.to_string()).or_default().subs.push((ws, tx));
-    rx
+    let topic = m.entry(t.to_string()).or_default();
+    let now = topic.history.len();
+    let replay = match after {
+        Some(_) if reset => {
+            vec![format!("event: reset\nid: 0:{now}\ndata: 0:{now}\n\n").into_bytes()]
+        }
+        Some(n) => topic.history[n.min(topic.history.len())..]
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let mut e = format!("id: 0:{}\ndata: ", n + i + 1).into_bytes();
+                e.extend_from_slice(d);
+                e.extend_from_slice(b"\n\n");
+                e
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    topic.subs.push((ws, tx));
+    (replay, rx)
+}
+
+/// How one fake node behaves.
+#[derive(Clone, Default)]
+struct Behaviour {
+    /// Cut every SSE stream after this many events (a node that fails mid-run).
+    cut_sse_after: Option<usize>,
+    /// Answer every SSE resume with a reset to the current position (history lost).
+    reset_on_resume: bool,
+    /// SSE requests that carried `Last-Event-ID`.
+    resumed: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn start() -> u16 {
+    start_node(Arc::default(), Behaviour::default())
+}
+
+fn start_node(topics: Topics, b: Behaviour) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    let topics: Topics = Arc::default();
     std::thread::spawn(move || {
         for s in l.incoming().flatten() {
-            let topics = topics.clone();
+            let (topics, b) = (topics.clone(), b.clone());
             std::thread::spawn(move || {
-                let _ = serve(s, topics);
+                let _ = serve(s, topics, b);
             });
         }
     });
     port
 }
 
-fn serve(s: TcpStream, topics: Topics) -> std::io::Result<()> {
+fn serve(s: TcpStream, topics: Topics, b: Behaviour) -> std::io::Result<()> {
     let mut r = BufReader::new(s.try_clone()?);
     let mut w = s;
     loop {
@@ -85,6 +132,7 @@ fn serve(s: TcpStream, topics: Topics) -> std::io::Result<()> {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let mut len = 0usize;
         let mut ws_key = None;
+        let mut last_event_id: Option<usize> = None;
         loop {
             let mut h = String::new();
             r.read_line(&mut h)?;
@@ -95,6 +143,9 @@ fn serve(s: TcpStream, topics: Topics) -> std::io::Result<()> {
             match k.to_ascii_lowercase().as_str() {
                 "content-length" => len = v.trim().parse().unwrap(),
                 "sec-websocket-key" => ws_key = Some(v.trim().to_string()),
+                "last-event-id" => {
+                    last_event_id = v.trim().split_once(':').and_then(|(_, n)| n.parse().ok())
+                }
                 _ => {}
             }
         }
@@ -115,11 +166,17 @@ fn serve(s: TcpStream, topics: Topics) -> std::io::Result<()> {
                 b.len()
             )?;
         } else if let Some(t) = path.strip_prefix("/sse/") {
-            let rx = subscribe(&topics, t, false);
+            if last_event_id.is_some() {
+                b.resumed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let (replay, rx) = subscribe_after(&topics, t, false, last_event_id, b.reset_on_resume);
             w.write_all(
                 b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\nretry: 1000\n: ok\n\n",
             )?;
-            for ev in rx {
+            for (n, ev) in replay.into_iter().chain(rx).enumerate() {
+                if b.cut_sse_after == Some(n) {
+                    return Ok(());
+                }
                 // Split every event in two writes, so the client sees arbitrary boundaries.
                 let (a, b) = ev.split_at(ev.len() / 2);
                 w.write_all(a)?;
@@ -295,6 +352,142 @@ fn fanout_sse_ws_longpoll_against_a_fake_server() {
         &["--processes", "2", "--source-ips", "127.0.0.2-127.0.0.3"],
     );
     assert_eq!(v["processes"], 2);
+}
+
+/// Two fake nodes on one topic store; every SSE stream on the first is cut after 3 events. With
+/// `--resume` each subscriber that started there goes on from its last event on the second
+/// node (`Last-Event-ID`), and publishers that start on a node that refuses connections go on
+/// to the next: nothing missing, nothing doubled.
+#[test]
+fn fanout_resumes_a_cut_stream_on_the_next_node() {
+    let topics: Topics = Arc::default();
+    let cut = Behaviour {
+        cut_sse_after: Some(3),
+        ..Default::default()
+    };
+    let whole = Behaviour::default();
+    let a = start_node(topics.clone(), cut.clone());
+    let b = start_node(topics, whole.clone());
+    // A port nothing listens on: connections are refused.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sub = format!("http://127.0.0.1:{a}/sse/{{topic}},http://127.0.0.1:{b}/sse/{{topic}}");
+    let publ = format!(
+        "http://127.0.0.1:{dead}/pub/{{topic}},http://127.0.0.1:{a}/pub/{{topic}},http://127.0.0.1:{b}/pub/{{topic}}"
+    );
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "fanout",
+            "--resume",
+            "--subscribers",
+            "8",
+            "--topics",
+            "2",
+            "--messages",
+            "40",
+            "--rate",
+            "400",
+            "--pub-connections",
+            "2",
+            "--timeout",
+            "10",
+            "--settle-ms",
+            "50",
+            "--url-sub",
+            &sub,
+            "--url-pub",
+            &publ,
+        ];
+        args.extend_from_slice(extra);
+        load(&args)
+    };
+    let v = run(&[]);
+    check_resumed(&v);
+    assert_eq!(whole.resumed.load(std::sync::atomic::Ordering::Relaxed), 4);
+    assert_eq!(cut.resumed.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // The same with two worker processes: the publisher's log reaches them over their stdin.
+    let v = run(&["--processes", "2"]);
+    check_resumed(&v);
+    assert_eq!(v["processes"], 2);
+    assert_eq!(whole.resumed.load(std::sync::atomic::Ordering::Relaxed), 8);
+}
+
+fn check_resumed(v: &serde_json::Value) {
+    assert_eq!(v["expected_deliveries"], 160, "{v}");
+    for k in [
+        "missing",
+        "duplicated",
+        "out_of_order",
+        "unexpected",
+        "connect_failed",
+        "disconnected",
+        "resets",
+        "skipped_by_reset",
+        "uncertain_absent",
+        "publish_uncertain",
+    ] {
+        assert_eq!(v[k], 0, "{k}: {v}");
+    }
+    assert_eq!(v["deliveries"], 160, "{v}");
+    assert_eq!(v["published"], 40, "{v}");
+    assert_eq!(v["complete"], true, "{v}");
+    // Subscribers 0, 2, 4, 6 started on the node that cuts: each resumed on the other once.
+    assert_eq!(v["resumes"], 4, "{v}");
+    // Publisher connection 0 started on the dead port: refused, sent again on the next node.
+    assert!(v["publish_retries"].as_u64().unwrap() >= 1, "{v}");
+}
+
+/// The same cut, resumed on a node that has lost the history: each resumed stream gets one
+/// reset, and what it covered is skipped, not missing.
+#[test]
+fn a_reset_on_resume_skips_what_it_covers() {
+    let topics: Topics = Arc::default();
+    let cut = Behaviour {
+        cut_sse_after: Some(3),
+        ..Default::default()
+    };
+    let forgetful = Behaviour {
+        reset_on_resume: true,
+        ..Default::default()
+    };
+    let a = start_node(topics.clone(), cut);
+    let b = start_node(topics, forgetful);
+    let sub = format!("http://127.0.0.1:{a}/sse/{{topic}},http://127.0.0.1:{b}/sse/{{topic}}");
+    let publ = format!("http://127.0.0.1:{b}/pub/{{topic}}");
+    let v = load(&[
+        "fanout",
+        "--resume",
+        "--subscribers",
+        "8",
+        "--topics",
+        "2",
+        "--messages",
+        "200",
+        "--rate",
+        "400",
+        "--timeout",
+        "10",
+        "--settle-ms",
+        "50",
+        "--url-sub",
+        &sub,
+        "--url-pub",
+        &publ,
+    ]);
+    for k in ["missing", "duplicated", "out_of_order", "uncertain_absent"] {
+        assert_eq!(v[k], 0, "{k}: {v}");
+    }
+    assert_eq!(v["resumes"], 4, "{v}");
+    assert_eq!(v["resets"], 4, "{v}");
+    // Each of the 4 resumed streams missed at least the event its cut fell on (published, not
+    // sent), and whatever came before its resume: all of it skipped, none of it missing.
+    let skipped = v["skipped_by_reset"].as_u64().unwrap();
+    assert!(skipped >= 4, "{v}");
+    assert_eq!(v["deliveries"].as_u64().unwrap() + skipped, 800, "{v}");
+    assert_eq!(v["complete"], true, "{v}");
 }
 
 #[test]
