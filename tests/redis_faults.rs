@@ -451,7 +451,10 @@ fn poll(
                 }
                 *at = v["next"].as_str().unwrap().to_string();
             }
-            204 => *at = r.header("X-Ringcast-Next").unwrap().to_string(),
+            204 => match r.header("X-Ringcast-Next") {
+                Some(next) => *at = next.to_string(),
+                None => return "204 without X-Ringcast-Next".into(),
+            },
             // Redis away and this node cannot answer alone: the client asks again.
             503 => std::thread::sleep(Duration::from_millis(100)),
             st => return format!("status {st}: {}", r.text()),
@@ -1045,8 +1048,10 @@ fn a_message_published_while_pubsub_was_down_arrives_without_a_next_one() {
         rounds += 1;
         let n = b.log().matches("redis: connected").count();
         let ids = b_pubsub();
-        assert_eq!(ids.len(), 1, "B's pub/sub connection: {ids:?}");
-        assert_eq!(r.cmd(&["CLIENT", "KILL", "ID", &ids[0]]), ":1");
+        assert!(!ids.is_empty(), "B has no pub/sub connection");
+        for id in &ids {
+            assert_eq!(r.cmd(&["CLIENT", "KILL", "ID", id]), ":1");
+        }
         let data = format!("gap-{rounds}");
         let told = ledger.publish(a.addr, topic, &data);
         assert!(matches!(told, Told::Confirmed(_)), "{data}: {told:?}");
