@@ -754,6 +754,27 @@ fn a_partitioned_node_answers_503_and_catches_up_exactly_after_the_heal() {
 }
 
 #[test]
+fn cut_connections_to_redis_lose_nothing() {
+    let r = RedisServer::start();
+    let px = Proxy::start(r.port);
+    let a = node_on(&px.url(), &["--publish-timeout-ms", "1000"]);
+    let b = node(&r, &[]);
+    let topic = "cut";
+    let from = warm_up(&b, &[&a, &b], topic);
+    let subs = subscribe_all(&[&a, &b], &a, topic, &from);
+    let ledger = Arc::new(Ledger::default());
+    let pa = publisher(&ledger, a.addr, topic, "a", 20, Duration::from_millis(50));
+    let pb = publisher(&ledger, b.addr, topic, "b", 20, Duration::from_millis(50));
+    std::thread::sleep(Duration::from_millis(300));
+    // Every connection of A to Redis ends at once, both ways (scripts and pub/sub).
+    assert!(px.cut() >= 2, "A had its two connections");
+    pa.join().unwrap();
+    pb.join().unwrap();
+    wait_connected(&a, 2, Duration::from_secs(10));
+    verdict(finish(&r, &b, topic, &subs, &ledger));
+}
+
+#[test]
 fn client_pause_write_delays_publishes_and_loses_nothing() {
     let r = RedisServer::start();
     let (a, b) = (node(&r, &[]), node(&r, &[]));
