@@ -253,6 +253,8 @@ enum Ev {
     /// The stream ended or could not be opened on a node, and why; the client goes on at the
     /// next node from its last position (a raw WebSocket stops).
     Lost(String),
+    /// Something no test expects (another SSE event type, envelope or frame).
+    Odd(String),
 }
 
 /// A client following one topic on its own thread, going from node to node when one fails.
@@ -398,7 +400,7 @@ fn sse(
             let ev = match e.event.as_str() {
                 "message" => Ev::Msg(e.id, e.data),
                 "reset" => Ev::Reset(e.id),
-                other => Ev::Lost(format!("unexpected event {other}: {}", e.data)),
+                other => Ev::Odd(format!("unexpected event {other}: {}", e.data)),
             };
             evs.lock().unwrap().push(ev);
         }
@@ -515,12 +517,12 @@ fn ws(
                         Ev::Reset(id)
                     }
                     Some("subscribed") => continue,
-                    _ => Ev::Lost(format!("unexpected envelope {e}")),
+                    _ => Ev::Odd(format!("unexpected envelope {e}")),
                 }
             }
             (_, Message::Close(f)) => return format!("close {f:?}"),
             (_, Message::Ping(_) | Message::Pong(_)) => continue,
-            (_, other) => Ev::Lost(format!("unexpected frame {other:?}")),
+            (_, other) => Ev::Odd(format!("unexpected frame {other:?}")),
         };
         evs.lock().unwrap().push(ev);
     }
@@ -634,7 +636,18 @@ fn check_exact(sub: &Sub, truth: &[(String, String)], lost: usize) -> Result<(),
     if ends.len() != lost {
         return Err(format!("{}: streams lost {ends:?}", sub.name));
     }
+    odd(sub, &evs)?;
     check_run(&sub.name, sub.via, &evs, &after(truth, &sub.from))
+}
+
+/// Nothing unexpected in `evs`.
+fn odd(sub: &Sub, evs: &[Ev]) -> Result<(), String> {
+    let odd: Vec<&Ev> = evs.iter().filter(|e| matches!(e, Ev::Odd(_))).collect();
+    if odd.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}: {odd:?}", sub.name))
+    }
 }
 
 /// Ends a test: a last publish (`end`) on `on` that every subscriber must get, then every
@@ -1009,6 +1022,7 @@ fn check_restart(
     if !ends.is_empty() {
         return Err(format!("{}: streams lost {ends:?}", s.name));
     }
+    odd(s, &evs)?;
     let cut = evs.iter().position(|e| matches!(e, Ev::Reset(_)));
     let (before, rest) = evs.split_at(cut.unwrap_or(evs.len()));
     check_run(&s.name, s.via, before, &after(old, &s.from))?;
