@@ -21,7 +21,7 @@ mod sse_parser;
 
 use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -263,9 +263,17 @@ struct Sub {
     via: Via,
     /// The position it started after.
     from: String,
-    evs: Arc<Mutex<Vec<Ev>>>,
-    stop: Arc<AtomicBool>,
+    seen: Arc<Seen>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// What a subscriber's thread shares with the test.
+#[derive(Default)]
+struct Seen {
+    evs: Mutex<Vec<Ev>>,
+    /// Heartbeats: SSE comments and WebSocket pings.
+    beats: AtomicUsize,
+    stop: AtomicBool,
 }
 
 impl Sub {
@@ -273,27 +281,24 @@ impl Sub {
     fn open(via: Via, nodes: &[&Server], topic: &str, from: &str) -> Sub {
         let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
         let name = format!("{via:?} on {}", addrs[0]);
-        let evs = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (e2, s2, t, f) = (
-            evs.clone(),
-            stop.clone(),
-            topic.to_string(),
-            from.to_string(),
-        );
-        let thread = std::thread::spawn(move || follow(via, &addrs, &t, f, &e2, &s2));
+        let seen = Arc::new(Seen::default());
+        let (s2, t, f) = (seen.clone(), topic.to_string(), from.to_string());
+        let thread = std::thread::spawn(move || follow(via, &addrs, &t, f, &s2));
         Sub {
             name,
             via,
             from: from.to_string(),
-            evs,
-            stop,
+            seen,
             thread: Some(thread),
         }
     }
 
     fn events(&self) -> Vec<Ev> {
-        self.evs.lock().unwrap().clone()
+        self.seen.evs.lock().unwrap().clone()
+    }
+
+    fn beats(&self) -> usize {
+        self.seen.beats.load(Ordering::SeqCst)
     }
 
     fn has(&self, data: &str) -> bool {
@@ -312,7 +317,7 @@ impl Sub {
 
 impl Drop for Sub {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.seen.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -320,21 +325,15 @@ impl Drop for Sub {
 }
 
 /// The client loop: one node after another (from its last position) until stopped.
-fn follow(
-    via: Via,
-    addrs: &[SocketAddr],
-    topic: &str,
-    mut at: String,
-    evs: &Mutex<Vec<Ev>>,
-    stop: &AtomicBool,
-) {
+fn follow(via: Via, addrs: &[SocketAddr], topic: &str, mut at: String, seen: &Seen) {
+    let (evs, stop) = (&seen.evs, &seen.stop);
     let mut i = 0;
     while !stop.load(Ordering::SeqCst) {
         let addr = addrs[i % addrs.len()];
         let why = match via {
-            Via::Sse => sse(addr, topic, &mut at, evs, stop),
-            Via::Poll => poll(addr, topic, &mut at, evs, stop),
-            Via::V1 | Via::Raw => ws(via, addr, topic, &mut at, evs, stop),
+            Via::Sse => sse(addr, topic, &mut at, seen),
+            Via::Poll => poll(addr, topic, &mut at, seen),
+            Via::V1 | Via::Raw => ws(via, addr, topic, &mut at, seen),
         };
         if stop.load(Ordering::SeqCst) {
             return;
@@ -361,13 +360,8 @@ fn quiet(e: &std::io::Error) -> bool {
 }
 
 /// One SSE stream from `at` (`Last-Event-ID`) until it ends; returns why it ended.
-fn sse(
-    addr: SocketAddr,
-    topic: &str,
-    at: &mut String,
-    evs: &Mutex<Vec<Ev>>,
-    stop: &AtomicBool,
-) -> String {
+fn sse(addr: SocketAddr, topic: &str, at: &mut String, seen: &Seen) -> String {
+    let (evs, stop) = (&seen.evs, &seen.stop);
     let mut s = match connect(addr) {
         Ok(s) => s,
         Err(e) => return e,
@@ -384,6 +378,8 @@ fn sse(
     s.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     let mut p = SseParser::default();
+    // Heartbeats of earlier streams, to add this one's to.
+    let beats = seen.beats.load(Ordering::SeqCst);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         if stop.load(Ordering::SeqCst) {
@@ -395,7 +391,9 @@ fn sse(
             Err(e) if quiet(&e) => continue,
             Err(e) => return format!("read: {e}"),
         };
-        for e in p.feed(&buf[..n]) {
+        let events = p.feed(&buf[..n]);
+        seen.beats.store(beats + p.comments(), Ordering::SeqCst);
+        for e in events {
             *at = e.id.clone();
             let ev = match e.event.as_str() {
                 "message" => Ev::Msg(e.id, e.data),
@@ -408,13 +406,8 @@ fn sse(
 }
 
 /// A chain of long polls from `at` until a connection fails; returns why.
-fn poll(
-    addr: SocketAddr,
-    topic: &str,
-    at: &mut String,
-    evs: &Mutex<Vec<Ev>>,
-    stop: &AtomicBool,
-) -> String {
+fn poll(addr: SocketAddr, topic: &str, at: &mut String, seen: &Seen) -> String {
+    let (evs, stop) = (&seen.evs, &seen.stop);
     loop {
         if stop.load(Ordering::SeqCst) {
             return "stopped".into();
@@ -465,14 +458,8 @@ fn poll(
 }
 
 /// One WebSocket (v1 or raw) from `at` (`?since=`) until it ends; returns why.
-fn ws(
-    via: Via,
-    addr: SocketAddr,
-    topic: &str,
-    at: &mut String,
-    evs: &Mutex<Vec<Ev>>,
-    stop: &AtomicBool,
-) -> String {
+fn ws(via: Via, addr: SocketAddr, topic: &str, at: &mut String, seen: &Seen) -> String {
+    let (evs, stop) = (&seen.evs, &seen.stop);
     use tungstenite::client::IntoClientRequest;
     use tungstenite::Message;
     let s = match connect(addr) {
@@ -521,7 +508,11 @@ fn ws(
                 }
             }
             (_, Message::Close(f)) => return format!("close {f:?}"),
-            (_, Message::Ping(_) | Message::Pong(_)) => continue,
+            (_, Message::Ping(_)) => {
+                seen.beats.fetch_add(1, Ordering::SeqCst);
+                continue;
+            }
+            (_, Message::Pong(_)) => continue,
             (_, other) => Ev::Odd(format!("unexpected frame {other:?}")),
         };
         evs.lock().unwrap().push(ev);
@@ -692,7 +683,10 @@ fn verdict(bad: Vec<String>) {
 fn a_partitioned_node_answers_503_and_catches_up_exactly_after_the_heal() {
     let r = RedisServer::start();
     let px = Proxy::start(r.port);
-    let a = node_on(&px.url(), &["--publish-timeout-ms", "1000"]);
+    let a = node_on(
+        &px.url(),
+        &["--publish-timeout-ms", "1000", "--heartbeat-secs", "1"],
+    );
     let b = node(&r, &[]);
     let topic = "part";
     let from = warm_up(&b, &[&a, &b], topic);
@@ -705,6 +699,8 @@ fn a_partitioned_node_answers_503_and_catches_up_exactly_after_the_heal() {
     assert_eq!(ledger.failed(), 0, "{:?}", ledger.all());
 
     // Ten seconds of partition between A and Redis, publishes on both nodes meanwhile.
+    let on_a = |s: &&Sub| s.name.ends_with(&a.addr.to_string()) && s.via != Via::Poll;
+    let beats: Vec<usize> = subs.iter().filter(on_a).map(Sub::beats).collect();
     px.blackhole();
     let t = Instant::now();
     let pa = publisher(
@@ -728,6 +724,17 @@ fn a_partitioned_node_answers_503_and_catches_up_exactly_after_the_heal() {
     std::thread::sleep(Duration::from_secs(10).saturating_sub(t.elapsed()));
     px.heal();
     let healed = Instant::now();
+    // A's streams kept their heartbeats (one a second) through the partition.
+    let mut bad = Vec::new();
+    for (s, before) in subs.iter().filter(on_a).zip(beats) {
+        if s.beats() < before + 5 {
+            bad.push(format!(
+                "{}: {} heartbeats in the 10 s partition",
+                s.name,
+                s.beats() - before
+            ));
+        }
+    }
     let during = ledger.all();
     let failed = |tag: &str| {
         during
@@ -756,7 +763,7 @@ fn a_partitioned_node_answers_503_and_catches_up_exactly_after_the_heal() {
             }
         }
     }
-    let mut bad = finish(&r, &b, topic, &subs, &ledger);
+    bad.extend(finish(&r, &b, topic, &subs, &ledger));
     if !late.is_empty() {
         bad.push(format!(
             "not caught up within 10 s of the heal (only with the next publish): {}",
