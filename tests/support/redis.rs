@@ -15,6 +15,8 @@ pub struct RedisServer {
     child: Child,
     pub port: u16,
     dir: PathBuf,
+    /// Arguments after the defaults (`start_with`), kept for `restart`.
+    extra: Vec<String>,
 }
 
 static INSTALL: Once = Once::new();
@@ -64,6 +66,16 @@ impl RedisServer {
 
     /// On `port` (a node may already be trying it), or on a free port.
     pub fn start_on(port: Option<u16>) -> RedisServer {
+        Self::start_args(port, &[])
+    }
+
+    /// On a free port, with `extra` arguments after the defaults (a later one wins in
+    /// redis-server), e.g. `["--enable-debug-command", "yes"]`.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        Self::start_args(None, extra)
+    }
+
+    fn start_args(port: Option<u16>, extra: &[&str]) -> RedisServer {
         ensure_installed();
         let dir = std::env::temp_dir().join(format!(
             "ringcast-redis-{}-{}",
@@ -71,31 +83,50 @@ impl RedisServer {
             free_port()
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
         // A port taken between free_port() and redis's bind makes it exit: try a few ports.
         for _ in 0..5 {
             let port = port.unwrap_or_else(free_port);
-            let mut child = Command::new("redis-server")
-                .args(["--port", &port.to_string()])
-                .args(["--bind", "127.0.0.1"])
-                .args(["--save", ""])
-                .args(["--appendonly", "no"])
-                .args(["--daemonize", "no"])
-                .args(["--protected-mode", "yes"])
-                .args(["--maxmemory-policy", "noeviction"])
-                .arg("--dir")
-                .arg(&dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn redis-server");
-            if wait_ready(&mut child, port, Duration::from_secs(10)) {
-                return RedisServer { child, port, dir };
+            if let Some(child) = spawn_ready(port, &dir, &extra) {
+                return RedisServer {
+                    child,
+                    port,
+                    dir,
+                    extra,
+                };
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
         panic!("redis-server did not start");
+    }
+
+    /// Waits (bounded) for this redis-server to exit, e.g. after `SHUTDOWN NOSAVE`; true if
+    /// it did.
+    pub fn wait_exit(&mut self, within: Duration) -> bool {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// A new redis-server process (so a new `run_id`) on the same port, with the same
+    /// arguments and directory, once the old one has exited (killed if it has not within 5 s).
+    pub fn restart(&mut self) {
+        if !self.wait_exit(Duration::from_secs(5)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        // The port is ours again, but a client's connect may hold it for a moment: retry.
+        for _ in 0..5 {
+            if let Some(child) = spawn_ready(self.port, &self.dir, &self.extra) {
+                self.child = child;
+                return;
+            }
+        }
+        panic!("redis-server did not restart on port {}", self.port);
     }
 
     pub fn url(&self) -> String {
@@ -119,6 +150,33 @@ impl RedisServer {
         BufReader::new(s).read_line(&mut line).unwrap();
         line.trim_end().to_string()
     }
+}
+
+/// A redis-server on `port` with the defaults and `extra`, once it answers PING; None if it
+/// exited (its port was taken) or was late (then it is killed).
+fn spawn_ready(port: u16, dir: &std::path::Path, extra: &[String]) -> Option<Child> {
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1"])
+        .args(["--save", ""])
+        .args(["--appendonly", "no"])
+        .args(["--daemonize", "no"])
+        .args(["--protected-mode", "yes"])
+        .args(["--maxmemory-policy", "noeviction"])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-server");
+    if wait_ready(&mut child, port, Duration::from_secs(10)) {
+        return Some(child);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 /// PING answered within `within`, or false when redis exited (its port was taken) or is late.
