@@ -84,9 +84,6 @@ async fn run(node: Arc<Node>) {
                 }
                 info!("redis: connected to {}", redact(&url));
                 m.set(M::RedisConnected, 1);
-                if let Some(b) = &ctx.node.bridge {
-                    b.set_connected(true);
-                }
                 if connected_before {
                     m.inc(M::RedisReconnects);
                 }
@@ -96,9 +93,6 @@ async fn run(node: Arc<Node>) {
                     deliver(&ctx.node, shard, Cmd::Resync).await;
                 }
                 serve(&ctx, con, pushes, tx).await;
-                if let Some(b) = &ctx.node.bridge {
-                    b.set_connected(false);
-                }
                 m.set(M::RedisConnected, 0);
                 warn!("redis: connection lost; reconnecting");
             }
@@ -228,6 +222,10 @@ async fn serve_until_broken(ctx: &Arc<Ctx>, inbox: &crate::fanout::BridgeInbox, 
         interest,
     } = lp;
     let con: &MultiplexedConnection = con;
+    // One timer for the connection, not one per event: the loop wakes at least this often to
+    // see the broken and shutdown flags.
+    let mut tick = tokio::time::interval(SHUTDOWN_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if ctx.broken.load(Ordering::Relaxed) {
             return;
@@ -244,7 +242,10 @@ async fn serve_until_broken(ctx: &Arc<Ctx>, inbox: &crate::fanout::BridgeInbox, 
         });
         tokio::select! {
             cmd = next_cmd => match cmd {
-                BridgeCmd::Append { groups, reply, until } => {
+                BridgeCmd::Append { groups, reply, until, taken } => {
+                    // Taken first, then the deadline: a publisher that timed out and found it
+                    // unset can be sure the check below drops it.
+                    taken.store(true, Ordering::SeqCst);
                     if until <= Instant::now() {
                         continue;
                     }
@@ -278,7 +279,7 @@ async fn serve_until_broken(ctx: &Arc<Ctx>, inbox: &crate::fanout::BridgeInbox, 
                 Some(m) => pushed(ctx, m.get_channel_name(), m.get_payload_bytes()).await,
                 None => return,
             },
-            _ = tokio::time::sleep(SHUTDOWN_POLL) => {
+            _ = tick.tick() => {
                 if ctx.node.shutting_down.load(Ordering::Relaxed) {
                     return;
                 }

@@ -171,6 +171,10 @@ pub enum BridgeCmd {
         /// The publisher answers 503 at this instant (`--publish-timeout-ms`): an append not
         /// sent by then is dropped unsent, so a refused publish is never published later.
         until: Instant,
+        /// Set by the bridge *before* it looks at `until` and sends: a publisher that times out
+        /// and finds it unset knows nothing was or will be sent ("not published"); set, only
+        /// "not confirmed".
+        taken: Arc<std::sync::atomic::AtomicBool>,
     },
     /// The messages of `topic` after `since`, for the topic's home shard `home`: answered with
     /// `Cmd::Fetched`. `asked`: a client's window the home could not answer itself (else a gap
@@ -201,9 +205,6 @@ pub struct Asked {
 pub struct BridgeInbox {
     queue: ArrayQueue<BridgeCmd>,
     waker: AtomicWaker,
-    /// The bridge is connected and subscribed: a publish that times out meanwhile may have
-    /// been sent ("not confirmed"); one that times out while it is not was never sent.
-    connected: std::sync::atomic::AtomicBool,
 }
 
 impl BridgeInbox {
@@ -211,18 +212,7 @@ impl BridgeInbox {
         BridgeInbox {
             queue: ArrayQueue::new(capacity.max(1)),
             waker: AtomicWaker::new(),
-            connected: std::sync::atomic::AtomicBool::new(false),
         }
-    }
-
-    pub fn connected(&self) -> bool {
-        self.connected.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// Set by the bridge when it has subscribed, cleared before it reconnects.
-    pub fn set_connected(&self, up: bool) {
-        self.connected
-            .store(up, std::sync::atomic::Ordering::Release);
     }
 
     /// Pushes and wakes the bridge; `Err(cmd)` when the queue is full.

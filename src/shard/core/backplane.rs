@@ -23,9 +23,9 @@ use crate::{debug, warn};
 
 impl Shard {
     /// Gives `groups` their positions in Redis; one result per group, in order. The bridge's
-    /// inbox full: `Fail::Overloaded` (nothing was sent). No answer within
-    /// `--publish-timeout-ms`, or sent but not confirmed: `Fail::NotConfirmed` (the bridge sends
-    /// nothing past that instant, but may have sent it before).
+    /// inbox full: `Fail::Overloaded`. No answer within `--publish-timeout-ms`:
+    /// `Fail::NotConfirmed` if the bridge had taken the append (it may have sent it), else
+    /// `Fail::RedisAway` (it never will). Sent but not confirmed: `Fail::NotConfirmed`.
     pub(crate) async fn publish_redis(
         self: &Rc<Self>,
         groups: Vec<TopicMsgs>,
@@ -49,6 +49,7 @@ impl Shard {
         };
         let timeout = Duration::from_millis(self.node.cfg.publish_timeout_ms);
         let until = Instant::now() + timeout;
+        let taken = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reply = {
             let mut st = self.st.borrow_mut();
             let reply = self.new_slot(&mut st, None);
@@ -56,6 +57,7 @@ impl Shard {
                 groups,
                 reply,
                 until,
+                taken: taken.clone(),
             };
             if bridge.send(cmd).is_err() {
                 st.pending.try_remove(reply.slot as usize);
@@ -77,9 +79,9 @@ impl Shard {
                 done.into_iter().map(|r| r.map_err(Fail::from)).collect()
             }
             Ok(_) => overloaded(self),
-            // With the bridge connected it may have sent the append: the publisher cannot be
-            // told "refused". While it is not, nothing was sent (and never will be).
-            Err(_) if bridge.connected() => {
+            // The bridge took the append: it may have sent it, so the publisher cannot be told
+            // "refused". Not taken: it will see the deadline passed and drop it unsent.
+            Err(_) if taken.load(std::sync::atomic::Ordering::SeqCst) => {
                 self.metrics().add(M::RedisPublishRefused, n as i64);
                 (0..n).map(|_| Err(Fail::NotConfirmed)).collect()
             }
