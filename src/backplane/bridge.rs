@@ -33,6 +33,10 @@ const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// How often an idle bridge looks at the node's shutdown flag.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
+/// Append calls one topic may have in flight (`commit::Commits`): more publishes wait and go
+/// together in the next call. One: with 4, wrk's 64 publishers got 19–25k/s instead of 29–39k/s
+/// on this machine, Redis spending 5.3–5.9 s of CPU instead of 4.4–4.9 s on smaller calls.
+const MAX_IN_FLIGHT_PER_TOPIC: u8 = 1;
 /// Most entries one gap fetch asks for.
 const MAX_FETCH_ENTRIES: usize = 1000;
 
@@ -186,7 +190,7 @@ async fn serve(
     let Some(inbox) = &ctx.node.bridge else {
         return;
     };
-    let mut commits = Commits::default();
+    let mut commits = Commits::new(MAX_IN_FLIGHT_PER_TOPIC);
     let mut flights: FuturesUnordered<Flight> = FuturesUnordered::new();
     let mut lp = Loop {
         con: &con,

@@ -82,18 +82,34 @@ pub(super) struct Landed {
     appended: Option<Appended>,
 }
 
-#[derive(Default)]
 pub(super) struct Commits {
     publishes: Slab<Publish>,
-    /// Topics with a script call in flight, and the parts waiting for the next one.
-    busy: HashMap<Arc<str>, Vec<Part>>,
+    /// Topics with script calls in flight, and the parts waiting for the next one.
+    busy: HashMap<Arc<str>, Busy>,
+    /// Most calls in flight for one topic (they run in the order sent, on one connection).
+    max_in_flight: u8,
+}
+
+#[derive(Default)]
+struct Busy {
+    in_flight: u8,
+    waiting: Vec<Part>,
 }
 
 /// Publish answers to hand to their shards.
 pub(super) type Answers = Vec<(ReplyTo, Reply)>;
 
 impl Commits {
-    /// Takes a publish: each group goes out now if its topic has no call in flight, else waits.
+    pub fn new(max_in_flight: u8) -> Commits {
+        Commits {
+            publishes: Slab::new(),
+            busy: HashMap::new(),
+            max_in_flight: max_in_flight.max(1),
+        }
+    }
+
+    /// Takes a publish: each group goes out now if its topic has room in flight and nothing
+    /// waiting ahead of it, else waits.
     pub fn take(&mut self, groups: Vec<TopicMsgs>, reply: ReplyTo, until: Instant) -> Vec<Call> {
         let n = groups.len();
         let publish = self.publishes.insert(Publish {
@@ -109,12 +125,12 @@ impl Commits {
                 group,
                 msgs: g.msgs,
             };
-            match self.busy.get_mut(&g.topic) {
-                Some(waiting) => waiting.push(part),
-                None => {
-                    self.busy.insert(g.topic.clone(), Vec::new());
-                    out.push(Call::of(g.topic, vec![part]));
-                }
+            let b = self.busy.entry(g.topic.clone()).or_default();
+            if b.in_flight < self.max_in_flight && b.waiting.is_empty() {
+                b.in_flight += 1;
+                out.push(Call::of(g.topic, vec![part]));
+            } else {
+                b.waiting.push(part);
             }
         }
         out
@@ -137,11 +153,20 @@ impl Commits {
             };
             self.finish(publish, group, outcome, &mut answers);
         }
-        let mut waiting = self.busy.remove(&l.topic).unwrap_or_default();
+        let Some(b) = self.busy.get_mut(&l.topic) else {
+            return (answers, None);
+        };
+        b.in_flight = b.in_flight.saturating_sub(1);
+        let publishes = &self.publishes;
         // Parts whose publisher has answered 503 already are never sent.
-        let (late, live): (Vec<Part>, Vec<Part>) = waiting
+        let (late, live): (Vec<Part>, Vec<Part>) = b
+            .waiting
             .drain(..)
-            .partition(|p| self.publishes.get(p.publish).is_none_or(|x| x.until <= now));
+            .partition(|p| publishes.get(p.publish).is_none_or(|x| x.until <= now));
+        let idle = b.in_flight == 0 && live.is_empty();
+        if idle {
+            self.busy.remove(&l.topic);
+        }
         for p in late {
             self.finish(
                 p.publish,
@@ -163,7 +188,10 @@ impl Commits {
                 break;
             }
         }
-        self.busy.insert(l.topic.clone(), live.collect());
+        if let Some(b) = self.busy.get_mut(&l.topic) {
+            b.in_flight += 1;
+            b.waiting = live.collect();
+        }
         (answers, Some(Call::of(l.topic, batch)))
     }
 
@@ -303,7 +331,7 @@ mod tests {
     fn a_busy_topic_batches_what_waits_and_each_publish_gets_its_positions() {
         let now = Instant::now();
         let until = now + Duration::from_secs(1);
-        let mut c = Commits::default();
+        let mut c = Commits::new(1);
         let first = c.take(vec![group("t", 2)], to(1), until);
         assert_eq!(first.len(), 1, "an idle topic's publish goes out at once");
         assert!(c.take(vec![group("t", 1)], to(2), until).is_empty());
@@ -331,7 +359,7 @@ mod tests {
     fn a_publish_is_answered_once_all_its_groups_landed() {
         let now = Instant::now();
         let until = now + Duration::from_secs(1);
-        let mut c = Commits::default();
+        let mut c = Commits::new(1);
         let calls = c.take(vec![group("a", 1), group("b", 2)], to(1), until);
         assert_eq!(calls.len(), 2);
         let (answers, _) = c.landed(land(&calls[1], 9, 10), now);
@@ -350,7 +378,7 @@ mod tests {
     #[test]
     fn late_parts_are_never_sent_and_a_lost_connection_answers_everyone() {
         let now = Instant::now();
-        let mut c = Commits::default();
+        let mut c = Commits::new(1);
         let first = c.take(vec![group("t", 1)], to(1), now + Duration::from_secs(5));
         assert!(c
             .take(vec![group("t", 1)], to(2), now + Duration::from_millis(1))
@@ -372,6 +400,31 @@ mod tests {
         let answers = c.abandon();
         assert_eq!(answers.len(), 1);
         assert_eq!((answers[0].0.slot, positions(&answers[0])), (3, vec![None]));
+        assert!(c.busy.is_empty());
+    }
+
+    /// With room for two calls a topic, two publishes go out at once and the third waits for
+    /// the first to land; positions still follow the order the calls were sent in.
+    #[test]
+    fn calls_in_flight_are_bounded_per_topic() {
+        let now = Instant::now();
+        let until = now + Duration::from_secs(1);
+        let mut c = Commits::new(2);
+        let a = c.take(vec![group("t", 1)], to(1), until);
+        let b = c.take(vec![group("t", 1)], to(2), until);
+        assert_eq!((a.len(), b.len()), (1, 1));
+        assert!(c.take(vec![group("t", 1)], to(3), until).is_empty());
+        assert!(c.take(vec![group("t", 2)], to(4), until).is_empty());
+        let (answers, next) = c.landed(land(&a[0], 7, 1), now);
+        assert_eq!(positions(&answers[0]), [Some(vec![1])]);
+        let next = next.expect("the waiting two, in one call");
+        assert_eq!(next.msgs.len(), 3);
+        let (answers, more) = c.landed(land(&b[0], 7, 2), now);
+        assert!(more.is_none());
+        assert_eq!(positions(&answers[0]), [Some(vec![2])]);
+        let (answers, _) = c.landed(land(&next, 7, 3), now);
+        let got: Vec<_> = answers.iter().map(|a| (a.0.slot, positions(a))).collect();
+        assert_eq!(got, [(3, vec![Some(vec![3])]), (4, vec![Some(vec![4, 5])])]);
         assert!(c.busy.is_empty());
     }
 }
