@@ -267,7 +267,7 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use crate::codec::position::Position;
-    use crate::fanout::{home_of, BridgeCmd, Cmd, Msg, Reply, Since, Window};
+    use crate::fanout::{home_of, BridgeCmd, Cmd, Msg, MsgRef, Reply, Since, Window};
     use crate::shard::core::inbox::publish_tests::{home_shard, sent_to_1, TO_SHARD_1};
     use crate::shard::core::Shard;
 
@@ -280,6 +280,18 @@ mod tests {
             .find(|t| home_of(t.as_bytes(), 2) == 0)
             .map(Arc::from)
             .unwrap()
+    }
+
+    /// Message `o` of `topic` in epoch 9.
+    fn msg_at(topic: &Arc<str>, o: u64, at: Instant) -> MsgRef {
+        Arc::new(Msg {
+            topic: topic.clone(),
+            pos: Position::new(9, o),
+            event: None,
+            data: b"x".to_vec().into(),
+            binary: false,
+            at,
+        })
     }
 
     fn bridge_cmds(sh: &Shard) -> Vec<BridgeCmd> {
@@ -325,16 +337,7 @@ mod tests {
         );
         assert!(sent_to_1(&sh).is_empty(), "not answered while loading");
         let now = Instant::now();
-        let msg = |o| {
-            Arc::new(Msg {
-                topic: topic.clone(),
-                pos: Position::new(9, o),
-                event: None,
-                data: b"x".to_vec().into(),
-                binary: false,
-                at: now,
-            })
-        };
+        let msg = |o| msg_at(&topic, o, now);
         let loaded = Window {
             reset: false,
             msgs: vec![msg(4), msg(5)],
@@ -411,16 +414,7 @@ mod tests {
         let sh = home_shard(&["--redis", "redis://127.0.0.1:1"]);
         let topic = topic_on_0("h");
         let now = Instant::now();
-        let msg = |o| {
-            Arc::new(Msg {
-                topic: topic.clone(),
-                pos: Position::new(9, o),
-                event: None,
-                data: b"x".to_vec().into(),
-                binary: false,
-                at: now,
-            })
-        };
+        let msg = |o| msg_at(&topic, o, now);
         let fetched = |msgs: Vec<u64>, current| Cmd::Fetched {
             topic: topic.clone(),
             window: Some(Window {
