@@ -314,7 +314,7 @@ impl Shard {
                 // Redis did not answer (the bridge waited its backoff first): ask again, so a
                 // gap is filled even when no later push comes.
                 None => {
-                    if let Ok((_, t)) = self.home_topic(st, &topic) {
+                    if let Some((_, t)) = self.known_home(st, &topic) {
                         let (last, since) = (t.last, t.current());
                         if last < want {
                             self.ask_gap(st, topic, since, want);

@@ -72,11 +72,9 @@ impl Shard {
         if t.live != Live::Yes {
             t.live = Live::Loading;
         }
-        self.check(st, topic.clone());
-        // Nothing to fetch (Redis's bridge inbox full: the next resync asks again).
-        if !st.fetching.contains_key(&topic) {
-            self.loaded(st, &topic);
-        }
+        // `loaded` follows the fetch's answer. A fetch the bridge's inbox refused leaves the
+        // home loading: its waiting windows expire, and the next request or resync asks again.
+        self.check(st, topic);
     }
 
     /// Whether this home answers windows of `topic` itself: always standalone; with `--redis`
@@ -448,5 +446,29 @@ mod tests {
         assert_eq!(last(&sh), 4, "the held pushes followed the fetched one");
         assert!(bridge_cmds(&sh).is_empty(), "nothing left to fetch");
         assert!(sh.st.borrow().held.is_empty());
+    }
+
+    /// A home whose load the bridge's inbox refused does not count as following: its waiting
+    /// windows are not answered from what it does not hold, but refused at their deadline.
+    #[test]
+    fn a_load_the_bridge_refused_leaves_the_window_waiting() {
+        let sh = home_shard(&["--redis", "redis://127.0.0.1:1", "--inbox-capacity", "1"]);
+        let topic = topic_on_0("f");
+        sh.handle(&mut sh.st.borrow_mut(), window(&topic, Since::Earliest));
+        // The subscribe fills the bridge's one slot: the load cannot be asked for.
+        sh.handle(&mut sh.st.borrow_mut(), Cmd::Live(topic.clone()));
+        assert!(sent_to_1(&sh).is_empty(), "not answered from nothing");
+        sh.expire_parked(Instant::now() + Duration::from_secs(60));
+        let sent = sent_to_1(&sh);
+        assert!(
+            matches!(
+                &sent[..],
+                [Cmd::Reply {
+                    reply: Reply::Window(Err(PublishError::NotConfirmed)),
+                    ..
+                }]
+            ),
+            "{sent:?}"
+        );
     }
 }

@@ -176,7 +176,7 @@ impl Subscribers {
     /// - frees the topics homed here that have no subscriber on any shard and no publish for
     ///   `idle` (`--topic-idle-secs`).
     ///
-    /// Returns the remote topics whose homes must be told, and how many home topics went.
+    /// Returns the remote topics whose homes must be told, and the home topics freed.
     pub fn sweep(&mut self, now: Instant, idle: Duration) -> (Vec<Arc<str>>, Vec<Arc<str>>) {
         let gone = self.topics.retain(|t| match &mut t.side {
             Side::Home(h) => {
