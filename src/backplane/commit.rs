@@ -275,19 +275,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    fn group(topic: &str, n: usize) -> TopicMsgs {
-        TopicMsgs {
-            topic: Arc::from(topic),
-            msgs: (0..n)
-                .map(|i| NewMsg {
-                    event: None,
-                    data: format!("{topic}{i}").into_bytes().into(),
-                    binary: false,
-                })
-                .collect(),
-        }
-    }
+    use crate::shard::core::inbox::publish_tests::group;
 
     fn to(slot: u32) -> ReplyTo {
         ReplyTo {
@@ -342,7 +330,7 @@ mod tests {
         assert_eq!(positions(&answers[0]), [Some(vec![1, 2])]);
         let next = next.expect("the waiting publishes, in one call");
         assert_eq!(next.msgs.len(), 4);
-        assert_eq!(&*next.msgs[0].data, b"t0");
+        assert_eq!(&*next.msgs[0].data, b"t-0");
         let (answers, after) = c.landed(land(&next, 7, 3), now);
         assert!(after.is_none(), "nothing waits: the topic is idle again");
         let got: Vec<_> = answers.iter().map(|a| (a.0.slot, positions(a))).collect();

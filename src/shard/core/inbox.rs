@@ -371,7 +371,8 @@ pub(crate) mod publish_tests {
         gen: 1,
     };
 
-    fn group(topic: &str, n: usize) -> TopicMsgs {
+    /// A publish group of `n` messages `TOPIC-i`.
+    pub(crate) fn group(topic: &str, n: usize) -> TopicMsgs {
         TopicMsgs {
             topic: Arc::from(topic),
             msgs: (0..n)
