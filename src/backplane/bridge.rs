@@ -79,26 +79,23 @@ async fn run(node: Arc<Node>) {
                 let _channels = AbortOnDrop(tokio::spawn(task));
                 // Every wanted channel subscribed, confirmed: only now can each home ask
                 // what it missed and be sure that what comes after arrives as pushes.
-                if ready_rx.await.is_err() {
+                if ready_rx.await.is_ok() {
+                    info!("redis: connected to {}", redact(&url));
+                    m.set(M::RedisConnected, 1);
+                    if connected_before {
+                        m.inc(M::RedisReconnects);
+                    }
+                    connected_before = true;
+                    backoff = MIN_BACKOFF;
+                    for shard in 0..ctx.node.bus.shards() {
+                        deliver(&ctx.node, shard, Cmd::Resync).await;
+                    }
+                    serve(&ctx, con, pushes, tx).await;
+                    m.set(M::RedisConnected, 0);
+                    warn!("redis: connection lost; reconnecting");
+                } else {
                     warn!("redis: could not subscribe; reconnecting");
-                    ctx.broken.store(false, Ordering::Relaxed);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
                 }
-                info!("redis: connected to {}", redact(&url));
-                m.set(M::RedisConnected, 1);
-                if connected_before {
-                    m.inc(M::RedisReconnects);
-                }
-                connected_before = true;
-                backoff = MIN_BACKOFF;
-                for shard in 0..ctx.node.bus.shards() {
-                    deliver(&ctx.node, shard, Cmd::Resync).await;
-                }
-                serve(&ctx, con, pushes, tx).await;
-                m.set(M::RedisConnected, 0);
-                warn!("redis: connection lost; reconnecting");
             }
             Err(e) => warn!("redis: cannot connect ({e}); retrying in {backoff:?}"),
         }
