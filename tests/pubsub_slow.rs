@@ -179,6 +179,10 @@ fn slow_client_drop_policy_skips_and_then_resets() {
         "33554432",
         "--history-messages",
         "20000",
+        // No rest between writer cycles: a write carries only what was published during one
+        // cycle, a few of the 1 KiB messages.
+        "--max-write-delay-ms",
+        "0",
     ]);
     let start = current(&srv, "drop");
     let mut slow = connect_small_rcvbuf(&srv, 4096);
@@ -198,7 +202,9 @@ fn slow_client_drop_policy_skips_and_then_resets() {
         "ringcast_client_buffered_bytes",
     );
     let n = ids.len();
-    assert!(max_buffered <= 65536, "buffered {max_buffered}");
+    // The bound is the buffer plus what the socket refused of the write that began the
+    // backlog (`Out::admit`): far below the megabytes published at it.
+    assert!(max_buffered <= 65536 + 32768, "buffered {max_buffered}");
     let drops = srv.metric("ringcast_slow_client_drops_total");
     assert!(drops >= 1, "drops counter moved");
     assert_eq!(srv.metric("ringcast_slow_client_disconnects_total"), 0);
