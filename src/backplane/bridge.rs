@@ -23,7 +23,7 @@ use super::commit::{self, Commits, Flight};
 use super::ctx::{deliver, Ctx};
 use super::scripts;
 use super::{parse_push, Keys};
-use crate::fanout::{home_of, Asked, BridgeCmd, Cmd, Msg, MsgRef, Window};
+use crate::fanout::{home_of, Asked, BridgeCmd, Cmd, Fetched, Msg, MsgRef, Window};
 use crate::metrics::M;
 use crate::node::Node;
 use crate::{info, warn};
@@ -153,11 +153,11 @@ fn refuse_while_away(ctx: &Ctx) {
                 home,
                 asked,
             } => {
-                let cmd = Cmd::Fetched {
+                let cmd = Cmd::Fetched(Box::new(Fetched {
                     topic: topic.clone(),
                     window: None,
                     asked,
-                };
+                }));
                 if node.bus.send(home as usize, cmd).is_err() {
                     // That home's inbox is full: answered on the next pass.
                     keep.push(BridgeCmd::Fetch {
@@ -199,6 +199,7 @@ async fn serve(
     serve_until_broken(ctx, inbox, &mut lp).await;
     drop(flights);
     for (to, reply) in commits.abandon() {
+        let reply = Box::new(reply);
         deliver(&ctx.node, to.shard as usize, Cmd::Reply { to, reply }).await;
     }
 }
@@ -273,7 +274,8 @@ async fn serve_until_broken(ctx: &Arc<Ctx>, inbox: &crate::fanout::BridgeInbox, 
                 let (answers, next) = commits.landed(landed, Instant::now());
                 flights.extend(next.map(|c| commit::flight(ctx, con, c)));
                 for (to, reply) in answers {
-                    deliver(&ctx.node, to.shard as usize, Cmd::Reply { to, reply }).await;
+                    let reply = Box::new(reply);
+        deliver(&ctx.node, to.shard as usize, Cmd::Reply { to, reply }).await;
                 }
             }
             m = pushes.next() => match m {
@@ -362,11 +364,11 @@ async fn fetched(
     window: Option<Window>,
     asked: Option<Asked>,
 ) {
-    let cmd = Cmd::Fetched {
+    let cmd = Cmd::Fetched(Box::new(Fetched {
         topic,
         window,
         asked,
-    };
+    }));
     deliver(&ctx.node, home as usize, cmd).await;
 }
 

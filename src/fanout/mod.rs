@@ -123,13 +123,9 @@ pub enum Cmd {
     },
     /// To a topic's home: answer the window after `since`; if `subscribe`, also start sending
     /// this shard every new message of the topic (in the same queue, so after the window).
-    Window {
-        topic: Arc<str>,
-        since: Since,
-        limit: usize,
-        subscribe: bool,
-        reply: ReplyTo,
-    },
+    /// (Boxed, like the other large variants, so that `Cmd` stays small: every inbox slot is
+    /// a `Cmd`, and `ArrayQueue` touches all of them when it is made.)
+    Window(Box<WindowAsk>),
     /// To every other shard, for `GET /topics/{topic}` and v1 `presence`: how many
     /// subscriptions (streams, v1 subscriptions, waiting long polls) of `topic` it has now.
     Count { topic: Arc<str>, reply: ReplyTo },
@@ -138,17 +134,13 @@ pub enum Cmd {
     /// From a topic's home to a shard with subscribers: new messages, in order.
     Deliver(MsgRef),
     /// An answer for a pending slot.
-    Reply { to: ReplyTo, reply: Reply },
+    Reply { to: ReplyTo, reply: Box<Reply> },
     /// With `--redis`, from the bridge to a topic's home: a message Redis pushed on the topic's
     /// channel, applied under the topic's cursor (a duplicate is dropped, a gap fetched).
     Pushed(MsgRef),
     /// With `--redis`, from the bridge to a topic's home: the window a [`BridgeCmd::Fetch`]
     /// asked for, `None` when Redis did not answer.
-    Fetched {
-        topic: Arc<str>,
-        window: Option<Window>,
-        asked: Option<Asked>,
-    },
+    Fetched(Box<Fetched>),
     /// With `--redis`, from the bridge to every shard once it is connected and subscribed
     /// again: check every topic homed there against Redis (what was published while the node
     /// was away reaches it now, not with the topic's next message).
@@ -158,6 +150,26 @@ pub enum Cmd {
     Live(Arc<str>),
     /// Stop accepting and drain (sent by the signal thread).
     Shutdown,
+}
+
+/// `Cmd::Window`: the window of `topic` after `since`, at most `limit` messages; with
+/// `subscribe`, the asking shard (`reply.shard`) is sent every later message too.
+#[derive(Debug)]
+pub struct WindowAsk {
+    pub topic: Arc<str>,
+    pub since: Since,
+    pub limit: usize,
+    pub subscribe: bool,
+    pub reply: ReplyTo,
+}
+
+/// `Cmd::Fetched`: the window of `topic` Redis answered (`None`: it did not), for the client
+/// window `asked` if there is one, else for the home's own gap.
+#[derive(Debug)]
+pub struct Fetched {
+    pub topic: Arc<str>,
+    pub window: Option<Window>,
+    pub asked: Option<Asked>,
 }
 
 /// What shards ask of the Redis bridge thread (`--redis`, `backplane::bridge`).
@@ -316,6 +328,15 @@ pub fn home_of(topic: &[u8], shards: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every slot of every inbox is a `Cmd`, and `ArrayQueue::new` writes each slot's stamp,
+    /// so the inboxes are resident from the start: `--inbox-capacity` × shards × this size.
+    #[test]
+    fn a_command_stays_small() {
+        let n = std::mem::size_of::<Cmd>();
+        eprintln!("Cmd: {n} bytes");
+        assert!(n <= 48, "Cmd = {n} bytes");
+    }
 
     #[test]
     fn full_inbox_gives_the_command_back() {

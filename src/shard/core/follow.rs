@@ -265,7 +265,9 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use crate::codec::position::Position;
-    use crate::fanout::{home_of, BridgeCmd, Cmd, Msg, MsgRef, Reply, Since, Window};
+    use crate::fanout::{
+        home_of, BridgeCmd, Cmd, Fetched, Msg, MsgRef, Reply, Since, Window, WindowAsk,
+    };
     use crate::shard::core::inbox::publish_tests::{home_shard, sent_to_1, TO_SHARD_1};
     use crate::shard::core::Shard;
 
@@ -298,13 +300,13 @@ mod tests {
     }
 
     fn window(topic: &Arc<str>, since: Since) -> Cmd {
-        Cmd::Window {
+        Cmd::Window(Box::new(WindowAsk {
             topic: topic.clone(),
             since,
             limit: 10,
             subscribe: false,
             reply: TO_SHARD_1,
-        }
+        }))
     }
 
     /// A window on a topic the node does not follow waits while the home subscribes and loads
@@ -343,19 +345,21 @@ mod tests {
         };
         sh.handle(
             &mut sh.st.borrow_mut(),
-            Cmd::Fetched {
+            Cmd::Fetched(Box::new(Fetched {
                 topic: topic.clone(),
                 window: Some(loaded),
                 asked: None,
-            },
+            })),
         );
         let got: Vec<(Vec<u64>, Position)> = sent_to_1(&sh)
             .into_iter()
             .map(|c| match c {
-                Cmd::Reply {
-                    reply: Reply::Window(Ok(w)),
-                    ..
-                } => (w.msgs.iter().map(|m| m.pos.offset).collect(), w.current),
+                Cmd::Reply { reply, .. } => match *reply {
+                    Reply::Window(Ok(w)) => {
+                        (w.msgs.iter().map(|m| m.pos.offset).collect(), w.current)
+                    }
+                    other => panic!("{other:?}"),
+                },
                 other => panic!("{other:?}"),
             })
             .collect();
@@ -390,10 +394,8 @@ mod tests {
         assert!(
             matches!(
                 &sent[..],
-                [Cmd::Reply {
-                    reply: Reply::Window(Err(PublishError::NotConfirmed)),
-                    ..
-                }]
+                [Cmd::Reply { reply, .. }]
+                    if matches!(**reply, Reply::Window(Err(PublishError::NotConfirmed)))
             ),
             "{sent:?}"
         );
@@ -413,14 +415,16 @@ mod tests {
         let topic = topic_on_0("h");
         let now = Instant::now();
         let msg = |o| msg_at(&topic, o, now);
-        let fetched = |msgs: Vec<u64>, current| Cmd::Fetched {
-            topic: topic.clone(),
-            window: Some(Window {
-                reset: false,
-                msgs: msgs.into_iter().map(msg).collect(),
-                current: Position::new(9, current),
-            }),
-            asked: None,
+        let fetched = |msgs: Vec<u64>, current| {
+            Cmd::Fetched(Box::new(Fetched {
+                topic: topic.clone(),
+                window: Some(Window {
+                    reset: false,
+                    msgs: msgs.into_iter().map(msg).collect(),
+                    current: Position::new(9, current),
+                }),
+                asked: None,
+            }))
         };
         sh.handle(&mut sh.st.borrow_mut(), window(&topic, Since::None));
         sh.handle(&mut sh.st.borrow_mut(), Cmd::Live(topic.clone()));
@@ -463,10 +467,8 @@ mod tests {
         assert!(
             matches!(
                 &sent[..],
-                [Cmd::Reply {
-                    reply: Reply::Window(Err(PublishError::NotConfirmed)),
-                    ..
-                }]
+                [Cmd::Reply { reply, .. }]
+                    if matches!(**reply, Reply::Window(Err(PublishError::NotConfirmed)))
             ),
             "{sent:?}"
         );

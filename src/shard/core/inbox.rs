@@ -13,7 +13,9 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::codec::position::Position;
-use crate::fanout::{Cmd, MsgRef, NewMsg, PublishError, Reply, Since, TopicMsgs, Window};
+use crate::fanout::{
+    Cmd, Fetched, MsgRef, NewMsg, PublishError, Reply, Since, TopicMsgs, Window, WindowAsk,
+};
 use crate::metrics::M;
 use crate::shard::core::{complete, yield_now, Refused, Shard, State, OUTQ_RETRY};
 use crate::shard::topics::home::{self, HomeTopic};
@@ -186,13 +188,14 @@ impl Shard {
                 };
                 self.reply(st, reply, r);
             }
-            Cmd::Window {
-                topic,
-                since,
-                limit,
-                subscribe,
-                reply,
-            } => {
+            Cmd::Window(w) => {
+                let WindowAsk {
+                    topic,
+                    since,
+                    limit,
+                    subscribe,
+                    reply,
+                } = *w;
                 let from = subscribe.then_some(reply.shard as usize);
                 if self.follows(st, &topic) {
                     self.answer_window(st, topic, since, limit, from, reply);
@@ -216,13 +219,16 @@ impl Shard {
                 let policy = self.policy();
                 st.subs.deliver(&msg, &policy);
             }
-            Cmd::Reply { to, reply } => complete(st, to, reply, self.metrics()),
+            Cmd::Reply { to, reply } => complete(st, to, *reply, self.metrics()),
             Cmd::Pushed(msg) => self.apply_pushed(st, msg),
-            Cmd::Fetched {
-                topic,
-                window,
-                asked,
-            } => self.apply_fetched(st, topic, window, asked),
+            Cmd::Fetched(f) => {
+                let Fetched {
+                    topic,
+                    window,
+                    asked,
+                } = *f;
+                self.apply_fetched(st, topic, window, asked)
+            }
             Cmd::Resync => self.resync(st),
             Cmd::Live(topic) => self.live(st, topic),
             Cmd::Shutdown => self.draining.fire(),
@@ -416,12 +422,11 @@ pub(crate) mod publish_tests {
         );
         drop(st);
         let sent = sent_to_1(&sh);
-        let [Cmd::Reply {
-            to,
-            reply: Reply::Published(done),
-        }] = &sent[..]
-        else {
-            panic!("expected one Published reply, got {sent:?}");
+        let [Cmd::Reply { to, reply }] = &sent[..] else {
+            panic!("expected one reply, got {sent:?}");
+        };
+        let Reply::Published(done) = &**reply else {
+            panic!("expected Published, got {reply:?}");
         };
         assert_eq!(*to, TO_SHARD_1);
         assert_eq!(done.len(), 4);
@@ -467,7 +472,7 @@ pub(crate) mod publish_tests {
                 },
             );
             match sent_to_1(&sh).pop() {
-                Some(Cmd::Reply { reply, .. }) => reply,
+                Some(Cmd::Reply { reply, .. }) => *reply,
                 other => panic!("expected a reply, got {other:?}"),
             }
         };
@@ -501,13 +506,13 @@ pub(crate) mod publish_tests {
         // Shard 1 subscribes to "a", so each message of "a" is a `Deliver` to it.
         sh.handle(
             &mut sh.st.borrow_mut(),
-            Cmd::Window {
+            Cmd::Window(Box::new(WindowAsk {
                 topic: Arc::from("a"),
                 since: Since::None,
                 limit: 0,
                 subscribe: true,
                 reply: TO_SHARD_1,
-            },
+            })),
         );
         assert_eq!(sent_to_1(&sh).len(), 1, "the window reply");
 
@@ -522,11 +527,11 @@ pub(crate) mod publish_tests {
         );
         let sent = sent_to_1(&sh);
         assert_eq!(sent.len(), 4, "three deliveries and the reply: {sent:?}");
-        match &sent[3] {
-            Cmd::Reply {
-                reply: Reply::Busy { done, back },
-                ..
-            } => {
+        let Cmd::Reply { reply, .. } = &sent[3] else {
+            panic!("expected a reply, got {:?}", sent[3]);
+        };
+        match &**reply {
+            Reply::Busy { done, back } => {
                 assert_eq!(done.len(), 1);
                 assert_eq!(offsets(&done[0]), [1, 2, 3]);
                 let back: Vec<(&str, usize)> =
@@ -550,11 +555,11 @@ pub(crate) mod publish_tests {
             },
         );
         let sent = sent_to_1(&sh);
-        match &sent[..] {
-            [Cmd::Shutdown, Cmd::Shutdown, Cmd::Reply {
-                reply: Reply::Busy { done, back },
-                ..
-            }] => {
+        let [Cmd::Shutdown, Cmd::Shutdown, Cmd::Reply { reply, .. }] = &sent[..] else {
+            panic!("expected two commands and a reply, got {sent:?}");
+        };
+        match &**reply {
+            Reply::Busy { done, back } => {
                 assert!(done.is_empty());
                 assert_eq!(back.len(), 2);
                 assert_eq!(&*back[0].topic, "a");
@@ -572,11 +577,11 @@ pub(crate) mod publish_tests {
         );
         let sent = sent_to_1(&sh);
         match sent.last() {
-            Some(Cmd::Reply {
-                reply: Reply::Published(done),
-                ..
-            }) => assert_eq!(offsets(&done[0]), [4]),
-            other => panic!("expected Published, got {other:?}"),
+            Some(Cmd::Reply { reply, .. }) => match &**reply {
+                Reply::Published(done) => assert_eq!(offsets(&done[0]), [4]),
+                other => panic!("expected Published, got {other:?}"),
+            },
+            other => panic!("expected a reply, got {other:?}"),
         }
     }
 }

@@ -209,7 +209,14 @@ impl Shard {
         if to.shard as usize == self.id {
             complete(st, to, reply, self.metrics());
         } else {
-            self.send(st, to.shard as usize, Cmd::Reply { to, reply });
+            self.send(
+                st,
+                to.shard as usize,
+                Cmd::Reply {
+                    to,
+                    reply: Box::new(reply),
+                },
+            );
         }
     }
 }

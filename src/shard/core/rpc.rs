@@ -11,7 +11,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::codec::position::Position;
-use crate::fanout::{home_of, Cmd, NewMsg, Reply, ReplyTo, Since, TopicMsgs, Window};
+use crate::fanout::{home_of, Cmd, NewMsg, Reply, ReplyTo, Since, TopicMsgs, Window, WindowAsk};
 use crate::metrics::M;
 use crate::shard::core::{Fail, Pending, Refused, Shard, State, OUTQ_RETRY};
 use crate::shard::outbox::out::Out;
@@ -223,12 +223,14 @@ impl Shard {
             return Ok(w);
         }
         match self
-            .request(home, |reply| Cmd::Window {
-                topic,
-                since,
-                limit,
-                subscribe: false,
-                reply,
+            .request(home, |reply| {
+                Cmd::Window(Box::new(WindowAsk {
+                    topic,
+                    since,
+                    limit,
+                    subscribe: false,
+                    reply,
+                }))
             })
             .await
         {
@@ -314,12 +316,14 @@ impl Shard {
             let t = topic.clone();
             // The window is applied by `complete` when the reply is executed.
             let r = self
-                .request_for(home, Some(sk), |reply| Cmd::Window {
-                    topic: t,
-                    since,
-                    limit,
-                    subscribe: true,
-                    reply,
+                .request_for(home, Some(sk), |reply| {
+                    Cmd::Window(Box::new(WindowAsk {
+                        topic: t,
+                        since,
+                        limit,
+                        subscribe: true,
+                        reply,
+                    }))
                 })
                 .await;
             match r {

@@ -282,7 +282,10 @@ impl Session {
         let mut batch = Vec::new();
         let end = self.decode(sh, ok, buf, &mut batch).await;
         if !batch.is_empty() {
-            if let Err(f) = sh.publish(self.topic.clone(), batch).await {
+            // Boxed, as is `message` below: a burst task exists for every WebSocket with
+            // something to read, all of them at once when many clients send together (pongs,
+            // or a mass close), so its future is kept to what every burst needs.
+            if let Err(f) = Box::pin(sh.publish(self.topic.clone(), batch)).await {
                 crate::debug!("websocket publish failed: {f:?}");
                 return Some(End::Close(ws::CLOSE_INTERNAL_ERROR));
             }
@@ -348,7 +351,7 @@ impl Session {
                         });
                         continue;
                     }
-                    if let Some(end) = self.message(sh, ok, data, binary).await {
+                    if let Some(end) = Box::pin(self.message(sh, ok, data, binary)).await {
                         return Some(end);
                     }
                 }
@@ -379,5 +382,23 @@ impl Session {
         }
         send_frame(sh, ok, &reply);
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use crate::shard::core::inbox::publish_tests::home_shard;
+
+    /// Every WebSocket with something to read has a burst task at once (all of them when
+    /// clients answer a ping round or leave together), so its future stays small: what a
+    /// publish or a v1 command needs is boxed inside it, only while it runs.
+    #[test]
+    fn a_burst_task_is_small() {
+        let sh = Rc::new(home_shard(&[]));
+        let n = std::mem::size_of_val(&super::burst(sh, 0));
+        eprintln!("ws::burst future: {n} bytes");
+        assert!(n <= 1024, "{n} bytes");
     }
 }
