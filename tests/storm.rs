@@ -12,7 +12,8 @@
 //! (the server at `--log-level info`; `RINGCAST_STORM_ACCEPT_RATE=N` runs the same storm at
 //! another `--accept-rate`, `RINGCAST_STORM_ELSEWHERE=1` aims it at a second node as a control;
 //! both check only that every connection is answered). The storm's client threads run at nice +10, so the
-//! subscribers' readers and the server are not starved by the load generator on a 2-core box.
+//! subscribers' readers and the server are not starved by the load generator on a 2-core box;
+//! `RINGCAST_STORM_MEASURE_NICE=N` sets the server, the publisher and the readers to nice N.
 
 #[path = "support/server.rs"]
 mod server;
@@ -197,15 +198,43 @@ enum Fate {
     Bad(String),
 }
 
+/// Sets the calling thread's nice value (a failure, e.g. without the right to go below 0,
+/// leaves it as it is).
+fn nice_this_thread(n: i32) {
+    // SAFETY: gettid and setpriority have no pointers.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, n);
+    }
+}
+
+/// Sets the nice value of every thread of process `pid`.
+fn nice_process(pid: u32, n: i32) {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        if let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
+            // SAFETY: setpriority has no pointers; a failure leaves the priority as it is.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, n) };
+        }
+    }
+}
+
+/// `RINGCAST_STORM_MEASURE_NICE=N`: the nice value of the server and of the threads that
+/// measure (the publisher and the subscribers' readers), so a run can tell the server's delay
+/// from the measurers' waiting for a core behind the storm's own threads (always +10).
+fn measure_nice() -> Option<i32> {
+    std::env::var("RINGCAST_STORM_MEASURE_NICE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+}
+
 fn storm_thread(addr: std::net::SocketAddr, n: usize) -> Vec<Fate> {
     // The storm's clients share the machine with the server and the subscribers' readers:
     // at a lower priority (nice +10, this thread only) they measure the server's storm, not
     // two cores fought over by eight connect loops.
-    // SAFETY: gettid and setpriority have no pointers; a failure leaves the priority as is.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
-    }
+    nice_this_thread(10);
     let mut fates = Vec::with_capacity(n);
     let mut left = n;
     while left > 0 {
@@ -263,6 +292,9 @@ fn run_storm(bin: PathBuf, extra: &[&str], accept_rate: u32) -> Report {
     let mut args = vec!["--shards", "2", "--accept-rate", &rate];
     args.extend_from_slice(extra);
     let srv = Server::start_bin(&bin, &args, &[]);
+    if let Some(n) = measure_nice() {
+        nice_process(srv.pid(), n);
+    }
     let start = Instant::now();
 
     // Where every topic is now: subscribers resume from it, so each gets every message
@@ -299,6 +331,9 @@ fn run_storm(bin: PathBuf, extra: &[&str], accept_rate: u32) -> Report {
             .collect();
         let expected = expected.clone();
         readers.push(std::thread::spawn(move || {
+            if let Some(n) = measure_nice() {
+                nice_this_thread(n);
+            }
             read_subscribers(mine, start, expected, read_deadline)
         }));
     }
@@ -311,6 +346,9 @@ fn run_storm(bin: PathBuf, extra: &[&str], accept_rate: u32) -> Report {
     let pub_thread = {
         let (stop, topics) = (stop.clone(), topics.clone());
         std::thread::spawn(move || {
+            if let Some(n) = measure_nice() {
+                nice_this_thread(n);
+            }
             let mut ids: Vec<Vec<String>> = vec![Vec::new(); TOPICS];
             let period = Duration::from_micros(1_000_000 / PUBLISH_HZ);
             let mut next = Instant::now();

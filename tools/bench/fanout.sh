@@ -28,6 +28,7 @@
 # for before/after comparisons in the same run.
 # SAT_MSGS (default 1000) and SAT_TIMEOUT (s, default 60) lengthen the saturated case, to measure the
 # steady state past the first second's ramp.
+# TRANSPORTS (default "sse ws") narrows the streaming cases to one transport.
 # SYSCALLS=1 counts each run's write syscalls (perf) and prints them per delivery. RC_FLAGS adds
 # flags to both ringcast servers (e.g. "--max-write-delay-ms 50").
 # SERVERS may name ringcast-redis (one node on a redis-server of its own, started and stopped
@@ -186,7 +187,7 @@ params() {
 for c in $CASES; do
   read -r cores cpus subs topics rate msgs timeout procs <<<"$(params "$c")"
   for r in $(seq "$ROUNDS"); do
-    for tr in sse ws; do
+    for tr in ${TRANSPORTS:-sse ws}; do
       for s in $SERVERS; do
         start "$s" "$cores"
         extra=()
@@ -209,7 +210,7 @@ for c in $CASES; do
       done
     done
     # Write syscalls per delivery, in runs of their own (tracepoints cost a little per syscall).
-    for tr in sse ws; do
+    for tr in ${TRANSPORTS:-sse ws}; do
       for s in $SERVERS; do
         start "$s" 1
         timeout 120 perf stat -x, -e "$WRITE_EVENTS" -p "$PIDS" -o "$OUT/perwrite-$s-$tr.perfstat" &
