@@ -41,6 +41,19 @@ struct Publish {
     left: usize,
 }
 
+impl Publish {
+    /// Its answer: each group's outcome, "not confirmed" for a group without one (its call
+    /// may or may not have been applied).
+    fn answer(self) -> (ReplyTo, Reply) {
+        let done = self
+            .done
+            .into_iter()
+            .map(|d| d.unwrap_or(Err(PublishError::NotConfirmed)))
+            .collect();
+        (self.reply, Reply::Published(done))
+    }
+}
+
 /// One group of one publish, waiting for its topic's script call.
 struct Part {
     publish: usize,
@@ -201,12 +214,7 @@ impl Commits {
         self.busy.clear();
         let mut answers = Vec::new();
         for p in self.publishes.drain() {
-            let done = p
-                .done
-                .into_iter()
-                .map(|d| d.unwrap_or(Err(PublishError::NotConfirmed)))
-                .collect();
-            answers.push((p.reply, Reply::Published(done)));
+            answers.push(p.answer());
         }
         answers
     }
@@ -220,13 +228,7 @@ impl Commits {
         }
         p.left -= 1;
         if p.left == 0 {
-            let p = self.publishes.remove(publish);
-            let done = p
-                .done
-                .into_iter()
-                .map(|d| d.unwrap_or(Err(PublishError::NotConfirmed)))
-                .collect();
-            answers.push((p.reply, Reply::Published(done)));
+            answers.push(self.publishes.remove(publish).answer());
         }
     }
 }
