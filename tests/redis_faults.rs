@@ -1021,6 +1021,44 @@ fn a_redis_restart_gives_each_subscription_exactly_one_reset() {
     verdict(bad);
 }
 
+/// A Redis restored from a snapshot comes back with each topic's meta as it was saved and
+/// without what was appended after the save. The node's new connection reaches another
+/// process (another `run_id`), so the topic starts a new epoch: the lost message's position
+/// is never handed out again, and a client holding it gets a reset.
+#[test]
+fn a_redis_restored_from_a_snapshot_starts_a_new_epoch() {
+    let mut r = RedisServer::start();
+    let a = node(&r, &[]);
+    let topic = "snapshot";
+    for i in 1..=3 {
+        a.publish(topic, format!("saved-{i}").as_bytes());
+    }
+    assert_eq!(r.cmd(&["SAVE"]), "+OK");
+    let lost = a.publish(topic, b"lost");
+    let (old_epoch, offset) = server::pos(&lost);
+    assert_eq!(offset, 4, "{lost}");
+    r.cmd(&["SHUTDOWN", "NOSAVE"]);
+    assert!(r.wait_exit(Duration::from_secs(5)), "redis still running");
+    r.restart();
+    // The snapshot was loaded: the meta is the saved one, three messages in.
+    let saved = truth(&r, topic);
+    assert_eq!(saved.len(), 3, "{saved:?}");
+    assert_eq!(saved[2], (format!("{old_epoch}:3"), "saved-3".to_string()));
+    wait_connected(&a, 2, Duration::from_secs(10));
+
+    let next = a.publish(topic, b"after");
+    let (new_epoch, offset) = server::pos(&next);
+    assert_ne!(
+        new_epoch, old_epoch,
+        "{next} continues the epoch whose position 4 was lost: {lost} would mean two messages"
+    );
+    assert_eq!(offset, 1, "{next}");
+    // A client that had the lost message is told its history is gone, and where it restarts.
+    let v = a.get(&format!("/poll/{topic}?since={lost}")).json();
+    assert_eq!(v["reset"], true, "{v}");
+    assert_eq!(truth(&r, topic), [(next.clone(), "after".to_string())]);
+}
+
 /// Across a Redis restart: the old epoch's messages after the start, exactly; one reset to a
 /// position of the new epoch at or before its first message; then the new epoch's messages
 /// after that position, exactly; no stream lost.

@@ -244,7 +244,9 @@ fn a_position_ahead_of_this_nodes_cursor_is_asked_of_redis_never_reset() {
         history_messages: 1000,
         history_secs: 3600,
     };
-    let v: redis::Value = scripts::append(&Scripts::default(), &keys, &limits, 1, &msgs)
+    let info: String = scripts::server_info().query(&mut con).unwrap();
+    let run_id = scripts::run_id(&info).unwrap().to_string();
+    let v: redis::Value = scripts::append(&Scripts::default(), &keys, &limits, 1, &run_id, &msgs)
         .invoke(&mut con)
         .unwrap();
     let a = scripts::parse_appended(&v).unwrap();

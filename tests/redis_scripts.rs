@@ -37,7 +37,9 @@ fn append(
     epoch: u64,
     msgs: &[NewMsg],
 ) -> Appended {
-    let v: Value = scripts::append(s, k, l, epoch, msgs)
+    let info: String = scripts::server_info().query(con).expect("INFO server");
+    let run_id = scripts::run_id(&info).expect("a run_id").to_string();
+    let v: Value = scripts::append(s, k, l, epoch, &run_id, msgs)
         .invoke(con)
         .expect("append");
     scripts::parse_appended(&v).expect("append reply")

@@ -71,7 +71,7 @@ async fn run(node: Arc<Node>) {
     let m = &ctx.node.metrics.shards[0];
     while !ctx.node.shutting_down.load(Ordering::Relaxed) {
         match connect(&client, timeout).await {
-            Ok((con, pubsub)) => {
+            Ok((con, run_id, pubsub)) => {
                 let (sink, pushes) = pubsub.split();
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
                 let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -90,7 +90,7 @@ async fn run(node: Arc<Node>) {
                     for shard in 0..ctx.node.bus.shards() {
                         deliver(&ctx.node, shard, Cmd::Resync).await;
                     }
-                    serve(&ctx, con, pushes, tx).await;
+                    serve(&ctx, con, &run_id, pushes, tx).await;
                     m.set(M::RedisConnected, 0);
                     warn!("redis: connection lost; reconnecting");
                 } else {
@@ -114,22 +114,35 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// The script connection, the `run_id` of the Redis process behind it, and the pub/sub
+/// connection. The `run_id` is asked on the script connection itself: a connection never
+/// outlives the process it reached, and this one is never made again behind the bridge's back
+/// (a `MultiplexedConnection` does not reconnect), so every append sent on it goes to that
+/// process.
 async fn connect(
     client: &Client,
     timeout: Duration,
-) -> redis::RedisResult<(MultiplexedConnection, redis::aio::PubSub)> {
+) -> redis::RedisResult<(MultiplexedConnection, Arc<str>, redis::aio::PubSub)> {
     let cfg = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout));
-    let con = client
+    let mut con = client
         .get_multiplexed_async_connection_with_config(&cfg)
         .await?;
+    let info: String = scripts::server_info().query_async(&mut con).await?;
+    let Some(run_id) = scripts::run_id(&info) else {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "no run_id in INFO server",
+        )));
+    };
+    let run_id: Arc<str> = run_id.into();
     let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
         .await
         .map_err(|_| {
             redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
         })??;
-    Ok((con, pubsub))
+    Ok((con, run_id, pubsub))
 }
 
 /// While Redis is away: appends whose publisher has already answered 503 are dropped unsent,
@@ -181,6 +194,7 @@ fn refuse_while_away(ctx: &Ctx) {
 async fn serve(
     ctx: &Arc<Ctx>,
     con: MultiplexedConnection,
+    run_id: &Arc<str>,
     mut pushes: redis::aio::PubSubStream,
     interest: tokio::sync::mpsc::UnboundedSender<Interest>,
 ) {
@@ -191,6 +205,7 @@ async fn serve(
     let mut flights: FuturesUnordered<Flight> = FuturesUnordered::new();
     let mut lp = Loop {
         con: &con,
+        run_id,
         pushes: &mut pushes,
         commits: &mut commits,
         flights: &mut flights,
@@ -207,6 +222,8 @@ async fn serve(
 /// What the bridge's loop works with on one connection.
 struct Loop<'a> {
     con: &'a MultiplexedConnection,
+    /// The Redis process behind `con` (`append.lua`'s ARGV[6]).
+    run_id: &'a Arc<str>,
     pushes: &'a mut redis::aio::PubSubStream,
     commits: &'a mut Commits,
     flights: &'a mut FuturesUnordered<Flight>,
@@ -218,6 +235,7 @@ struct Loop<'a> {
 async fn serve_until_broken(ctx: &Arc<Ctx>, inbox: &crate::fanout::BridgeInbox, lp: &mut Loop<'_>) {
     let Loop {
         con,
+        run_id,
         pushes,
         commits,
         flights,
@@ -252,7 +270,7 @@ async fn serve_until_broken(ctx: &Arc<Ctx>, inbox: &crate::fanout::BridgeInbox, 
                         continue;
                     }
                     let calls = commits.take(groups, reply, until);
-                    flights.extend(calls.into_iter().map(|c| commit::flight(ctx, con, c)));
+                    flights.extend(calls.into_iter().map(|c| commit::flight(ctx, con, run_id, c)));
                 }
                 c @ (BridgeCmd::Subscribe { .. } | BridgeCmd::Unsubscribe { .. }) => {
                     ctx.note_interest(&c);
@@ -272,7 +290,7 @@ async fn serve_until_broken(ctx: &Arc<Ctx>, inbox: &crate::fanout::BridgeInbox, 
             },
             Some(landed) = flights.next(), if !flights.is_empty() => {
                 let (answers, next) = commits.landed(landed, Instant::now());
-                flights.extend(next.map(|c| commit::flight(ctx, con, c)));
+                flights.extend(next.map(|c| commit::flight(ctx, con, run_id, c)));
                 for (to, reply) in answers {
                     let reply = Box::new(reply);
         deliver(&ctx.node, to.shard as usize, Cmd::Reply { to, reply }).await;

@@ -233,9 +233,14 @@ impl Commits {
     }
 }
 
-/// Makes `call` on `con`.
-pub(super) fn flight(ctx: &Arc<Ctx>, con: &MultiplexedConnection, call: Call) -> Flight {
-    let (ctx, mut con) = (ctx.clone(), con.clone());
+/// Makes `call` on `con`, whose Redis process is `run_id`.
+pub(super) fn flight(
+    ctx: &Arc<Ctx>,
+    con: &MultiplexedConnection,
+    run_id: &Arc<str>,
+    call: Call,
+) -> Flight {
+    let (ctx, mut con, run_id) = (ctx.clone(), con.clone(), run_id.clone());
     let Call {
         topic,
         parts: carried,
@@ -244,7 +249,7 @@ pub(super) fn flight(ctx: &Arc<Ctx>, con: &MultiplexedConnection, call: Call) ->
     Box::pin(async move {
         let keys = Keys::new(&ctx.prefix, &topic);
         let epoch = scripts::fresh_epoch(ctx.seed, ctx.next_append());
-        let inv = scripts::append(&ctx.scripts, &keys, &ctx.limits, epoch, &msgs);
+        let inv = scripts::append(&ctx.scripts, &keys, &ctx.limits, epoch, &run_id, &msgs);
         let r: redis::RedisResult<Value> = inv.invoke_async(&mut con).await;
         if let Err(e) = &r {
             ctx.check(e);

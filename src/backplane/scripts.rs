@@ -63,13 +63,33 @@ pub fn fresh_epoch(seed: u64, counter: u64) -> u64 {
     (h & 0xffff_ffff_ffff).max(1)
 }
 
+/// The command that tells a connection's Redis process apart from any other, [`run_id`] reads
+/// its answer: sent once per connection, never per append.
+pub fn server_info() -> redis::Cmd {
+    let mut c = redis::cmd("INFO");
+    c.arg("server");
+    c
+}
+
+/// The `run_id` in an `INFO server` answer: the Redis process's identity, new on every start
+/// (a restart from a snapshot, a promoted replica), which is what makes `append.lua` start a
+/// new epoch when a topic was last written by another process.
+pub fn run_id(info: &str) -> Option<&str> {
+    let id = info
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("run_id:"))?;
+    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+}
+
 /// The append of `msgs` to the topic of `keys`; `epoch` is used only if the topic starts a new
-/// epoch. Answered by [`parse_appended`].
+/// epoch; `run_id` is the identity of the Redis process the call goes to ([`run_id`], asked on
+/// the same connection). Answered by [`parse_appended`].
 pub fn append<'s>(
     s: &'s Scripts,
     keys: &Keys,
     limits: &Limits,
     epoch: u64,
+    run_id: &str,
     msgs: &[NewMsg],
 ) -> ScriptInvocation<'s> {
     let mut inv = s.append.key(&keys.meta);
@@ -78,7 +98,8 @@ pub fn append<'s>(
         .arg(limits.history_messages)
         .arg(limits.stream_ttl_secs())
         .arg(limits.meta_ttl_secs())
-        .arg(format!("{epoch:x}"));
+        .arg(format!("{epoch:x}"))
+        .arg(run_id);
     for m in msgs {
         inv.arg(m.event.as_deref().unwrap_or(""))
             .arg(if m.binary { "b" } else { "t" })
@@ -278,4 +299,27 @@ pub fn parse_window(v: &Value) -> Result<RemoteWindow, BadReply> {
         current,
         entries,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_id;
+
+    #[test]
+    fn the_run_id_is_read_from_info_server() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:4c1f0e9a77d2b0c3e5f6a7b8c9d0e1f2a3b4c5d6\r\ntcp_port:6379\r\n";
+        assert_eq!(
+            run_id(info),
+            Some("4c1f0e9a77d2b0c3e5f6a7b8c9d0e1f2a3b4c5d6")
+        );
+        for bad in [
+            "",
+            "# Server\r\nredis_version:7.0.15\r\n",
+            "run_id:\r\n",
+            "run_id:not-hex\r\n",
+            "master_run_id:abc\r\n",
+        ] {
+            assert_eq!(run_id(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -5,7 +5,9 @@
 # REDIS=1 runs ringcast --redis (a redis-server of its own, started and stopped by PID) instead of
 # nchan beside standalone ringcast: issue 14's "publish throughput with Redis ≥ 40% of
 # standalone", with Redis's own CPU per publish.
-# Usage: ROUNDS=3 [REDIS=0] [RESULTS=results.jsonl] tools/bench/publish.sh [duration-seconds] [connections]
+# BIN=PATH measures another ringcast build instead of target/release; with REDIS=1, BASE_BIN=PATH
+# also runs that build's --redis in each round (alternating which goes first).
+# Usage: ROUNDS=3 [REDIS=0] [BIN=...] [BASE_BIN=...] [RESULTS=results.jsonl] tools/bench/publish.sh [duration-seconds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-3}
@@ -14,7 +16,7 @@ CONNS=${2:-64}
 N=$(nproc)
 PORT_RC=18580
 PORT_NC=18582
-BIN=target/release/ringcast
+BIN=${BIN:-target/release/ringcast}
 [ -x "$BIN" ] || cargo build --release -q
 
 to_us() { # wrk latency (777.00us, 2.89ms, 1.05s) -> microseconds
@@ -57,22 +59,31 @@ for round in $(seq "$ROUNDS"); do
   run "ringcast --shards $N" "http://127.0.0.1:$PORT_RC" "$RC"
   kill -TERM "$RC"; wait "$RC" || true
   if [ "${REDIS:-0}" = 1 ]; then
-    redis-server --port 18591 --bind 127.0.0.1 --save "" --appendonly no \
-      --maxmemory-policy noeviction --loglevel warning >/dev/null &
-    RD=$!
-    for _ in $(seq 100); do redis-cli -p 18591 ping >/dev/null 2>&1 && break; sleep 0.05; done
-    "$BIN" --listen 127.0.0.1:$PORT_RC --shards "$N" --log-level warn --redis redis://127.0.0.1:18591 &
-    RC=$!
-    for _ in $(seq 100); do
-      curl -sf "http://127.0.0.1:$PORT_RC/metrics" | grep -q '^ringcast_redis_connected{shard="0"} 1' && break
-      sleep 0.05
+    # With BASE_BIN, that build's --redis runs too, the two in alternating order by round.
+    bins=("$BIN")
+    if [ -n "${BASE_BIN:-}" ]; then
+      if [ $((round % 2)) = 1 ]; then bins=("$BIN" "$BASE_BIN"); else bins=("$BASE_BIN" "$BIN"); fi
+    fi
+    for bin in "${bins[@]}"; do
+      redis-server --port 18591 --bind 127.0.0.1 --save "" --appendonly no \
+        --maxmemory-policy noeviction --loglevel warning >/dev/null &
+      RD=$!
+      for _ in $(seq 100); do redis-cli -p 18591 ping >/dev/null 2>&1 && break; sleep 0.05; done
+      "$bin" --listen 127.0.0.1:$PORT_RC --shards "$N" --log-level warn --redis redis://127.0.0.1:18591 &
+      RC=$!
+      for _ in $(seq 100); do
+        curl -sf "http://127.0.0.1:$PORT_RC/metrics" | grep -q '^ringcast_redis_connected{shard="0"} 1' && break
+        sleep 0.05
+      done
+      label="ringcast --redis"
+      [ "$bin" = "${BASE_BIN:-}" ] && label="base --redis"
+      r0=$(cpu_secs "$RD")
+      run "$label" "http://127.0.0.1:$PORT_RC" "$RC"
+      r1=$(cpu_secs "$RD")
+      echo "  redis-server cpu $(echo "$r1 - $r0" | bc)s over the run"
+      kill -TERM "$RC"; wait "$RC" || true
+      kill -TERM "$RD"; wait "$RD" || true
     done
-    r0=$(cpu_secs "$RD")
-    run "ringcast --redis" "http://127.0.0.1:$PORT_RC" "$RC"
-    r1=$(cpu_secs "$RD")
-    echo "  redis-server cpu $(echo "$r1 - $r0" | bc)s over the run"
-    kill -TERM "$RC"; wait "$RC" || true
-    kill -TERM "$RD"; wait "$RD" || true
     continue
   fi
   NC=$(PORT=$PORT_NC tools/peers/nchan/run.sh start 2>/dev/null)
