@@ -7,18 +7,23 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, Driver};
+use crate::config::{Config, Driver, OVERLOAD_ANSWER_SLACK};
 use crate::fanout::Cmd;
 use crate::node::Node;
-use crate::sys::{listener, signal};
+use crate::sys::{fds, listener, signal};
 use crate::{error, info, warn};
 
 /// io_uring submission queue size per shard. Readiness polls for idle connections stay in the
 /// kernel once submitted, so this bounds one submit batch, not the connections a shard holds.
 const URING_ENTRIES: u32 = 16384;
+
+/// File descriptors the node holds besides connections: listeners, io_uring and epoll
+/// instances, eventfds, the Redis bridge's sockets, the log.
+const FD_SPARE: usize = 256;
 
 /// Which driver the shards actually run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,6 +172,17 @@ pub fn run(cfg: Config, auth: Option<crate::auth::Auth>) -> io::Result<()> {
         cfg.history_bytes,
         cfg.history_secs,
     );
+    // While this is the only thread: see `sys::fds` for the stall this avoids.
+    let want = cfg.max_connections + OVERLOAD_ANSWER_SLACK + FD_SPARE;
+    match fds::reserve_table(listeners[0].as_raw_fd(), want) {
+        Ok(n) if n < want => info!(
+            "ulimit -n is {n}: this node holds about that many connections, not \
+             --max-connections ({}); tools/million.sh says how to raise it",
+            cfg.max_connections
+        ),
+        Ok(_) => {}
+        Err(e) => warn!("cannot reserve the file-descriptor table: {e}"),
+    }
     let node = Arc::new(Node::new(cfg, auth));
     if node.bridge.is_some() {
         // Detached: it stops on the shutdown flag, and holds nothing a shard waits for.

@@ -6,7 +6,8 @@
 //! (`socket`, `setsockopt`, `bind`, `listen`) and taking one out of LISTEN; `epoll.rs` — the
 //! shard's readiness set for parked streams; `waker.rs` — wakers that carry a key instead of a
 //! pointer and allocate nothing; `signal.rs` — blocking SIGINT/SIGTERM, ignoring SIGPIPE, and
-//! waiting for a signal.
+//! waiting for a signal; `fds.rs` — growing the process's fd table once, before the shards
+//! start.
 //! Must not: know about shards, connections or topics (fds, buffers and keys in; results out),
 //! or hold state. A safe function here is sound for every argument; an `unsafe fn` says in
 //! `# Safety` what its caller must guarantee, and each caller says why it does. There is one
@@ -15,6 +16,7 @@
 //! any other `unsafe` or `libc::` outside this module).
 
 pub mod epoll;
+pub mod fds;
 pub mod listener;
 pub mod signal;
 pub mod socket;
