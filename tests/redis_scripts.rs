@@ -131,6 +131,51 @@ fn concurrent_appends_give_unique_consecutive_offsets() {
     }
 }
 
+/// What the script PUBLISHes is what `parse_push` reads: every message's position, flag,
+/// event and payload (newlines and binary bytes included), in offset order.
+#[test]
+fn what_is_pushed_reads_back_exactly() {
+    let r = RedisServer::start();
+    let k = Keys::new("rc", "pushed");
+    let mut sub = connect(&r);
+    sub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut ps = sub.as_pubsub();
+    ps.subscribe(&k.channel).unwrap();
+    let mut con = connect(&r);
+    let msgs = vec![
+        msg("first"),
+        NewMsg {
+            event: Some("bin".into()),
+            data: b"\x00\xff\nline\n\n".to_vec().into(),
+            binary: true,
+        },
+        msg(""),
+        NewMsg {
+            event: Some("tick".into()),
+            data: b"3:4\nt\n".to_vec().into(),
+            binary: false,
+        },
+    ];
+    let a = append(
+        &mut con,
+        &Scripts::default(),
+        &k,
+        &limits(100, 60),
+        0x7e,
+        &msgs,
+    );
+    assert_eq!((a.first, a.last), (1, 4));
+    for (i, m) in msgs.iter().enumerate() {
+        let push = ps.get_message().expect("a push");
+        let payload: Vec<u8> = push.get_payload().unwrap();
+        let p = parse_push(&payload).expect("a push in our form");
+        assert_eq!(p.pos, Position::new(a.epoch, i as u64 + 1));
+        assert_eq!(p.binary, m.binary);
+        assert_eq!(p.event, m.event.as_deref().unwrap_or(""));
+        assert_eq!(p.data, &m.data[..]);
+    }
+}
+
 #[test]
 fn a_window_inside_history_and_a_reset_outside_it() {
     let r = RedisServer::start();
