@@ -293,7 +293,7 @@ async fn serve_until_broken(ctx: &Arc<Ctx>, inbox: &crate::fanout::BridgeInbox, 
                 flights.extend(next.map(|c| commit::flight(ctx, con, run_id, c)));
                 for (to, reply) in answers {
                     let reply = Box::new(reply);
-        deliver(&ctx.node, to.shard as usize, Cmd::Reply { to, reply }).await;
+                    deliver(&ctx.node, to.shard as usize, Cmd::Reply { to, reply }).await;
                 }
             }
             m = pushes.next() => match m {
