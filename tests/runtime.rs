@@ -34,43 +34,6 @@ fn series(server: &Server, name: &str) -> Vec<(usize, i64)> {
 
 // ---- 1. /healthz and HEAD ------------------------------------------------------------------
 
-/// A line of /proc/PID/status, as a number (`FDSize`: the fd table's size).
-fn proc_status(pid: u32, key: &str) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-/// The soft `ulimit -n` this process (and the servers it starts) runs under.
-fn soft_nofile() -> usize {
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap();
-    let soft = line.split_whitespace().nth(3).unwrap();
-    soft.parse().unwrap_or(usize::MAX)
-}
-
-/// The fd table is grown once at start to what `--max-connections` needs (or `ulimit -n`
-/// allows), so no accept later waits for the kernel to grow it (`sys::fds`).
-#[test]
-fn the_fd_table_is_sized_for_max_connections_at_start() {
-    let server = Server::start(&["--max-connections", "3000"]);
-    assert_healthy(&server);
-    // 3,000 connections, the 1,024 answered past the cap, 256 of the node's own.
-    let want = (3000 + 1024 + 256).min(soft_nofile());
-    let size = proc_status(server.pid(), "FDSize");
-    assert!(size >= want, "FDSize {size} < {want}");
-    let told = server.log().contains("ulimit -n is");
-    assert_eq!(told, want < 3000 + 1024 + 256, "{}", server.log());
-}
-
 #[test]
 fn epoll_driver_serves() {
     let server = Server::start(&["--shards", "1", "--driver", "epoll"]);
@@ -303,4 +266,50 @@ fn a_second_node_on_the_same_port_refuses_to_start() {
     assert!(!stderr.contains("listening on"), "{stderr}");
     // The first node is unharmed.
     assert_eq!(first.get("/healthz").status, 200);
+}
+
+// ---- the file-descriptor table ------------------------------------------------------------
+
+/// A line of /proc/PID/status, as a number (`FDSize`: the fd table's size).
+fn proc_status(pid: u32, key: &str) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The soft `ulimit -n` this process (and the servers it starts) runs under.
+fn soft_nofile() -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let soft = line.split_whitespace().nth(3).unwrap();
+    soft.parse().unwrap_or(usize::MAX)
+}
+
+/// The fd table is grown once at start to what `--max-connections` needs (or `ulimit -n`
+/// allows), so no accept later waits for the kernel to grow it (`sys::fds`).
+#[test]
+fn the_fd_table_is_sized_for_max_connections_at_start() {
+    let server = Server::start(&["--max-connections", "3000"]);
+    assert_healthy(&server);
+    // 3,000 connections, the 1,024 answered past the cap, 256 of the node's own.
+    let want = (3000 + 1024 + 256).min(soft_nofile());
+    let size = proc_status(server.pid(), "FDSize");
+    assert!(size >= want, "FDSize {size} < {want}");
+    if want < 3000 + 1024 + 256 {
+        assert!(
+            server.wait_log("ulimit -n is", Duration::from_secs(5)),
+            "no word of the low ulimit:\n{}",
+            server.log()
+        );
+    } else {
+        assert!(!server.log().contains("ulimit -n is"), "{}", server.log());
+    }
 }
