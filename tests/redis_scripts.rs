@@ -59,6 +59,14 @@ fn window(
     scripts::parse_window(&v).expect("window reply")
 }
 
+/// `con` subscribed to the channel of `k`, each push awaited at most 10 s.
+fn subscribed<'c>(con: &'c mut redis::Connection, k: &Keys) -> redis::PubSub<'c> {
+    con.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut ps = con.as_pubsub();
+    ps.subscribe(&k.channel).unwrap();
+    ps
+}
+
 fn offsets(w: &RemoteWindow) -> Vec<u64> {
     w.entries.iter().map(|e| e.offset).collect()
 }
@@ -75,9 +83,7 @@ fn concurrent_appends_give_unique_consecutive_offsets() {
     let k = Keys::new("rc", "race");
     // A subscriber on the topic's channel sees every message once, in offset order.
     let mut sub = connect(&r);
-    sub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut ps = sub.as_pubsub();
-    ps.subscribe(&k.channel).unwrap();
+    let mut ps = subscribed(&mut sub, &k);
 
     const THREADS: u64 = 4;
     const BATCHES: u64 = 100;
@@ -138,9 +144,7 @@ fn what_is_pushed_reads_back_exactly() {
     let r = RedisServer::start();
     let k = Keys::new("rc", "pushed");
     let mut sub = connect(&r);
-    sub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut ps = sub.as_pubsub();
-    ps.subscribe(&k.channel).unwrap();
+    let mut ps = subscribed(&mut sub, &k);
     let mut con = connect(&r);
     let msgs = vec![
         msg("first"),
