@@ -27,6 +27,7 @@ pub(crate) async fn ticker_task(sh: Rc<Shard>) {
         if sh.node.bridge.is_some() {
             sh.check_quiet(Instant::now());
             sh.retry_interest();
+            sh.retry_gaps();
             sh.expire_parked(Instant::now());
         }
         expiry::sweep(&sh, unix_secs());
@@ -74,6 +75,7 @@ fn sweep_topics(sh: &Shard) {
         // --redis: the node stops following what no subscriber here reads.
         for topic in freed_homes {
             st.fetching.remove(&topic);
+            st.gap_retry.remove(&topic);
             st.quiet.remove(&topic);
             st.held.remove(&topic);
             sh.send_interest(&mut st, topic, false);

@@ -17,7 +17,7 @@ use crate::fanout::{
     Asked, BridgeCmd, MsgRef, PublishError, Reply, ReplyTo, Since, TopicMsgs, Window,
 };
 use crate::metrics::M;
-use crate::shard::core::{Fail, Shard, State};
+use crate::shard::core::{Fail, GapFetch, Shard, State};
 use crate::shard::topics::home::{HomeTopic, Live};
 use crate::{debug, warn};
 
@@ -174,8 +174,8 @@ impl Shard {
 
     /// Asks the bridge for the messages after `since` (one fetch in flight per topic).
     pub(crate) fn ask_gap(&self, st: &mut State, topic: Arc<str>, since: Position, seen: u64) {
-        if let Some(want) = st.fetching.get_mut(&topic) {
-            *want = (*want).max(seen);
+        if let Some(f) = st.fetching.get_mut(&topic) {
+            f.want = f.want.max(seen);
             return;
         }
         let Some(bridge) = &self.node.bridge else {
@@ -188,10 +188,17 @@ impl Shard {
             asked: None,
         };
         if bridge.send(cmd).is_ok() {
-            st.fetching.insert(topic, seen);
+            let f = GapFetch {
+                epoch: since.epoch,
+                want: seen,
+            };
+            st.fetching.insert(topic, f);
         } else {
-            // The next push asks again.
+            // Asked again by the ticker (or by the next push, whichever comes first): a quiet
+            // topic may have no next push.
             warn!("redis: bridge inbox full; gap on {topic} after {since} fetched later");
+            let w = st.gap_retry.entry(topic).or_insert(0);
+            *w = (*w).max(seen);
         }
     }
 
@@ -304,9 +311,12 @@ impl Shard {
         w: Option<Window>,
         asked: Option<Asked>,
     ) {
-        let want = match asked {
-            None => st.fetching.remove(&topic).unwrap_or(0),
-            Some(_) => 0,
+        let (want, asked_in) = match asked {
+            None => st
+                .fetching
+                .remove(&topic)
+                .map_or((0, 0), |f| (f.want, f.epoch)),
+            Some(_) => (0, 0),
         };
         let Some(w) = w else {
             match asked {
@@ -330,6 +340,19 @@ impl Shard {
             None if asked.is_none() => return,
             None => Position::new(0, 0),
         };
+        if asked.is_none() && asked_in != 0 && asked_in != before.epoch {
+            // A push of a new epoch moved the cursor while this fetch was out: its answer is
+            // about the old epoch and says nothing of the new one (whose messages Redis still
+            // has). The held pushes follow on; what is still missing is asked from the cursor.
+            self.apply_held(st, &topic);
+            if let Some((_, t)) = self.known_home(st, &topic) {
+                let (last, since) = (t.last, t.current());
+                if last < want {
+                    self.ask_gap(st, topic, since, want);
+                }
+            }
+            return;
+        }
         if before.epoch == 0 && asked.is_none() && w.current.epoch != 0 && w.msgs.is_empty() {
             // A home that knew nothing of the topic, and Redis retains none of it: it follows
             // the topic from Redis's position now.
@@ -342,12 +365,14 @@ impl Shard {
         }
         if w.reset && asked.is_none() {
             if before.epoch != 0 && w.current.epoch != before.epoch {
-                // A new epoch: its first push (or the next check) follows it from offset 1.
-                if let Ok((_, t)) = self.home_topic(st, &topic) {
-                    t.reset_to(w.current.epoch, 0);
-                }
-                // Epoch 0: Redis has no message of the topic yet; its first push starts it.
+                // Epoch 0: Redis has no message of the topic yet. The cursor stays in the old
+                // epoch, so the new one's first push, whatever its offset, counts as a new
+                // epoch and is followed from offset 1 (a gap before it is fetched).
                 if w.current.epoch != 0 {
+                    // A new epoch: followed from offset 1.
+                    if let Ok((_, t)) = self.home_topic(st, &topic) {
+                        t.reset_to(w.current.epoch, 0);
+                    }
                     self.ask_gap(st, topic, Position::new(w.current.epoch, 0), want);
                 }
                 return;

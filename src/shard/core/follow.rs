@@ -2,8 +2,9 @@
 //!
 //! Owns: a home's `HomeTopic::live` state (no → asked → loading → yes: `want_live`, `live`,
 //! `loaded`), the window requests that wait for it (`State::parked`), interest changes sent to
-//! the bridge (`send_interest`, retried by the ticker), the resync after a reconnect, and the
-//! once-quiet check that finds a lost last message (`check_quiet`).
+//! the bridge (`send_interest`, retried by the ticker), the resync after a reconnect, the
+//! once-quiet check that finds a lost last message (`check_quiet`), and gap fetches the
+//! bridge's full inbox refused, asked again by the ticker (`retry_gaps`).
 //! Must not: answer a window from a home that does not follow its topic; wait on Redis.
 
 use std::sync::Arc;
@@ -73,7 +74,8 @@ impl Shard {
             t.live = Live::Loading;
         }
         // `loaded` follows the fetch's answer. A fetch the bridge's inbox refused leaves the
-        // home loading: its waiting windows expire, and the next request or resync asks again.
+        // home loading until the ticker asks again (`retry_gaps`); meanwhile its waiting
+        // windows are not answered from what it does not hold.
         self.check(st, topic);
     }
 
@@ -212,6 +214,20 @@ impl Shard {
                 continue;
             }
             self.send_interest(&mut st, topic, on);
+        }
+    }
+
+    /// Once a second: gap fetches (resyncs and loads among them) that found the bridge's
+    /// inbox full, asked again from the cursor as it is now.
+    pub(crate) fn retry_gaps(&self) {
+        let mut st = self.st.borrow_mut();
+        for (topic, want) in std::mem::take(&mut st.gap_retry) {
+            // Freed meanwhile: nobody here follows it any more.
+            let Some((_, t)) = self.known_home(&mut st, &topic) else {
+                continue;
+            };
+            let since = t.current();
+            self.ask_gap(&mut st, topic, since, want);
         }
     }
 
@@ -454,6 +470,150 @@ mod tests {
         assert!(sh.st.borrow().held.is_empty());
     }
 
+    /// A following home at `9:5` whose resync fetch is out; `Fetched` answers for it.
+    fn resyncing_home(prefix: &str) -> (Shard, Arc<str>) {
+        let sh = home_shard(&["--redis", "redis://127.0.0.1:1"]);
+        let topic = topic_on_0(prefix);
+        let now = Instant::now();
+        sh.handle(&mut sh.st.borrow_mut(), window(&topic, Since::None));
+        sh.handle(&mut sh.st.borrow_mut(), Cmd::Live(topic.clone()));
+        let load = Window {
+            reset: false,
+            msgs: (1..=5).map(|o| msg_at(&topic, o, now)).collect(),
+            current: Position::new(9, 5),
+        };
+        sh.handle(&mut sh.st.borrow_mut(), fetched(&topic, load));
+        sent_to_1(&sh);
+        bridge_cmds(&sh);
+        sh.handle(&mut sh.st.borrow_mut(), Cmd::Resync);
+        let cmds = bridge_cmds(&sh);
+        assert!(
+            matches!(&cmds[..], [BridgeCmd::Fetch { since, asked: None, .. }] if *since == Position::new(9, 5)),
+            "{cmds:?}"
+        );
+        (sh, topic)
+    }
+
+    fn fetched(topic: &Arc<str>, w: Window) -> Cmd {
+        Cmd::Fetched(Box::new(Fetched {
+            topic: topic.clone(),
+            window: Some(w),
+            asked: None,
+        }))
+    }
+
+    /// Message `o` of `topic` in epoch 10 (Redis's after a restart that lost writes).
+    fn new_epoch_msg(topic: &Arc<str>, o: u64) -> MsgRef {
+        Arc::new(Msg {
+            topic: topic.clone(),
+            pos: Position::new(10, o),
+            event: None,
+            data: b"y".to_vec().into(),
+            binary: false,
+            at: Instant::now(),
+        })
+    }
+
+    fn cursor(sh: &Shard, topic: &Arc<str>) -> Position {
+        sh.known_home(&mut sh.st.borrow_mut(), topic)
+            .unwrap()
+            .1
+            .current()
+    }
+
+    /// Redis restarted and the new epoch's first push arrives while the resync fetch (asked in
+    /// the old epoch) is out; Redis ran that fetch after three appends of the new epoch, so it
+    /// answers "reset, now at 10:3". That answer is about the old epoch: the home must still
+    /// apply 10:1, 10:2 and 10:3, not jump past them.
+    #[test]
+    fn a_resync_answer_from_the_old_epoch_skips_nothing_of_the_new_one() {
+        let (sh, topic) = resyncing_home("e");
+        sh.handle(
+            &mut sh.st.borrow_mut(),
+            Cmd::Pushed(new_epoch_msg(&topic, 1)),
+        );
+        let reset = Window {
+            reset: true,
+            msgs: vec![],
+            current: Position::new(10, 3),
+        };
+        sh.handle(&mut sh.st.borrow_mut(), fetched(&topic, reset));
+        for o in [2, 3] {
+            sh.handle(
+                &mut sh.st.borrow_mut(),
+                Cmd::Pushed(new_epoch_msg(&topic, o)),
+            );
+        }
+        let ring: Vec<Position> = sh
+            .known_home(&mut sh.st.borrow_mut(), &topic)
+            .unwrap()
+            .1
+            .ring
+            .after(0, 10)
+            .iter()
+            .map(|m| m.pos)
+            .collect();
+        assert_eq!(
+            ring,
+            (1..=3).map(|o| Position::new(10, o)).collect::<Vec<_>>(),
+            "every message of the new epoch kept, in order"
+        );
+        assert!(sh.st.borrow().held.is_empty());
+    }
+
+    /// The same race, with Redis running the fetch before any append of the new epoch: it
+    /// answers "no such topic" (`0:0`). The held 10:1 and the next push 10:2 both follow.
+    #[test]
+    fn a_resync_answer_of_no_topic_skips_nothing_of_the_new_epoch() {
+        let (sh, topic) = resyncing_home("n");
+        sh.handle(
+            &mut sh.st.borrow_mut(),
+            Cmd::Pushed(new_epoch_msg(&topic, 1)),
+        );
+        let gone = Window {
+            reset: true,
+            msgs: vec![],
+            current: Position::new(0, 0),
+        };
+        sh.handle(&mut sh.st.borrow_mut(), fetched(&topic, gone));
+        sh.handle(
+            &mut sh.st.borrow_mut(),
+            Cmd::Pushed(new_epoch_msg(&topic, 2)),
+        );
+        assert_eq!(cursor(&sh, &topic), Position::new(10, 2));
+        let ring = sh
+            .known_home(&mut sh.st.borrow_mut(), &topic)
+            .unwrap()
+            .1
+            .ring
+            .after(0, 10)
+            .len();
+        assert_eq!(ring, 2, "10:1 and 10:2 both kept");
+    }
+
+    /// Redis lost the topic (`0:0`) and the first push of its new epoch that reaches this home
+    /// is 10:2 (10:1's push was lost): the home fetches 10:1 rather than start at 10:2.
+    #[test]
+    fn after_redis_lost_a_topic_its_new_epoch_is_followed_from_its_start() {
+        let (sh, topic) = resyncing_home("s");
+        let gone = Window {
+            reset: true,
+            msgs: vec![],
+            current: Position::new(0, 0),
+        };
+        sh.handle(&mut sh.st.borrow_mut(), fetched(&topic, gone));
+        bridge_cmds(&sh);
+        sh.handle(
+            &mut sh.st.borrow_mut(),
+            Cmd::Pushed(new_epoch_msg(&topic, 2)),
+        );
+        let cmds = bridge_cmds(&sh);
+        assert!(
+            matches!(&cmds[..], [BridgeCmd::Fetch { since, asked: None, .. }] if *since == Position::new(10, 0)),
+            "the gap before 10:2 is fetched: {cmds:?}"
+        );
+    }
+
     /// A home whose load the bridge's inbox refused does not count as following: its waiting
     /// windows are not answered from what it does not hold, but refused at their deadline.
     #[test]
@@ -467,5 +627,35 @@ mod tests {
         sh.expire_parked(Instant::now() + Duration::from_secs(60));
         let sent = sent_to_1(&sh);
         assert!(one_not_confirmed(&sent), "{sent:?}");
+    }
+
+    /// A load (or resync) the bridge's full inbox refused is asked again by the ticker: a
+    /// quiet topic has no next push to ask it, and its window is then answered.
+    #[test]
+    fn a_refused_load_is_asked_again_by_the_ticker() {
+        let sh = home_shard(&["--redis", "redis://127.0.0.1:1", "--inbox-capacity", "1"]);
+        let topic = topic_on_0("r");
+        sh.handle(&mut sh.st.borrow_mut(), window(&topic, Since::None));
+        sh.handle(&mut sh.st.borrow_mut(), Cmd::Live(topic.clone()));
+        let cmds = bridge_cmds(&sh);
+        assert!(
+            matches!(&cmds[..], [BridgeCmd::Subscribe { .. }]),
+            "the load found no room: {cmds:?}"
+        );
+        sh.retry_gaps();
+        let cmds = bridge_cmds(&sh);
+        assert!(
+            matches!(&cmds[..], [BridgeCmd::Fetch { since, asked: None, .. }] if *since == Position::new(0, 0)),
+            "asked again: {cmds:?}"
+        );
+        let loaded = Window {
+            reset: false,
+            msgs: vec![],
+            current: Position::new(9, 0),
+        };
+        sh.handle(&mut sh.st.borrow_mut(), fetched(&topic, loaded));
+        assert_eq!(sent_to_1(&sh).len(), 1, "the window is answered");
+        sh.retry_gaps();
+        assert!(bridge_cmds(&sh).is_empty(), "asked once");
     }
 }

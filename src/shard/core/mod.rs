@@ -59,6 +59,15 @@ pub(crate) struct Parked {
     pub(crate) until: Instant,
 }
 
+/// A gap fetch in flight for a topic homed here (`core::backplane`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GapFetch {
+    /// The epoch of the cursor it was asked from: its answer is about that epoch only.
+    pub epoch: u64,
+    /// The highest offset pushed since it was asked.
+    pub want: u64,
+}
+
 #[derive(Default)]
 pub struct State {
     /// Connections, subscriptions and every topic the shard knows (its homes among them).
@@ -69,9 +78,11 @@ pub struct State {
     pub(crate) outq: Vec<VecDeque<Cmd>>,
     pub(crate) outq_len: usize,
     pub(crate) epoch_counter: u64,
-    /// `--redis`: topics homed here with a gap fetch in flight, and the highest offset pushed
-    /// since it was asked (`core::backplane`).
-    pub(crate) fetching: std::collections::HashMap<Arc<str>, u64>,
+    /// `--redis`: topics homed here with a gap fetch in flight (`core::backplane`).
+    pub(crate) fetching: std::collections::HashMap<Arc<str>, GapFetch>,
+    /// `--redis`: topics homed here whose gap fetch found the bridge's inbox full, and the
+    /// highest offset pushed meanwhile; the ticker asks again (`Shard::retry_gaps`).
+    pub(crate) gap_retry: std::collections::HashMap<Arc<str>, u64>,
     /// `--redis`: pushes that came past a gap of a topic homed here, by offset, applied once
     /// the gap is filled (`core::backplane`, bounded per topic).
     pub(crate) held: std::collections::HashMap<Arc<str>, std::collections::BTreeMap<u64, MsgRef>>,
