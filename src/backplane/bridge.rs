@@ -100,7 +100,7 @@ async fn run(node: Arc<Node>) {
             Err(e) => warn!("redis: cannot connect ({e}); retrying in {backoff:?}"),
         }
         ctx.broken.store(false, Ordering::Relaxed);
-        refuse_while_away(&ctx);
+        refuse_while_away(&ctx).await;
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
@@ -147,8 +147,9 @@ async fn connect(
 
 /// While Redis is away: appends whose publisher has already answered 503 are dropped unsent,
 /// and every fetch is answered "no answer" through its home (a client's window becomes a 503,
-/// a gap is asked again by the home's next push), so nothing waits on a Redis that is gone.
-fn refuse_while_away(ctx: &Ctx) {
+/// a gap is asked again), so nothing waits on a Redis that is gone. A home whose inbox is full
+/// is waited for: an unanswered gap fetch would leave its topic waiting forever.
+async fn refuse_while_away(ctx: &Ctx) {
     let node = &*ctx.node;
     let Some(inbox) = &node.bridge else { return };
     let now = Instant::now();
@@ -161,31 +162,22 @@ fn refuse_while_away(ctx: &Ctx) {
                 ctx.note_interest(&c);
             }
             BridgeCmd::Fetch {
-                topic,
-                since,
-                home,
-                asked,
+                topic, home, asked, ..
             } => {
                 let cmd = Cmd::Fetched(Box::new(Fetched {
-                    topic: topic.clone(),
+                    topic,
                     window: None,
                     asked,
                 }));
-                if node.bus.send(home as usize, cmd).is_err() {
-                    // That home's inbox is full: answered on the next pass.
-                    keep.push(BridgeCmd::Fetch {
-                        topic,
-                        since,
-                        home,
-                        asked,
-                    });
-                }
+                deliver(node, home as usize, cmd).await;
             }
-            other => keep.push(other),
+            append => keep.push(append),
         }
     }
     for cmd in keep {
-        // Room is certain: we just took at least as many out.
+        // Shards may have filled the inbox meanwhile. An append that finds no room is never
+        // sent: its publisher's deadline answers 503 "refused" (it was not taken), which is
+        // true.
         let _ = inbox.send(cmd);
     }
 }
@@ -420,6 +412,64 @@ async fn pushed(ctx: &Ctx, channel: &str, payload: &[u8]) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{refuse_while_away, Ctx};
+    use crate::codec::position::Position;
+    use crate::fanout::{BridgeCmd, Cmd};
+    use crate::node::Node;
+
+    /// While Redis is away a gap fetch is answered "no answer" through its home even when the
+    /// home's inbox is full at first: the bridge waits for room rather than drop or requeue
+    /// it (a requeue can find the inbox refilled by the shards, and a gap fetch never answered
+    /// leaves its topic waiting forever).
+    #[test]
+    fn a_fetch_refused_while_away_reaches_a_full_home() {
+        let argv = [
+            "ringcast",
+            "--shards",
+            "1",
+            "--redis",
+            "redis://127.0.0.1:1",
+            "--inbox-capacity",
+            "1",
+        ];
+        let cfg = crate::config::Config::from_args(argv).unwrap();
+        let node = Arc::new(Node::new(cfg, None));
+        let ctx = Arc::new(Ctx::new(node.clone()));
+        assert!(
+            node.bus.send(0, Cmd::Resync).is_ok(),
+            "the home's inbox is full"
+        );
+        let fetch = BridgeCmd::Fetch {
+            topic: "t".into(),
+            since: Position::new(9, 1),
+            home: 0,
+            asked: None,
+        };
+        assert!(node.bridge.as_ref().unwrap().send(fetch).is_ok());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let task = tokio::spawn(async move { refuse_while_away(&ctx).await });
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            assert!(!task.is_finished(), "waits for room in the home's inbox");
+            assert!(matches!(node.bus.pop(0), Some(Cmd::Resync)));
+            tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .expect("done once there is room")
+                .unwrap();
+        });
+        match node.bus.pop(0) {
+            Some(Cmd::Fetched(f)) => assert!(f.window.is_none() && f.asked.is_none()),
+            other => panic!("the home got {other:?}"),
+        }
+        assert!(node.bridge.as_ref().unwrap().pop().is_none());
+    }
+
     #[test]
     fn passwords_stay_out_of_logs() {
         assert_eq!(
