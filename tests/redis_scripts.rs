@@ -53,7 +53,9 @@ fn window(
     since: Option<Position>,
     limit: usize,
 ) -> RemoteWindow {
-    let v: Value = scripts::window(s, k, l, since, limit)
+    let info: String = scripts::server_info().query(con).expect("INFO server");
+    let run_id = scripts::run_id(&info).expect("a run_id").to_string();
+    let v: Value = scripts::window(s, k, l, since, limit, &run_id, 0x5eed)
         .invoke(con)
         .expect("window");
     scripts::parse_window(&v).expect("window reply")
@@ -332,7 +334,39 @@ fn a_new_epoch_after_a_run_id_change() {
     let w = window(&mut con, &s, &k, &l, Some(Position::new(0x111, 4)), 10);
     assert!(w.reset, "a position of the old epoch is reset");
     assert_eq!(w.current, Position::new(0x333, 1));
-    let w = window(&mut con, &s, &k, &l, Some(Position::new(0x333, 0)), 10);
+    // A window asked first, before any append on the new Redis: it begins the new epoch
+    // itself, and the next append continues it, so a client is reset once.
+    let _: () = con.hset(&k.meta, "r", "0123456789abcdef").unwrap();
+    let w = window(&mut con, &s, &k, &l, Some(Position::new(0x333, 1)), 10);
+    assert!(w.reset, "{w:?}");
+    assert_eq!(
+        w.current,
+        Position::new(0x5eed, 0),
+        "the new epoch, from its start"
+    );
+    let w = window(&mut con, &s, &k, &l, Some(Position::new(0x5eed, 0)), 10);
+    assert!(
+        !w.reset && w.entries.is_empty(),
+        "nothing of the old epoch: {w:?}"
+    );
+    let c2 = append(&mut con, &s, &k, &l, 0x999, &[msg("e2")]);
+    assert_eq!((c2.epoch, c2.first, c2.new_epoch), (0x5eed, 1, false));
+    // The same for a node loading what is retained ('*').
+    let _: () = con.hset(&k.meta, "r", "0123456789abcdef").unwrap();
+    let info: String = scripts::server_info().query(&mut con).unwrap();
+    let run_id = scripts::run_id(&info).unwrap().to_string();
+    let v: Value = scripts::retained(&s, &k, &l, 10, &run_id, 0x6eed)
+        .invoke(&mut con)
+        .unwrap();
+    let w = scripts::parse_window(&v).unwrap();
+    assert_eq!((w.reset, w.current), (false, Position::new(0x6eed, 0)));
+    assert!(
+        w.entries.is_empty(),
+        "nothing of the old epoch loaded: {w:?}"
+    );
+    let c = append(&mut con, &s, &k, &l, 0x333, &[msg("e")]);
+    assert_eq!((c.epoch, c.first, c.new_epoch), (0x6eed, 1, false));
+    let w = window(&mut con, &s, &k, &l, Some(Position::new(0x6eed, 0)), 10);
     assert_eq!(offsets(&w), [1], "the old epoch's entries are gone");
     assert_eq!(&*w.entries[0].data, b"e");
 

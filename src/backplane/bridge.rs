@@ -276,8 +276,8 @@ async fn serve_until_broken(ctx: &Arc<Ctx>, inbox: &crate::fanout::BridgeInbox, 
                     let _ = interest.send(i);
                 }
                 BridgeCmd::Fetch { topic, since, home, asked } => {
-                    let (ctx, con) = (ctx.clone(), con.clone());
-                    tokio::spawn(fetch(ctx, con, topic, since, home, asked));
+                    let (ctx, con, run_id) = (ctx.clone(), con.clone(), Arc::clone(run_id));
+                    tokio::spawn(fetch(ctx, con, run_id, topic, since, home, asked));
                 }
             },
             Some(landed) = flights.next(), if !flights.is_empty() => {
@@ -324,6 +324,7 @@ fn msg_of(topic: &Arc<str>, e: scripts::Entry, epoch: u64) -> MsgRef {
 async fn fetch(
     ctx: Arc<Ctx>,
     mut con: MultiplexedConnection,
+    run_id: Arc<str>,
     topic: Arc<str>,
     since: crate::codec::position::Position,
     home: u16,
@@ -333,10 +334,11 @@ async fn fetch(
     let limit = asked.map_or(MAX_FETCH_ENTRIES, |a| a.limit);
     // `0:0` from a home (not a client): it knows nothing of the topic and starts following
     // it, from everything Redis retains.
+    let (s, l, fresh) = (&ctx.scripts, &ctx.limits, ctx.fresh_epoch());
     let inv = if asked.is_none() && since == crate::codec::position::Position::new(0, 0) {
-        scripts::retained(&ctx.scripts, &keys, &ctx.limits, limit)
+        scripts::retained(s, &keys, l, limit, &run_id, fresh)
     } else {
-        scripts::window(&ctx.scripts, &keys, &ctx.limits, Some(since), limit)
+        scripts::window(s, &keys, l, Some(since), limit, &run_id, fresh)
     };
     let r: redis::RedisResult<Value> = inv.invoke_async(&mut con).await;
     if let Err(e) = &r {

@@ -248,7 +248,7 @@ pub(super) fn flight(
     } = call;
     Box::pin(async move {
         let keys = Keys::new(&ctx.prefix, &topic);
-        let epoch = scripts::fresh_epoch(ctx.seed, ctx.next_append());
+        let epoch = ctx.fresh_epoch();
         let inv = scripts::append(&ctx.scripts, &keys, &ctx.limits, epoch, &run_id, &msgs);
         let r: redis::RedisResult<Value> = inv.invoke_async(&mut con).await;
         if let Err(e) = &r {

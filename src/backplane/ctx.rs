@@ -29,8 +29,8 @@ pub(super) struct Ctx {
     want: std::sync::Mutex<std::collections::HashMap<Arc<str>, u16>>,
     /// Pushes received, for `--debug-drop-pushes`.
     pushes: std::sync::atomic::AtomicU64,
-    /// Appends made, so each proposes its own epoch (`scripts::fresh_epoch`).
-    appends: std::sync::atomic::AtomicU64,
+    /// Script calls that may begin an epoch, so each proposes its own (`Ctx::fresh_epoch`).
+    proposed: std::sync::atomic::AtomicU64,
 }
 
 impl Ctx {
@@ -46,7 +46,7 @@ impl Ctx {
             broken: AtomicBool::new(false),
             want: std::sync::Mutex::default(),
             pushes: std::sync::atomic::AtomicU64::new(0),
-            appends: std::sync::atomic::AtomicU64::new(0),
+            proposed: std::sync::atomic::AtomicU64::new(0),
             node,
         }
     }
@@ -79,10 +79,11 @@ impl Ctx {
         }
     }
 
-    /// A fresh value for every append this process makes, across reconnects: a topic that
-    /// starts again never gets an epoch it had (`scripts::fresh_epoch`).
-    pub(super) fn next_append(&self) -> u64 {
-        self.appends.fetch_add(1, Ordering::Relaxed)
+    /// A fresh epoch for every script call this process makes that may begin one (appends and
+    /// windows), across reconnects: a topic that starts again never gets an epoch it had.
+    pub(super) fn fresh_epoch(&self) -> u64 {
+        let n = self.proposed.fetch_add(1, Ordering::Relaxed);
+        super::scripts::fresh_epoch(self.seed, n)
     }
 
     /// Notes an error that means the connection is gone (not a script's own error).

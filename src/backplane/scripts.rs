@@ -186,29 +186,32 @@ pub fn parse_appended(v: &Value) -> Result<Appended, BadReply> {
 /// Everything retained of the topic's current epoch, oldest first, at most `limit` entries,
 /// never a reset: what a node loads when it starts following the topic. Answered by
 /// [`parse_window`].
+/// `run_id` and `fresh` as for [`window`].
 pub fn retained<'s>(
     s: &'s Scripts,
     keys: &Keys,
     limits: &Limits,
     limit: usize,
+    run_id: &str,
+    fresh: u64,
 ) -> ScriptInvocation<'s> {
     let mut inv = s.window.key(&keys.meta);
-    inv.key(&keys.stream)
-        .arg("*")
-        .arg(0)
-        .arg(limit.max(1))
-        .arg(limits.history_secs);
+    inv.key(&keys.stream).arg("*").arg(0);
+    window_args(&mut inv, limits, limit, run_id, fresh);
     inv
 }
 
 /// The window after `since` (`None`: only the topic's current position), at most `limit`
-/// entries. Answered by [`parse_window`].
+/// entries; `run_id` is the Redis process behind the connection (as for [`append`]) and
+/// `fresh` a new epoch, used if the topic must begin one. Answered by [`parse_window`].
 pub fn window<'s>(
     s: &'s Scripts,
     keys: &Keys,
     limits: &Limits,
     since: Option<Position>,
     limit: usize,
+    run_id: &str,
+    fresh: u64,
 ) -> ScriptInvocation<'s> {
     let mut inv = s.window.key(&keys.meta);
     inv.key(&keys.stream);
@@ -216,8 +219,25 @@ pub fn window<'s>(
         Some(p) => inv.arg(format!("{:x}", p.epoch)).arg(p.offset),
         None => inv.arg("").arg(0),
     };
-    inv.arg(limit.max(1)).arg(limits.history_secs);
+    window_args(&mut inv, limits, limit, run_id, fresh);
     inv
+}
+
+/// `window.lua`'s ARGV[3..]: like an append, a window call made on a Redis process other than
+/// the one that last wrote the topic begins the topic's new epoch (`fresh`), so a client is
+/// reset once, to a position the next append continues.
+fn window_args(
+    inv: &mut ScriptInvocation<'_>,
+    limits: &Limits,
+    limit: usize,
+    run_id: &str,
+    fresh: u64,
+) {
+    inv.arg(limit.max(1))
+        .arg(limits.history_secs)
+        .arg(run_id)
+        .arg(format!("{fresh:x}"))
+        .arg(limits.meta_ttl_secs());
 }
 
 /// One Stream entry of a window.

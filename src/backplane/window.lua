@@ -7,16 +7,35 @@
 -- ARGV[2]  the client's offset
 -- ARGV[3]  at most this many entries
 -- ARGV[4]  --history-secs: an entry older than this is gone
+-- ARGV[5]  the run_id of the Redis process serving the caller's connection (as append.lua's)
+-- ARGV[6]  a fresh epoch (hex), used only when this topic starts a new one
+-- ARGV[7]  TTL of the meta, s
 --
 -- Returns { reset (0/1), epoch, last offset, entries } where entries are what XRANGE gives
 -- ({ id, { field, value, ... } } each, oldest first) and are present only on a replay. A topic with no meta has epoch '' and offset 0. A reset when the epoch
 -- differs, the offset is ahead of the topic's, or the entry right after it was trimmed (by
 -- count) or is older than --history-secs; never a partial window.
 
-local meta = redis.call('HMGET', KEYS[1], 'e', 'o')
+if redis.replicate_commands then
+  redis.replicate_commands()
+end
+
+local meta = redis.call('HMGET', KEYS[1], 'e', 'o', 'r')
 local epoch, last = meta[1], tonumber(meta[2])
 if not epoch or not last then
   epoch, last = '', 0
+elseif meta[3] ~= ARGV[5] then
+  -- Written by another Redis process (a restart from a snapshot, a promoted replica): its
+  -- last positions may be lost and handed out again. The topic begins its new epoch now, as
+  -- the next append would, so a client reset here to the new epoch's start is not reset again
+  -- by that append, and nothing of the old epoch is replayed.
+  if epoch == ARGV[6] then
+    return redis.error_reply('ringcast: epoch collision')
+  end
+  epoch, last = ARGV[6], 0
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', epoch, 'o', '0', 'r', ARGV[5])
+  redis.call('EXPIRE', KEYS[1], ARGV[7])
 end
 if ARGV[1] == '' then
   return { 0, epoch, last }
