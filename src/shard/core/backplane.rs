@@ -191,6 +191,7 @@ impl Shard {
             let f = GapFetch {
                 epoch: since.epoch,
                 want: seen,
+                again: false,
             };
             st.fetching.insert(topic, f);
         } else {
@@ -297,7 +298,14 @@ impl Shard {
         asked: Option<Asked>,
     ) {
         let gap_answered = asked.is_none() && w.is_some();
+        let again = asked.is_none() && st.fetching.get(&topic).is_some_and(|f| f.again);
         self.apply_window_or_gap(st, topic.clone(), w, asked);
+        if again && !st.fetching.contains_key(&topic) {
+            if let Some((_, t)) = self.known_home(st, &topic) {
+                let since = t.current();
+                self.ask_gap(st, topic.clone(), since, 0);
+            }
+        }
         // A gap fetch that asks no further: a home loading its topic is caught up.
         if gap_answered && !st.fetching.contains_key(&topic) {
             self.loaded(st, &topic);

@@ -17,9 +17,14 @@ use crate::shard::topics::home::{HomeTopic, Live};
 use crate::shard::topics::Side;
 use crate::{debug, warn};
 
-/// How long a topic homed here must have had no push before it is checked against Redis once
+/// How long a topic homed here must have had no push before it is checked against Redis
 /// (`Shard::check_quiet`): the bound on how late a lost last message arrives, less a second.
 const QUIET: Duration = Duration::from_secs(1);
+
+/// How often a followed topic that stays quiet is checked again: the bound on how late a
+/// message whose push was lost on a long-quiet topic arrives (no push reveals it, and the
+/// first check may have come before it). One window call per followed topic per period.
+const RECHECK: Duration = Duration::from_secs(30);
 
 impl Shard {
     /// After the bridge (re)connected and subscribed: asks Redis for what each topic homed
@@ -123,6 +128,8 @@ impl Shard {
             return;
         }
         t.live = Live::Yes;
+        // Checked when quiet from now on, pushed or not (`check_quiet`).
+        st.quiet.entry(topic.clone()).or_insert_with(Instant::now);
         for p in st.parked.remove(topic).unwrap_or_default() {
             self.answer_window(st, topic.clone(), p.since, p.limit, p.from, p.reply);
         }
@@ -243,21 +250,30 @@ impl Shard {
     }
 
     /// Once a second: the topics pushed here that have been quiet for [`QUIET`] are checked
-    /// against Redis once, so a lost *last* message (which no later push reveals) arrives.
+    /// against Redis, so a lost *last* message (which no later push reveals) arrives; then
+    /// again every [`RECHECK`] while they stay quiet and followed.
     pub(crate) fn check_quiet(&self, now: Instant) {
         let mut st = self.st.borrow_mut();
         if st.quiet.is_empty() {
             return;
         }
         let mut due = Vec::new();
-        st.quiet.retain(|topic, at| {
-            let quiet = now.saturating_duration_since(*at) >= QUIET;
-            if quiet {
+        for (topic, at) in st.quiet.iter_mut() {
+            if now.saturating_duration_since(*at) >= QUIET {
                 due.push(topic.clone());
+                // Due again after RECHECK (`at` is when the topic counts as last pushed).
+                *at = now + (RECHECK - QUIET);
             }
-            !quiet
-        });
+        }
         for topic in due {
+            if self
+                .known_home(&mut st, &topic)
+                .is_none_or(|(_, t)| t.live == Live::No)
+            {
+                // Nobody here follows it any more.
+                st.quiet.remove(&topic);
+                continue;
+            }
             self.check(&mut st, topic);
         }
     }
@@ -274,7 +290,11 @@ impl Shard {
         };
         let since = t.current();
         self.metrics().inc(M::RedisResyncs);
-        self.ask_gap(st, topic, since, 0);
+        match st.fetching.get_mut(&topic) {
+            // Its answer may have been made before what this check is for (a reconnect).
+            Some(f) => f.again = true,
+            None => self.ask_gap(st, topic, since, 0),
+        }
     }
 }
 
@@ -612,6 +632,63 @@ mod tests {
             matches!(&cmds[..], [BridgeCmd::Fetch { since, asked: None, .. }] if *since == Position::new(10, 0)),
             "the gap before 10:2 is fetched: {cmds:?}"
         );
+    }
+
+    /// A resync that comes while a fetch asked before the reconnect is out is not merged
+    /// into it (its answer may predate what was missed): the cursor is checked again.
+    #[test]
+    fn a_resync_during_a_fetch_checks_again_once_it_lands() {
+        let (sh, topic) = resyncing_home("a");
+        sh.handle(&mut sh.st.borrow_mut(), Cmd::Resync);
+        assert!(bridge_cmds(&sh).is_empty(), "one fetch in flight at a time");
+        let caught_up = || Window {
+            reset: false,
+            msgs: vec![],
+            current: Position::new(9, 5),
+        };
+        sh.handle(&mut sh.st.borrow_mut(), fetched(&topic, caught_up()));
+        let cmds = bridge_cmds(&sh);
+        assert!(
+            matches!(&cmds[..], [BridgeCmd::Fetch { since, asked: None, .. }] if *since == Position::new(9, 5)),
+            "checked again: {cmds:?}"
+        );
+        sh.handle(&mut sh.st.borrow_mut(), fetched(&topic, caught_up()));
+        assert!(bridge_cmds(&sh).is_empty(), "and only once");
+    }
+
+    /// A followed topic that stays quiet is checked when it turns quiet and then every
+    /// RECHECK, so a lost push on a long-quiet topic is found; one nobody follows is not.
+    #[test]
+    fn a_quiet_topic_is_checked_again_while_it_stays_quiet() {
+        let (sh, topic) = resyncing_home("q");
+        let caught_up = || Window {
+            reset: false,
+            msgs: vec![],
+            current: Position::new(9, 5),
+        };
+        sh.handle(&mut sh.st.borrow_mut(), fetched(&topic, caught_up()));
+        let t0 = Instant::now();
+        let fetches = |sh: &Shard| {
+            bridge_cmds(sh)
+                .iter()
+                .filter(|c| matches!(c, BridgeCmd::Fetch { .. }))
+                .count()
+        };
+        sh.check_quiet(t0 + Duration::from_secs(2));
+        assert_eq!(fetches(&sh), 1, "checked once quiet");
+        sh.handle(&mut sh.st.borrow_mut(), fetched(&topic, caught_up()));
+        sh.check_quiet(t0 + Duration::from_secs(3));
+        assert_eq!(fetches(&sh), 0, "not every second");
+        sh.check_quiet(t0 + Duration::from_secs(2) + RECHECK);
+        assert_eq!(fetches(&sh), 1, "checked again after RECHECK");
+        sh.handle(&mut sh.st.borrow_mut(), fetched(&topic, caught_up()));
+        sh.known_home(&mut sh.st.borrow_mut(), &topic)
+            .unwrap()
+            .1
+            .live = Live::No;
+        sh.check_quiet(t0 + Duration::from_secs(3) + RECHECK * 2);
+        assert_eq!(fetches(&sh), 0, "not once nobody follows it");
+        assert!(sh.st.borrow().quiet.is_empty());
     }
 
     /// A home whose load the bridge's inbox refused does not count as following: its waiting

@@ -66,6 +66,9 @@ pub(crate) struct GapFetch {
     pub epoch: u64,
     /// The highest offset pushed since it was asked.
     pub want: u64,
+    /// A check (a resync after a reconnect) came while it was out: its answer may predate
+    /// what the check is for, so the cursor is checked again once it lands.
+    pub again: bool,
 }
 
 #[derive(Default)]
