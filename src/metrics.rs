@@ -53,7 +53,8 @@ counters! {
     RedisConnected => "ringcast_redis_connected", "gauge", "1 while the bridge is connected and subscribed to Redis (shard 0 only).";
     RedisReconnects => "ringcast_redis_reconnects_total", "counter", "Times the bridge connected to Redis again after losing it (shard 0 only).";
     RedisPushesDropped => "ringcast_redis_pushes_dropped_total", "counter", "Pushes the bridge dropped on purpose (--debug-drop-pushes; shard 0 only).";
-    RedisResyncs => "ringcast_redis_resyncs_total", "counter", "Topics homed here checked against Redis: after a reconnect, or once quiet after a push.";
+    RedisResyncs => "ringcast_redis_resyncs_total", "counter", "Topics homed here checked against Redis: after a reconnect, or while quiet (once, then every 30 s).";
+    RedisEpochResets => "ringcast_redis_epoch_resets_total", "counter", "Open subscriptions told of a reset because Redis started their topic in a new epoch (a restart that may have lost writes).";
     RedisGapsRepaired => "ringcast_redis_gaps_repaired_total", "counter", "Messages this home missed from pub/sub and fetched from the topic's Stream.";
     RedisPublishRefused => "ringcast_redis_publish_refused_total", "counter", "Publishes answered 503 because Redis was away, too slow, or did not confirm.";
     StreamResets => "ringcast_stream_resets_total", "counter", "Open subscriptions told of a reset: the topic's epoch changed in Redis, or history after the node's cursor was gone.";

@@ -1018,6 +1018,24 @@ fn a_redis_restart_gives_each_subscription_exactly_one_reset() {
     if !missing.is_empty() {
         bad.push(format!("new-5 not within 5 s on {missing:?}"));
     }
+    // What /metrics says of it: back, reconnected once, the down publishes refused, and the
+    // streams' resets (SSE and WebSocket; a poll may be between requests) counted as epoch
+    // changes.
+    for (name, n) in [("a", &a), ("b", &b)] {
+        let got = [
+            "ringcast_redis_connected",
+            "ringcast_redis_reconnects_total",
+            "ringcast_redis_publish_refused_total",
+            "ringcast_redis_epoch_resets_total",
+        ]
+        .map(|m| n.metric(m));
+        if got[..3] != [1, 1, 1] || !(2..=3).contains(&got[3]) {
+            bad.push(format!(
+                "node {name}: connected, reconnects, refused, epoch resets = {got:?}, want \
+                 [1, 1, 1, 2..=3]"
+            ));
+        }
+    }
     verdict(bad);
 }
 

@@ -282,7 +282,8 @@ impl Subscribers {
             // after the node's cursor was gone. The subscriber is told where it stands with a
             // reset before the message (a long poll's answer says `"reset": true`), never a
             // silent gap.
-            let jumped = msg.pos.epoch != sub.epoch || msg.pos.offset != sub.cursor + 1;
+            let new_epoch = msg.pos.epoch != sub.epoch;
+            let jumped = new_epoch || msg.pos.offset != sub.cursor + 1;
             sub.epoch = msg.pos.epoch;
             sub.cursor = msg.pos.offset;
             let ok = sub.out as usize;
@@ -294,6 +295,9 @@ impl Subscribers {
             }
             if jumped {
                 p.metrics.inc(M::StreamResets);
+                if new_epoch {
+                    p.metrics.inc(M::RedisEpochResets);
+                }
                 if out.format != Format::LongPoll {
                     out.set_gap(Some(Position::new(msg.pos.epoch, msg.pos.offset - 1)));
                 }
@@ -764,6 +768,11 @@ mod jump_tests {
         assert!(got.starts_with("event: reset\nid: 9:5\n"), "{got}");
         assert!(got.contains("id: 9:6"), "{got}");
         assert_eq!(metrics.get(M::StreamResets), 2);
+        assert_eq!(
+            metrics.get(M::RedisEpochResets),
+            1,
+            "one of them for a new epoch"
+        );
     }
 }
 
