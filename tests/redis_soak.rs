@@ -7,14 +7,22 @@
 //! - `kill -9` of one node: its clients resume on the others (SSE `Last-Event-ID`, v1
 //!   `?since=`, the poll's `since`); its publishes in flight are uncertain; it is started
 //!   again on the same port a few seconds later;
-//! - `CLIENT PAUSE 1500 WRITE`: appends and pushes wait.
+//! - `CLIENT PAUSE 1500 WRITE`: appends and pushes wait;
+//! - a partition: node 2 reaches Redis through a loopback proxy that blackholes it for 3 s;
+//! - `DEBUG SLEEP 2`: Redis answers nothing for 2 s;
+//! - and throughout, node 0 drops every 97th push Redis sends it (`--debug-drop-pushes`), as a
+//!   lost push would, and must fetch each from the Stream.
 //!
 //! Then, from the tools' JSON: 0 missing, 0 duplicated, 0 out of order, 0 resets (none of
-//! these faults loses history), every subscriber complete. What counts as what is
+//! these faults loses history), every subscriber complete. A Redis restart is the one fault
+//! whose contract is a reset (and, without persistence, lost history); its exact accounting
+//! is `tests/redis_faults.rs`'s, not this soak's. What counts as what is
 //! tools/load/README.md's "What counts as what". About 1,000 subscribers, 10 topics, 10k
 //! messages; `RINGCAST_SOAK_LONG=1` runs a longer soak with more clients and messages and the
 //! faults three times.
 
+#[path = "support/proxy.rs"]
+mod proxy;
 #[path = "support/redis.rs"]
 mod redis_server;
 #[path = "support/server.rs"]
@@ -26,6 +34,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use proxy::Proxy;
 use redis_server::RedisServer;
 use server::Server;
 
@@ -59,8 +68,12 @@ const LONG: Plan = Plan {
     rounds: 3,
 };
 
-/// Seconds between one fault and the next.
-const FAULT_GAP: Duration = Duration::from_secs(6);
+/// Seconds between one fault and the next: the five fit in the CI soak's ~30 s of publishing.
+const FAULT_GAP: Duration = Duration::from_secs(4);
+/// How long node 2's partition from Redis lasts.
+const PARTITION: Duration = Duration::from_secs(3);
+/// Node 0 drops every Nth push.
+const DROP_EVERY: &str = "97";
 /// How long a killed node stays down.
 const NODE_DOWN: Duration = Duration::from_secs(3);
 /// Seconds a load run waits for deliveries after its last intended send (its `--timeout`): a
@@ -110,15 +123,14 @@ fn load_bin() -> PathBuf {
     bin
 }
 
-/// A node on `redis`, on `listen` (a fixed port, so a restarted node keeps its URL), once its
-/// bridge is connected.
-fn node(redis: &RedisServer, listen: &str) -> Server {
-    let url = redis.url();
-    let s = Server::start(&[
+/// A node on the Redis at `url`, on `listen` (a fixed port, so a restarted node keeps its
+/// URL), once its bridge is connected.
+fn node(url: &str, listen: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
         "--listen",
         listen,
         "--redis",
-        url.as_str(),
+        url,
         "--shards",
         "2",
         "--log-level",
@@ -127,7 +139,9 @@ fn node(redis: &RedisServer, listen: &str) -> Server {
         // in this soak is a bug, not history running out.
         "--history-messages",
         "20000",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let s = Server::start(&args);
     assert!(
         s.wait_log("redis: connected", Duration::from_secs(10)),
         "bridge never connected:\n{}",
@@ -242,10 +256,15 @@ fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
 
 fn soak(plan: &Plan) {
     let bin = load_bin();
-    let redis = RedisServer::start();
+    let redis = RedisServer::start_with(&["--enable-debug-command", "yes"]);
+    let px = Proxy::start(redis.port);
     let ports: Vec<u16> = (0..3).map(|_| redis_server::free_port()).collect();
     let listen: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let mut nodes: Vec<Server> = listen.iter().map(|l| node(&redis, l)).collect();
+    // Node 0 loses pushes, node 2 reaches Redis through the proxy.
+    let urls = [redis.url(), redis.url(), px.url()];
+    let extra: [&[&str]; 3] = [&["--debug-drop-pushes", DROP_EVERY], &[], &[]];
+    let start = |i: usize| node(&urls[i], &listen[i], extra[i]);
+    let mut nodes: Vec<Server> = (0..3).map(start).collect();
 
     let loads: Vec<Load> = plan
         .runs
@@ -289,15 +308,32 @@ fn soak(plan: &Plan) {
         );
         log.push(format!("{:?} kill -9 node {victim}", started.elapsed()));
         std::thread::sleep(NODE_DOWN);
-        nodes[victim] = node(&redis, &listen[victim]);
+        nodes[victim] = start(victim);
         log.push(format!("{:?} node {victim} back", started.elapsed()));
 
         std::thread::sleep(FAULT_GAP);
         let paused = redis.cmd(&["CLIENT", "PAUSE", "1500", "WRITE"]);
         assert_eq!(paused, "+OK", "CLIENT PAUSE");
         log.push(format!("{:?} CLIENT PAUSE 1500 WRITE", started.elapsed()));
+
+        std::thread::sleep(FAULT_GAP);
+        px.blackhole();
+        log.push(format!("{:?} node 2 partitioned", started.elapsed()));
+        std::thread::sleep(PARTITION);
+        px.heal();
+        log.push(format!("{:?} partition healed", started.elapsed()));
+
+        std::thread::sleep(FAULT_GAP);
+        let slept = redis.cmd(&["DEBUG", "SLEEP", "2"]);
+        assert_eq!(slept, "+OK", "DEBUG SLEEP");
+        log.push(format!("{:?} DEBUG SLEEP 2 over", started.elapsed()));
     }
+    // Node 0's lost pushes were real and were repaired.
+    let dropped = nodes[0].metric("ringcast_redis_pushes_dropped_total");
+    assert!(dropped > 0, "node 0 dropped no push");
+    log.push(format!("node 0 dropped {dropped} pushes"));
     let faults = log.join("\n");
+    eprintln!("faults, from the first publish:\n{faults}");
 
     let total_secs: u64 = plan.runs.iter().map(|r| r.3 / r.4 + 1).max().unwrap_or(0);
     let within = Duration::from_secs(total_secs + LOAD_TIMEOUT_SECS + 60);
