@@ -721,6 +721,21 @@ fn a_partitioned_node_answers_503_and_catches_up_exactly_after_the_heal() {
     );
     pa.join().unwrap();
     pb.join().unwrap();
+    // Seconds into the partition, a window A holds is still answered by A, from what it holds.
+    let held = a.get(&format!("/poll/{topic}?since={from}"));
+    assert_eq!(held.status, 200, "a held window: {}", held.text());
+    let v = held.json();
+    let got: Vec<&str> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["data"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = (1..=3)
+        .flat_map(|i| [format!("before-a-{i}"), format!("before-b-{i}")])
+        .collect();
+    assert_eq!(got, want, "{v}");
+    assert_ne!(v["reset"], true, "{v}");
     std::thread::sleep(Duration::from_secs(10).saturating_sub(t.elapsed()));
     px.heal();
     let healed = Instant::now();

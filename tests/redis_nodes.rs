@@ -435,5 +435,7 @@ fn a_window_on_a_topic_nobody_follows_waits_for_redis_a_bounded_time() {
     let t = Instant::now();
     let resp = a.get("/poll/unfollowed?since=abc:1");
     assert_eq!(resp.status, 503, "{}", resp.text());
+    assert_eq!(resp.text(), "redis did not answer\n", "says why");
+    assert!(resp.header("Retry-After").is_some());
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }

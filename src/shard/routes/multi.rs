@@ -277,8 +277,10 @@ pub async fn run_poll(sh: &Rc<Shard>, p: MultiPoll, a: &mut Answer<'_>, fd: RawF
 fn fail(a: &mut Answer<'_>, f: Fail) -> Next {
     match f {
         Fail::TooManyTopics => a.error(503, "too many topics (--max-topics)"),
-        Fail::Overloaded | Fail::NotConfirmed | Fail::RedisAway => {
-            a.send(503, &[("Retry-After", b"1")], b"overloaded\n")
+        Fail::Overloaded => a.send(503, &[("Retry-After", b"1")], b"overloaded\n"),
+        // --redis: the window had to come from Redis, which did not answer in time.
+        Fail::NotConfirmed | Fail::RedisAway => {
+            a.send(503, &[("Retry-After", b"1")], b"redis did not answer\n")
         }
     }
     Next::KeepAlive

@@ -140,8 +140,10 @@ fn answer(a: &mut Answer<'_>, msgs: &[MsgRef], reset: bool, current: Position, i
 fn fail(a: &mut Answer<'_>, f: Fail) -> Next {
     match f {
         Fail::TooManyTopics => a.error(503, "too many topics (--max-topics)"),
-        Fail::Overloaded | Fail::NotConfirmed | Fail::RedisAway => {
-            a.send(503, &[("Retry-After", b"1")], b"overloaded\n")
+        Fail::Overloaded => a.send(503, &[("Retry-After", b"1")], b"overloaded\n"),
+        // --redis: the window had to come from Redis, which did not answer in time.
+        Fail::NotConfirmed | Fail::RedisAway => {
+            a.send(503, &[("Retry-After", b"1")], b"redis did not answer\n")
         }
     }
     Next::KeepAlive

@@ -75,8 +75,10 @@ pub async fn get(sh: &Rc<Shard>, req: &Req<'_>, a: &mut Answer<'_>, topic: Strin
             |out| write_json(None, &topic, at, n, out),
         ),
         Err(Fail::TooManyTopics) => a.error(503, "too many topics (--max-topics)"),
-        Err(Fail::Overloaded | Fail::NotConfirmed | Fail::RedisAway) => {
-            a.send(503, &[("Retry-After", b"1")], b"overloaded\n")
+        Err(Fail::Overloaded) => a.send(503, &[("Retry-After", b"1")], b"overloaded\n"),
+        // --redis: the window had to come from Redis, which did not answer in time.
+        Err(Fail::NotConfirmed | Fail::RedisAway) => {
+            a.send(503, &[("Retry-After", b"1")], b"redis did not answer\n")
         }
     }
     Next::KeepAlive
