@@ -45,5 +45,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # tests/autobahn.rs runs the suite against the release binary too (what users run).
 cargo build --release --locked --bin ringcast
 
-# Every test binary (unit, integration, doc) in one run; the benches are built, not timed.
+# Every unit and integration test binary in one run (--all-targets runs no doctests); the
+# benches are built, not timed.
 cargo test --workspace --all-targets --locked
