@@ -14,6 +14,14 @@ pub mod scripts;
 
 use crate::codec::position::Position;
 
+/// A `--redis` URL without its credentials, for logs and `--check-config`.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
 /// A topic's names in Redis. The topic is the Cluster hash tag (`{topic}`), so one topic's
 /// keys and channel share a slot; the topic grammar (`codec::route`) has no `{` or `}`, and
 /// the prefix is checked for them at startup.
@@ -77,6 +85,18 @@ pub fn parse_push(b: &[u8]) -> Option<Pushed<'_>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(
+            super::redact("redis://u:secret@127.0.0.1:6379/2"),
+            "redis://***@127.0.0.1:6379/2"
+        );
+        assert_eq!(
+            super::redact("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -443,6 +443,9 @@ impl Loaded {
             let shown = |v: &str| {
                 if is_secret(&s.name) {
                     "\"REDACTED\"".to_string()
+                } else if s.name == "redis" {
+                    // Its password: a unit's ExecStartPre=--check-config logs this output.
+                    toml_value(&crate::backplane::redact(v), false)
                 } else {
                     toml_value(v, s.switch)
                 }
@@ -685,5 +688,19 @@ mod tests {
         assert_eq!(back.config.history_secs, 5);
         assert_eq!(back.config.public_topic, ["a/*"]);
         assert_eq!(back.config.listen, l.config.listen);
+    }
+
+    #[test]
+    fn render_hides_the_redis_password() {
+        let l = load(&["--redis", "redis://app:hunter22@10.0.0.5:6379/1"], &[]).unwrap();
+        let text = l.render();
+        assert!(
+            !text.contains("hunter22") && !text.contains("app:"),
+            "{text}"
+        );
+        assert!(
+            text.contains("redis = \"redis://***@10.0.0.5:6379/1\"  # flag"),
+            "{text}"
+        );
     }
 }
