@@ -1118,8 +1118,10 @@ fn summary(
         "publish_errors": p.errors,
         "worker_failures": worker_failures,
     });
-    // --resume's figures (tools/load/README.md, "What counts as what").
+    // How late the publisher sent, and --resume's figures (tools/load/README.md, "What
+    // counts as what").
     if let Some(o) = v.as_object_mut() {
+        o.insert("send_lag_us".into(), json!(latency_us(&p.send_lag)));
         o.insert("resume".into(), json!(cfg.a.resume));
         o.insert("resumes".into(), json!(total.resumes));
         o.insert("skipped_by_reset".into(), json!(c.skipped_by_reset));

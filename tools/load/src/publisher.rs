@@ -36,6 +36,10 @@ pub struct PubReport {
     pub published: u64,
     pub errors: BTreeMap<String, u64>,
     pub latency: Histogram<u64>,
+    /// How late each publish left the load tool: the write's start − its intended time. The
+    /// delivery latency is measured from the intended time, so this is the load tool's own
+    /// share of it (a late timer wake-up, a busy core), not the server's.
+    pub send_lag: Histogram<u64>,
     pub end_ns: u64,
     /// `--resume`: publishes sent again after a refusal, and those whose outcome is unknown.
     pub retries: u64,
@@ -55,6 +59,7 @@ pub async fn publish(cfg: Rc<Cfg>, t0: u64, published: Rc<Cell<u64>>) -> PubRepo
     let p = cfg.a.pub_connections.clamp(1, cfg.a.topics);
     let errors = Rc::new(Errors::default());
     let hist = Rc::new(RefCell::new(new_histogram()));
+    let lag = Rc::new(RefCell::new(new_histogram()));
     let planned_end = t0 + (cfg.messages as f64 * 1e9 / cfg.a.rate) as u64;
     let resume = Rc::new(Resume {
         fates: RefCell::new(
@@ -71,21 +76,27 @@ pub async fn publish(cfg: Rc<Cfg>, t0: u64, published: Rc<Cell<u64>>) -> PubRepo
     for i in 0..p {
         let (tx, rx) = mpsc::unbounded_channel::<Job>();
         senders.push(tx);
-        let (cfg, errors, hist, published) =
-            (cfg.clone(), errors.clone(), hist.clone(), published.clone());
+        let (cfg, errors, hist, lag, published) = (
+            cfg.clone(),
+            errors.clone(),
+            hist.clone(),
+            lag.clone(),
+            published.clone(),
+        );
         let t = cfg.pubs[i % cfg.pubs.len()].clone();
         tasks.push(if cfg.a.resume {
             let shared = Shared {
                 errors,
                 hist,
+                lag,
                 published,
                 resume: resume.clone(),
             };
             tokio::task::spawn_local(pub_conn_resume(cfg, i, rx, shared))
         } else if cfg.a.pub_pipeline > 1 {
-            tokio::task::spawn_local(pub_conn_pipelined(cfg, t, rx, errors, hist, published))
+            tokio::task::spawn_local(pub_conn_pipelined(cfg, t, rx, errors, hist, lag, published))
         } else {
-            tokio::task::spawn_local(pub_conn(cfg, t, rx, errors, hist, published))
+            tokio::task::spawn_local(pub_conn(cfg, t, rx, errors, hist, lag, published))
         });
     }
     let period = 1e9 / cfg.a.rate;
@@ -123,10 +134,12 @@ pub async fn publish(cfg: Rc<Cfg>, t0: u64, published: Rc<Cell<u64>>) -> PubRepo
         let _ = t.await;
     }
     let latency = hist.borrow().clone();
+    let send_lag = lag.borrow().clone();
     PubReport {
         published: published.get(),
         errors: errors.take(),
         latency,
+        send_lag,
         end_ns: mono_ns(),
         retries: resume.retries.get(),
         uncertain: resume.uncertain.get(),
@@ -140,6 +153,7 @@ async fn pub_conn(
     mut rx: mpsc::UnboundedReceiver<Job>,
     errors: Rc<Errors>,
     hist: Rc<RefCell<Histogram<u64>>>,
+    lag: Rc<RefCell<Histogram<u64>>>,
     published: Rc<Cell<u64>>,
 ) {
     let t = &t;
@@ -148,6 +162,7 @@ async fn pub_conn(
     let mut req = Vec::with_capacity(cfg.a.size + 256);
     while let Some(job) = rx.recv().await {
         body.clear();
+        stats::record(&mut lag.borrow_mut(), mono_ns().saturating_sub(job.due_ns));
         encode_payload(job.seq, job.due_ns, job.topic as u64, cfg.a.size, &mut body);
         req.clear();
         let path = t.path(&cfg.topic(job.topic));
@@ -204,6 +219,7 @@ async fn pub_conn_pipelined(
     mut rx: mpsc::UnboundedReceiver<Job>,
     errors: Rc<Errors>,
     hist: Rc<RefCell<Histogram<u64>>>,
+    lag: Rc<RefCell<Histogram<u64>>>,
     published: Rc<Cell<u64>>,
 ) {
     let t = &t;
@@ -236,6 +252,7 @@ async fn pub_conn_pipelined(
                 }
             };
             body.clear();
+            stats::record(&mut lag.borrow_mut(), mono_ns().saturating_sub(job.due_ns));
             encode_payload(job.seq, job.due_ns, job.topic as u64, cfg.a.size, &mut body);
             let path = t.path(&cfg.topic(job.topic));
             http::encode_request("POST", &t.host, &path, &[], Some(&body), &mut req);
@@ -312,6 +329,7 @@ struct Resume {
 struct Shared {
     errors: Rc<Errors>,
     hist: Rc<RefCell<Histogram<u64>>>,
+    lag: Rc<RefCell<Histogram<u64>>>,
     published: Rc<Cell<u64>>,
     resume: Rc<Resume>,
 }
@@ -342,6 +360,10 @@ async fn pub_conn_resume(cfg: Rc<Cfg>, p: usize, mut rx: mpsc::UnboundedReceiver
     let r = &sh.resume;
     while let Some(job) = rx.recv().await {
         body.clear();
+        stats::record(
+            &mut sh.lag.borrow_mut(),
+            mono_ns().saturating_sub(job.due_ns),
+        );
         encode_payload(job.seq, job.due_ns, job.topic as u64, cfg.a.size, &mut body);
         let mut backoff = Backoff::default();
         let fate = loop {
