@@ -105,6 +105,16 @@ impl Shard {
             return;
         }
         if t.epoch != p.epoch {
+            if t.epoch == 0 && t.live != Live::Yes {
+                // The home is about to load what Redis retains of the topic (it asked to
+                // follow it): a push before the load ran is in the load's answer, one after
+                // it follows on from there. Starting the cursor here would drop the older
+                // messages the load brings.
+                if fetching {
+                    hold(st, msg);
+                }
+                return;
+            }
             if t.epoch == 0 {
                 // First sight of the topic: its cursor starts at this message.
                 t.reset_to(p.epoch, p.offset - 1);
@@ -369,6 +379,7 @@ impl Shard {
                     t.reset_to(w.current.epoch, w.current.offset);
                 }
             }
+            self.apply_held(st, &topic);
             return;
         }
         if w.reset && asked.is_none() {
@@ -396,6 +407,13 @@ impl Shard {
                 t.reset_to(w.current.epoch, w.current.offset);
             }
             return;
+        }
+        // Redis's answer starts a cursor that has none (a pushed message would not: see
+        // `apply_pushed`).
+        if let (Some((_, t)), Some(first)) = (self.known_home(st, &topic), w.msgs.first()) {
+            if t.epoch == 0 {
+                t.reset_to(first.pos.epoch, first.pos.offset.saturating_sub(1));
+            }
         }
         for m in &w.msgs {
             self.apply_pushed(st, m.clone());

@@ -691,6 +691,41 @@ mod tests {
         assert!(sh.st.borrow().quiet.is_empty());
     }
 
+    /// A push that reaches a home while it loads the topic (Redis confirmed the SUBSCRIBE
+    /// and pushed before the load's answer came) does not start the cursor: the load's older
+    /// messages are kept too, so `earliest` gets everything Redis retains.
+    #[test]
+    fn a_push_during_the_load_keeps_what_the_load_brings() {
+        let sh = home_shard(&["--redis", "redis://127.0.0.1:1"]);
+        let topic = topic_on_0("l");
+        let now = Instant::now();
+        let msg = |o| msg_at(&topic, o, now);
+        sh.handle(&mut sh.st.borrow_mut(), window(&topic, Since::Earliest));
+        // A push before the home even heard that the channel is subscribed: the load to come
+        // brings it.
+        sh.handle(&mut sh.st.borrow_mut(), Cmd::Pushed(msg(5)));
+        sh.handle(&mut sh.st.borrow_mut(), Cmd::Live(topic.clone()));
+        bridge_cmds(&sh);
+        // One while the load is out, appended after Redis ran it.
+        sh.handle(&mut sh.st.borrow_mut(), Cmd::Pushed(msg(6)));
+        let load = Window {
+            reset: false,
+            msgs: vec![msg(4), msg(5)],
+            current: Position::new(9, 5),
+        };
+        sh.handle(&mut sh.st.borrow_mut(), fetched(&topic, load));
+        let got: Vec<u64> = match &sent_to_1(&sh)[..] {
+            [Cmd::Reply { reply, .. }] => match &**reply {
+                Reply::Window(Ok(w)) => w.msgs.iter().map(|m| m.pos.offset).collect(),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(got, [4, 5, 6]);
+        assert_eq!(cursor(&sh, &topic), Position::new(9, 6));
+        assert!(sh.st.borrow().held.is_empty());
+    }
+
     /// A home whose load the bridge's inbox refused does not count as following: its waiting
     /// windows are not answered from what it does not hold, but refused at their deadline.
     #[test]
