@@ -358,12 +358,26 @@ fn a_node_started_before_redis_serves_once_it_connects() {
         "{}",
         n.log()
     );
-    let id = n.publish("early", b"accepted");
+    let mut s = sse_open_now(&n, "early");
+    let mut p = SseParser::default();
+    let ids: Vec<String> = (1..=10)
+        .map(|i| n.publish("early", format!("m{i}").as_bytes()))
+        .collect();
+    let offsets: Vec<u64> = ids.iter().map(|id| server::pos(id).1).collect();
     assert_eq!(
-        server::pos(&id).1,
-        1,
-        "the refused publish was never sent later"
+        offsets,
+        (1..=10).collect::<Vec<_>>(),
+        "numbered from 1: the refused publish was never sent later"
     );
+    // Served like any node: every message once, in order.
+    let evs = sse_read(&mut s, &mut p, 10, Duration::from_secs(10));
+    let got: Vec<_> = evs.iter().map(|e| (e.id.clone(), e.data.clone())).collect();
+    let want: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), format!("m{}", i + 1)))
+        .collect();
+    assert_eq!(got, want);
 }
 
 /// Redis's count of subscribers to `topic`'s channel: the nodes following it.
