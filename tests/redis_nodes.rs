@@ -255,7 +255,16 @@ fn a_position_ahead_of_this_nodes_cursor_is_asked_of_redis_never_reset() {
         (u64::from_str_radix(&epoch, 16).unwrap(), 2, 3)
     );
 
-    // A client at 2 on this node (whose cursor is 1): a replay of 3, not a reset.
+    // A stream resuming at 2 on this node (whose cursor is 1): a replay of 3, not a reset.
+    let mut st = pubsub::sse_open(&b, topic, &format!("Last-Event-ID: {epoch}:2\r\n"));
+    let mut p = SseParser::default();
+    let evs = sse_read(&mut st, &mut p, 1, Duration::from_secs(10));
+    let got: Vec<_> = evs
+        .iter()
+        .map(|e| (e.event.as_str(), e.id.as_str(), e.data.as_str()))
+        .collect();
+    assert_eq!(got, [("message", format!("{epoch}:3").as_str(), "m3")]);
+    // A poll at 2: the same.
     let v = b.get(&format!("/poll/{topic}?since={epoch}:2")).json();
     assert_eq!(
         pubsub::msgs(&v),

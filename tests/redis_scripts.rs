@@ -217,6 +217,9 @@ fn a_window_inside_history_and_a_reset_outside_it() {
     assert_eq!(offsets(&w), [2, 3], "at most `limit` entries");
     assert_eq!(&*w.entries[0].data, b"m2");
     assert_eq!(w.entries[0].event, None);
+    // No limit (a stream's replay asks usize::MAX): everything after the position.
+    let w = window(&mut con, &s, &k, &l, Some(Position::new(e, 1)), usize::MAX);
+    assert_eq!(offsets(&w), [2, 3, 4, 5]);
     let w = window(&mut con, &s, &k, &l, Some(Position::new(e, 4)), 10);
     let last = &w.entries[0];
     assert_eq!(

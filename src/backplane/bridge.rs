@@ -333,13 +333,18 @@ async fn fetch(
         scripts::window(s, &keys, l, Some(since), limit, &run_id, fresh)
     };
     let r: redis::RedisResult<Value> = inv.invoke_async(&mut con).await;
-    if let Err(e) = &r {
-        ctx.check(e);
-    }
-    let w = match r.ok().as_ref().map(scripts::parse_window) {
-        Some(Ok(w)) => w,
-        _ => {
-            warn!("redis: window of {topic} after {since} failed");
+    let w = match r.map(|v| scripts::parse_window(&v)) {
+        Ok(Ok(w)) => w,
+        failed => {
+            let why = match failed {
+                Err(e) => {
+                    ctx.check(&e);
+                    e.to_string()
+                }
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(_)) => String::new(),
+            };
+            warn!("redis: window of {topic} after {since} failed: {why}");
             if asked.is_none() {
                 // A gap is asked again by the home's next push: not at once, Redis is away.
                 tokio::time::sleep(MIN_BACKOFF).await;

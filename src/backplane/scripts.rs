@@ -233,7 +233,9 @@ fn window_args(
     run_id: &str,
     fresh: u64,
 ) {
-    inv.arg(limit.max(1))
+    // XRANGE's COUNT is a signed 64-bit number; "no limit" (usize::MAX, a stream's replay)
+    // must not overflow it. The Stream's own trim bounds the reply.
+    inv.arg(limit.clamp(1, i64::MAX as usize))
         .arg(limits.history_secs)
         .arg(run_id)
         .arg(format!("{fresh:x}"))
