@@ -88,6 +88,7 @@ impl Grant {
 /// The claims ringcast reads; the others are ignored.
 #[derive(Deserialize)]
 struct Claims {
+    #[serde(deserialize_with = "numeric_date")]
     exp: u64,
     #[serde(default)]
     sub: Option<String>,
@@ -95,6 +96,34 @@ struct Claims {
     topics: Vec<String>,
     #[serde(default)]
     publish: Vec<String>,
+}
+
+/// A NumericDate (RFC 7519 §2) as jsonwebtoken validates it: an integer, or a finite
+/// non-negative float rounded to the nearest second (PyJWT writes `time.time() + 3600` as a
+/// float). Read any other way, a stream's end would not be the expiry jsonwebtoken checked.
+fn numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    struct Seconds;
+    impl serde::de::Visitor<'_> for Seconds {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("seconds since the epoch")
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<u64, E> {
+            // The bounds and rounding of jsonwebtoken 12's `numeric_type` (validation.rs).
+            if v.is_finite() && v >= 0.0 && v < u64::MAX as f64 {
+                Ok(v.round() as u64)
+            } else {
+                Err(E::custom("a NumericDate out of range"))
+            }
+        }
+    }
+    d.deserialize_any(Seconds)
 }
 
 /// Where the keys and rules come from (the flags of the same names).

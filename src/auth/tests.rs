@@ -239,3 +239,36 @@ fn keys_that_do_not_load_say_why() {
     assert!(Auth::load(&AuthConfig::default()).unwrap().is_none());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_float_exp_is_read_as_jsonwebtoken_validates_it() {
+    // PyJWT writes `time.time() + 3600` as a float. jsonwebtoken validates it rounded; the
+    // grant must end at that same second, or a stream outlives (or undercuts) its token.
+    let a = auth(true, &[], None, None);
+    let e = now() + 600;
+    for (exp, want) in [
+        (json!(e as f64 + 0.5), e + 1),
+        (json!(e as f64 + 0.4), e),
+        (json!(e), e),
+    ] {
+        let mut c = claims();
+        c["exp"] = exp.clone();
+        let g = a.verify(&sign(Algorithm::HS256, "hmac.secret", c));
+        assert_eq!(g.map(|g| g.exp), Ok(want), "exp {exp}");
+    }
+    let mut c = claims();
+    c["exp"] = json!(now() as f64 - 10.5);
+    assert_eq!(
+        a.verify(&sign(Algorithm::HS256, "hmac.secret", c)),
+        Err(Denied::Expired)
+    );
+    for bad in [json!(-1.5), json!("1767225600"), json!(null)] {
+        let mut c = claims();
+        c["exp"] = bad.clone();
+        assert_eq!(
+            a.verify(&sign(Algorithm::HS256, "hmac.secret", c)),
+            Err(Denied::Malformed),
+            "exp {bad}"
+        );
+    }
+}
