@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
-use server::{read_response, Response, Server};
+use server::{read_response, run_to_exit, Response, Server};
 use sse_parser::SseParser;
 use wsraw::*;
 
@@ -75,6 +75,22 @@ fn start(extra: &[&str]) -> Server {
     ];
     args.extend_from_slice(extra);
     Server::start(&args)
+}
+
+#[test]
+fn a_private_key_as_the_public_key_stops_the_start() {
+    // Accepted, it would refuse every RS*/PS* token with a 401 and no word why.
+    let k = key("rsa.key");
+    let (status, err) = run_to_exit(
+        &["--jwt-public-key-file", k.to_str().unwrap()],
+        &[],
+        Duration::from_secs(10),
+    );
+    assert!(!status.expect("exits on its own").success(), "{err}");
+    assert!(
+        err.contains("is a private key") && err.contains("openssl pkey -in"),
+        "{err}"
+    );
 }
 
 fn get(s: &Server, path: &str, headers: &str) -> Response {

@@ -190,6 +190,16 @@ impl Auth {
         for path in &cfg.jwt_public_key_files {
             let pem = std::fs::read(path)
                 .map_err(|e| format!("--jwt-public-key-file {}: {e}", path.display()))?;
+            // A private key where the public one belongs is an easy slip: jsonwebtoken takes an
+            // RSA one as a decoding key and then refuses every RS*/PS* token without a word
+            // about why; an EC or Ed25519 one would get only "not a public key".
+            if pem_label(&pem).is_some_and(|l| l.ends_with("PRIVATE KEY")) {
+                return Err(format!(
+                    "--jwt-public-key-file {0} is a private key; give its public key, e.g. \
+                     `openssl pkey -in {0} -pubout`",
+                    path.display()
+                ));
+            }
             keys.push(
                 public_key(&pem)
                     .map_err(|e| format!("--jwt-public-key-file {}: {e}", path.display()))?,
@@ -278,6 +288,14 @@ impl Auth {
     }
 }
 
+/// The label of a PEM's first block (`PUBLIC KEY`, `RSA PRIVATE KEY`, ...), as jsonwebtoken
+/// reads only that block.
+fn pem_label(pem: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(pem).ok()?;
+    let rest = &text[text.find("-----BEGIN ")? + "-----BEGIN ".len()..];
+    Some(&rest[..rest.find("-----")?])
+}
+
 /// The curve of an EC public key in PEM, from the named-curve OID in its SubjectPublicKeyInfo.
 fn ec_curve(pem: &[u8]) -> Option<u16> {
     use base64::Engine as _;
@@ -306,6 +324,17 @@ fn ec_curve(pem: &[u8]) -> Option<u16> {
 /// A PEM public key and the algorithms its type accepts.
 fn public_key(pem: &[u8]) -> Result<Key, String> {
     if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+        // jsonwebtoken parses an RSA key only when a token comes: a key whose body does not
+        // parse would refuse every RS*/PS* token without a word about why. Parse the same
+        // bytes the same way now.
+        use rsa::pkcs1::DecodeRsaPublicKey as _;
+        let der = key.try_get_as_bytes().map_err(|e| e.to_string())?;
+        if let Err(e) = rsa::PublicKey::from_pkcs1_der(der) {
+            return Err(format!(
+                "an RSA public key that does not parse ({e}); export it again, e.g. \
+                 `openssl pkey -in PRIVATE_KEY -pubout`"
+            ));
+        }
         return Ok(Key {
             key,
             algorithms: AlgorithmFamily::Rsa.algorithms(),

@@ -272,3 +272,66 @@ fn a_float_exp_is_read_as_jsonwebtoken_validates_it() {
         );
     }
 }
+
+#[test]
+fn a_private_key_or_an_rsa_key_that_does_not_parse_is_refused_at_load() {
+    let load = |path: PathBuf| {
+        Auth::load(&AuthConfig {
+            jwt_public_key_files: vec![path],
+            ..Default::default()
+        })
+    };
+    // jsonwebtoken takes an RSA private key (PKCS#1 or PKCS#8) as a decoding key and fails
+    // only when a token comes; EC and Ed25519 private keys it refuses without saying why.
+    for k in [
+        "rsa.key",
+        "rsa.pkcs1.key",
+        "ec256.key",
+        "ec384.key",
+        "ed25519.key",
+    ] {
+        let e = load(key_path(k)).unwrap_err();
+        assert!(
+            e.contains(k) && e.contains("private key") && e.contains("openssl pkey"),
+            "{k}: {e}"
+        );
+    }
+
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let pem = |der: &[u8]| {
+        let body = b64.encode(der);
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            lines.join("\n")
+        )
+    };
+    let text = String::from_utf8(read("rsa.pub")).unwrap();
+    let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = b64.decode(body).unwrap();
+    // SubjectPublicKeyInfo: the RSAPublicKey SEQUENCE starts after the BIT STRING's head.
+    assert_eq!(der[19..25], [0x03, 0x82, 0x01, 0x0f, 0x00, 0x30]);
+    let mut garbled = der.clone();
+    garbled[24] = 0x31;
+    let dir = std::env::temp_dir().join(format!("ringcast-auth-rsa-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, der) in [
+        ("garbled.pub", &garbled[..]),
+        ("truncated.pub", &der[..200]),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, pem(der)).unwrap();
+        let e = load(path).err();
+        assert!(
+            e.as_deref().is_some_and(|e| e.contains(name)),
+            "{name}: {e:?}"
+        );
+    }
+    assert!(load(key_path("rsa.pub")).unwrap().is_some());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
