@@ -269,7 +269,8 @@ pub struct Config {
     /// Accept only tokens whose `iss` claim is this issuer.
     #[arg(long)]
     pub jwt_issuer: Option<String>,
-    /// Also read the token from this cookie (after `Authorization: Bearer` and `?token=`).
+    /// Also read the token from this cookie (after `Authorization: Bearer` and `?token=`); not
+    /// with `--allow-origin '*'`.
     #[arg(long, value_name = "NAME")]
     pub jwt_cookie: Option<String>,
     /// Topics anyone may read without a token: a name, a prefix ending in `*`, or `*` (repeatable).
@@ -405,6 +406,32 @@ impl Config {
                 return Err(format!("--allow-origin {o:?} is not an origin or '*'"));
             }
         }
+        // Without a key no token is checked: these would do nothing and leave every topic
+        // open to all, which is not what whoever set them meant.
+        if self.jwt_secret_file.is_none() && self.jwt_public_key_file.is_empty() {
+            let set = [
+                ("--public-topic", !self.public_topic.is_empty()),
+                ("--jwt-audience", self.jwt_audience.is_some()),
+                ("--jwt-issuer", self.jwt_issuer.is_some()),
+                ("--jwt-cookie", self.jwt_cookie.is_some()),
+            ];
+            if let Some((flag, _)) = set.iter().find(|(_, on)| *on) {
+                return Err(format!(
+                    "{flag} needs a key to check tokens with: give --jwt-secret-file or \
+                     --jwt-public-key-file (without one every topic is open to all)"
+                ));
+            }
+        }
+        // A browser sends the cookie with any site's WebSocket, EventSource or form POST to
+        // this node: with `*`, every website could read and publish as the user.
+        if self.jwt_cookie.is_some() && self.allow_origin.iter().any(|o| o == "*") {
+            return Err(
+                "--jwt-cookie with --allow-origin '*' lets any website read and publish as \
+                 your users; list your pages' origins in --allow-origin, or carry the token \
+                 in ?token= or Authorization instead of a cookie"
+                    .into(),
+            );
+        }
         Ok(())
     }
 
@@ -471,5 +498,51 @@ mod tests {
         assert!(Config::from_args(["ringcast", "--publish-token", "a b"]).is_err());
         assert!(Config::from_args(["ringcast", "--max-head-bytes", "10"]).is_err());
         assert!(Config::from_args(["ringcast", "--shards", "1000"]).is_err());
+    }
+
+    #[test]
+    fn a_cookie_token_is_never_sent_by_any_origin() {
+        // With `*`, any website could open a WebSocket or an EventSource that carries the
+        // user's cookie, or POST as the user.
+        let cookie_any = [
+            "ringcast",
+            "--jwt-secret-file",
+            "s",
+            "--jwt-cookie",
+            "rc",
+            "--allow-origin",
+            "https://app.example",
+            "--allow-origin",
+            "*",
+        ];
+        let err = Config::from_args(cookie_any).unwrap_err();
+        assert!(
+            err.contains("--jwt-cookie") && err.contains("--allow-origin"),
+            "{err}"
+        );
+        assert!(Config::from_args(&cookie_any[..7]).is_ok());
+        let mut no_cookie = cookie_any.to_vec();
+        no_cookie.drain(3..5);
+        assert!(Config::from_args(no_cookie).is_ok());
+    }
+
+    #[test]
+    fn token_rules_without_a_key_stop_the_start() {
+        // Without a key nothing is checked: the node would stay open to all.
+        for (flag, value) in [
+            ("--public-topic", "public/*"),
+            ("--jwt-audience", "push"),
+            ("--jwt-issuer", "https://auth.example"),
+            ("--jwt-cookie", "rc"),
+        ] {
+            let err = Config::from_args(["ringcast", flag, value]).unwrap_err();
+            assert!(
+                err.contains(flag) && err.contains("--jwt-secret-file"),
+                "{err}"
+            );
+            for key in ["--jwt-secret-file", "--jwt-public-key-file"] {
+                assert!(Config::from_args(["ringcast", flag, value, key, "k"]).is_ok());
+            }
+        }
     }
 }

@@ -274,10 +274,16 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
 
 #[test]
 fn check_config_prints_every_setting_and_its_source() {
+    // A public topic needs a key to check tokens with (`--check-config` loads it too).
+    let secret = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys/hmac.secret");
     let f = temp_file(
         "check.toml",
-        "max-topics = 5\nhistory_secs = 60\npublic-topic = [\"news/*\", \"tick\"]\n\
-         admin-token = \"file-admin-secret\"\nslow-client = \"drop\"\n",
+        &format!(
+            "max-topics = 5\nhistory_secs = 60\npublic-topic = [\"news/*\", \"tick\"]\n\
+             admin-token = \"file-admin-secret\"\nslow-client = \"drop\"\n\
+             jwt-secret-file = {:?}\n",
+            secret.to_str().unwrap()
+        ),
     );
     let (code, out, err) = run(
         &[

@@ -667,7 +667,14 @@ mod tests {
     #[test]
     fn render_reads_back_and_redacts() {
         let l = load(
-            &["--publish-token", "s3cr3t-value", "--public-topic", "a/*"],
+            &[
+                "--publish-token",
+                "s3cr3t-value",
+                "--public-topic",
+                "a/*",
+                "--jwt-secret-file",
+                "hmac.secret",
+            ],
             &[("RINGCAST_HISTORY_SECS", "5")],
         )
         .unwrap();
