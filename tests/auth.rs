@@ -546,6 +546,46 @@ fn v1_subscribes_and_page_publishes_are_checked_too() {
     assert_eq!(r.status, 403);
 }
 
+#[test]
+fn a_v1_publish_needs_a_publish_grant_for_its_topic() {
+    let s = start(&[]);
+    let send = |t: &mut TcpStream, topic: &str, r: &str| {
+        let mut f = Vec::new();
+        client_frame(
+            &mut f,
+            true,
+            OP_TEXT,
+            json!({"type": "publish", "topic": topic, "data": "x", "ref": r})
+                .to_string()
+                .as_bytes(),
+            [5, 6, 7, 8],
+        );
+        t.write_all(&f).unwrap();
+        let a = next_json(t);
+        (a["type"].as_str().unwrap().to_string(), a["ref"].clone())
+    };
+    // Reads chat/*, has no `publish` claim at all.
+    let reads_only = hs(json!({"exp": now() + 600, "sub": "user-7", "topics": ["chat/*"]}));
+    let mut t = upgrade_v1(s.addr, &format!("/ws/chat/1?token={reads_only}"));
+    t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(next_json(&mut t)["type"], "subscribed");
+    assert_eq!(send(&mut t, "chat/1", "p1"), ("error".into(), json!("p1")));
+    // `publish: ["chat/42"]`: chat/1, the topic it reads, is still refused; chat/42 is acked.
+    let mut u = upgrade_v1(s.addr, &format!("/ws/chat/1?token={}", reader(600)));
+    u.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(next_json(&mut u)["type"], "subscribed");
+    assert_eq!(send(&mut u, "chat/1", "p2"), ("error".into(), json!("p2")));
+    assert_eq!(send(&mut u, "chat/42", "p3"), ("ack".into(), json!("p3")));
+    // The refused publishes published nothing.
+    let auth = format!("Authorization: Bearer {}\r\n", reader(600));
+    let count = |topic: &str| {
+        let r = get(&s, &format!("/poll/{topic}?since=earliest"), &auth);
+        assert_eq!(r.status, 200, "{topic}: {}", r.text());
+        r.json()["messages"].as_array().unwrap().len()
+    };
+    assert_eq!((count("chat/1"), count("chat/42")), (0, 1));
+}
+
 // ---- the issue's token vectors on the real server (issue 15, admission half) ---------------
 // `src/auth/tests.rs` checks `Auth::verify` alone; these check that what reaches the routes
 // gets the same answers, through each carrier.
