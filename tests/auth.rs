@@ -311,9 +311,20 @@ fn open_streams_end_when_their_token_expires() {
     assert_eq!(events.len(), 1, "one event at expiry");
     assert_eq!(events[0].event, "expired");
     assert!(!events[0].data.is_empty());
+    // The server ends the stream: EOF, not the read timeout of a stream kept open.
     let mut rest = Vec::new();
     sse.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let _ = sse.read_to_end(&mut rest);
+    let end = sse.read_to_end(&mut rest);
+    assert!(
+        end.is_ok(),
+        "the stream is still open after `event: expired` ({end:?}), then {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("data:"),
+        "nothing after the expiry: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
     assert!(t0.elapsed() < Duration::from_secs(8));
 
     // Raw WebSocket: close 4001 "token expired".
