@@ -597,6 +597,39 @@ fn a_v1_publish_needs_a_publish_grant_for_its_topic() {
     assert_eq!((count("chat/1"), count("chat/42")), (0, 1));
 }
 
+#[test]
+fn a_multi_topic_request_verifies_its_token_once() {
+    // One signature check per request, not one per topic (up to --max-topics-per-stream): with
+    // an RSA key, bad tokens naming 64 topics each would otherwise burn the shard's CPU. Each
+    // check writes one `auth read` debug line, so a request writes one.
+    let s = start(&[]);
+    let t = reader(600);
+    let q = "topic=chat/once-a&topic=chat/once-b&topic=public/once-c";
+    assert_eq!(get(&s, &format!("/poll?{q}&token={t}"), "").status, 200);
+    assert_eq!(sse_status(&s, &format!("/sse?{q}&token={t}"), ""), 200);
+    assert!(s.wait_log("/sse?topic=chat/once-a", Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(200));
+    let log = s.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("auth read") && l.contains("topic=chat/once-a"))
+        .collect();
+    assert_eq!(lines.len(), 2, "one per request: {lines:#?}");
+    // What each topic needs is as before: one uncovered topic refuses the request, a bad
+    // token is refused even where every topic is public, public topics need no token.
+    let status = |path: &str| get(&s, path, "").status;
+    assert_eq!(
+        status(&format!("/poll?topic=chat/1&topic=news&token={t}")),
+        403
+    );
+    assert_eq!(
+        status("/poll?topic=public/a&topic=public/b&token=x.y.z"),
+        401
+    );
+    assert_eq!(status("/poll?topic=public/a&topic=public/b"), 200);
+    assert_eq!(status("/poll?topic=public/a&topic=chat/1"), 401);
+}
+
 // ---- the issue's token vectors on the real server (issue 15, admission half) ---------------
 // `src/auth/tests.rs` checks `Auth::verify` alone; these check that what reaches the routes
 // gets the same answers, through each carrier.

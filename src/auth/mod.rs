@@ -276,14 +276,19 @@ impl Auth {
     /// May this request read `topic`? A public topic needs no token (a token that comes anyway
     /// is still checked, so a bad one is never silently ignored).
     pub fn may_read(&self, token: Option<&[u8]>, topic: &str) -> Result<Option<Grant>, Denied> {
-        let grant = match token {
-            Some(t) => Some(self.verify(t)?),
-            None if self.is_public(topic) => return Ok(None),
-            None => return Err(Denied::Missing),
-        };
+        let grant = token.map(|t| self.verify(t)).transpose()?;
+        self.covers(grant.as_ref(), topic)?;
+        Ok(grant)
+    }
+
+    /// May the holder of `grant` (None: a request without a token) read `topic`? The check
+    /// after [`verify`](Self::verify), so a request naming many topics verifies its token once.
+    pub fn covers(&self, grant: Option<&Grant>, topic: &str) -> Result<(), Denied> {
         match grant {
-            Some(g) if g.can_read(topic) || self.is_public(topic) => Ok(Some(g)),
-            _ => Err(Denied::NotCovered),
+            _ if self.is_public(topic) => Ok(()),
+            Some(g) if g.can_read(topic) => Ok(()),
+            Some(_) => Err(Denied::NotCovered),
+            None => Err(Denied::Missing),
         }
     }
 }

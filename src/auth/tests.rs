@@ -204,6 +204,13 @@ fn reading_needs_a_covering_token_unless_public() {
         a.may_read(Some(b"x.y.z"), "public/x"),
         Err(Denied::Malformed)
     );
+    // The same rule once a token is verified, as a request of many topics checks each.
+    let g = a.verify(&t).unwrap();
+    assert_eq!(a.covers(Some(&g), "chat/1"), Ok(()));
+    assert_eq!(a.covers(Some(&g), "public/x"), Ok(()));
+    assert_eq!(a.covers(Some(&g), "news"), Err(Denied::NotCovered));
+    assert_eq!(a.covers(None, "public/x"), Ok(()));
+    assert_eq!(a.covers(None, "chat/1"), Err(Denied::Missing));
 }
 
 #[test]

@@ -34,13 +34,60 @@ pub fn token_of<'a>(sh: &Shard, req: &Req<'a>) -> Option<Cow<'a, [u8]>> {
 /// May this request read `topic`? `Ok(None)`: no key configured, or a public topic read
 /// without a token. `Ok(Some(grant))`: the stream remembers `grant.exp`.
 pub fn may_read(sh: &Shard, req: &Req<'_>, topic: &str) -> Result<Option<Grant>, Denied> {
+    may_read_all(sh, req, [topic])
+}
+
+/// May this request read every one of `topics` (a multi-topic stream or poll)? Answers as
+/// [`may_read`] would for each, but verifies the token once: a signature check (RSA above all)
+/// costs far more than matching a topic, and a bad token naming `--max-topics-per-stream`
+/// topics must not buy that many checks.
+pub fn may_read_all<'t>(
+    sh: &Shard,
+    req: &Req<'_>,
+    topics: impl IntoIterator<Item = &'t str>,
+) -> Result<Option<Grant>, Denied> {
     let Some(auth) = &sh.node.auth else {
         return Ok(None);
     };
+    let mut topics = topics.into_iter().peekable();
+    let first = topics.peek().copied().unwrap_or("");
     let token = token_of(sh, req);
-    let r = auth.may_read(token.as_deref(), topic);
-    log(sh, req, topic, &r);
-    r
+    let grant = match token.as_deref().map(|t| auth.verify(t)).transpose() {
+        Ok(g) => g,
+        Err(d) => {
+            refused(sh, req, first, d);
+            return Err(d);
+        }
+    };
+    let mut n = 0;
+    for t in topics {
+        if let Err(d) = auth.covers(grant.as_ref(), t) {
+            refused(sh, req, t, d);
+            return Err(d);
+        }
+        n += 1;
+    }
+    // One line per request, however many topics (the target names them all).
+    crate::debug!(
+        "{}: auth read {} ({}): allowed, sub {}",
+        req.peer,
+        Topics(first, n),
+        carrier::redact(req.head.target(req.buf)),
+        grant.as_ref().and_then(|g| g.sub.as_deref()).unwrap_or("-")
+    );
+    Ok(grant)
+}
+
+/// A request's topics in a log line: the topic itself, or how many.
+struct Topics<'a>(&'a str, usize);
+
+impl std::fmt::Display for Topics<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            1 => f.write_str(self.0),
+            n => write!(f, "{n} topics"),
+        }
+    }
 }
 
 /// What a stream remembers of its grant: `exp` in seconds since the epoch, saturated to
@@ -49,24 +96,17 @@ pub fn exp_of(g: Option<&Grant>) -> u32 {
     g.map_or(0, |g| u32::try_from(g.exp).unwrap_or(u32::MAX).max(1))
 }
 
-/// Counts a refusal and writes one debug line: the peer, the target with any `token=`
-/// redacted, `sub` when known — never the token.
-fn log(sh: &Shard, req: &Req<'_>, topic: &str, r: &Result<Option<Grant>, Denied>) {
-    let (peer, target) = (req.peer, carrier::redact(req.head.target(req.buf)));
-    match r {
-        Ok(g) => crate::debug!(
-            "{peer}: auth read {topic} ({target}): allowed, sub {}",
-            g.as_ref().and_then(|g| g.sub.as_deref()).unwrap_or("-")
-        ),
-        Err(d) => {
-            sh.metrics().inc(M::AuthRefused);
-            crate::debug!(
-                "{peer}: auth read {topic} ({target}): {} {}",
-                d.status(),
-                d.reason()
-            );
-        }
-    }
+/// Counts a read refusal and writes one debug line: the peer, the topic, the target with any
+/// `token=` redacted — never the token.
+fn refused(sh: &Shard, req: &Req<'_>, topic: &str, d: Denied) {
+    sh.metrics().inc(M::AuthRefused);
+    crate::debug!(
+        "{}: auth read {topic} ({}): {} {}",
+        req.peer,
+        carrier::redact(req.head.target(req.buf)),
+        d.status(),
+        d.reason()
+    );
 }
 
 /// A refusal as an HTTP answer: 401 carries the Bearer challenge.

@@ -61,16 +61,11 @@ pub fn starts(sh: &Shard, q: &[u8], pos: Option<&[u8]>) -> Result<Starts, QueryE
         .collect())
 }
 
-/// Read permission on every topic (`authz::may_read`); the earliest `exp` of the grants.
+/// Read permission on every topic (`authz::may_read_all`, the token verified once); the
+/// grant's `exp` for the stream.
 pub fn may_read_all(sh: &Shard, req: &Req<'_>, s: &Starts) -> Result<u32, crate::auth::Denied> {
-    let mut exp = 0u32;
-    for (t, _) in s {
-        let e = authz::exp_of(authz::may_read(sh, req, t)?.as_ref());
-        if e != 0 && (exp == 0 || e < exp) {
-            exp = e;
-        }
-    }
-    Ok(exp)
+    let g = authz::may_read_all(sh, req, s.iter().map(|(t, _)| &**t))?;
+    Ok(authz::exp_of(g.as_ref()))
 }
 
 /// Runs a multi-topic SSE stream whose first bytes are sent: makes every subscription (each
