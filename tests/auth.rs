@@ -124,7 +124,9 @@ fn every_transport_needs_a_covering_token_from_any_carrier() {
     }
     let mut ws = s.connect();
     ws.write_all(b"GET /ws/chat/1 HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
-    assert_eq!(read_response(&mut ws, false).unwrap().status, 401);
+    let r = read_response(&mut ws, false).unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"), "ws");
     // Each carrier.
     let auth = format!("Authorization: Bearer {t}\r\n");
     let cookie = format!("Cookie: a=b; rc_token={t}\r\n");
@@ -135,6 +137,14 @@ fn every_transport_needs_a_covering_token_from_any_carrier() {
     assert_eq!(get(&s, "/poll/news", &auth).status, 403);
     assert_eq!(get(&s, &format!("/sse/news?token={t}"), "").status, 403);
     assert_eq!(get(&s, "/poll/chatroom", &auth).status, 403);
+    // A 403's log line names the client by `sub`, as the other auth lines do.
+    assert!(s.wait_log("auth read news", Duration::from_secs(5)));
+    let log = s.log();
+    let line = log.lines().find(|l| l.contains("auth read news")).unwrap();
+    assert!(
+        line.contains("403") && line.contains("sub user-42"),
+        "{line}"
+    );
     // A public topic needs none.
     assert_eq!(get(&s, "/poll/public/x", "").status, 200);
     // SSE and WebSocket open with a token in the query (what browsers can send).
@@ -217,7 +227,9 @@ fn publishing_needs_a_publish_grant_or_the_publish_token() {
     let s = start(&["--publish-token", "backend-secret"]);
     let t = reader(600);
     // With keys configured, loopback alone is not enough.
-    assert_eq!(post(&s, "/pub/chat/42", "", "x").status, 401);
+    let r = post(&s, "/pub/chat/42", "", "x");
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
     assert_eq!(
         post(
             &s,
@@ -248,10 +260,9 @@ fn publishing_needs_a_publish_grant_or_the_publish_token() {
         .status,
         200
     );
-    assert_eq!(
-        post(&s, "/pub/news", "Authorization: Bearer wrong\r\n", "x").status,
-        401
-    );
+    let r = post(&s, "/pub/news", "Authorization: Bearer wrong\r\n", "x");
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
 
     // A raw WebSocket may read chat/7 but not publish there: close 1008.
     let mut w = upgrade(s.addr, &format!("/ws/chat/7?token={t}"));

@@ -55,14 +55,14 @@ pub fn may_read_all<'t>(
     let grant = match token.as_deref().map(|t| auth.verify(t)).transpose() {
         Ok(g) => g,
         Err(d) => {
-            refused(sh, req, first, d);
+            refused(sh, req, first, None, d);
             return Err(d);
         }
     };
     let mut n = 0;
     for t in topics {
         if let Err(d) = auth.covers(grant.as_ref(), t) {
-            refused(sh, req, t, d);
+            refused(sh, req, t, grant.as_ref(), d);
             return Err(d);
         }
         n += 1;
@@ -97,15 +97,16 @@ pub fn exp_of(g: Option<&Grant>) -> u32 {
 }
 
 /// Counts a read refusal and writes one debug line: the peer, the topic, the target with any
-/// `token=` redacted — never the token.
-fn refused(sh: &Shard, req: &Req<'_>, topic: &str, d: Denied) {
+/// `token=` redacted, `sub` when the token was valid (a 403) — never the token.
+fn refused(sh: &Shard, req: &Req<'_>, topic: &str, grant: Option<&Grant>, d: Denied) {
     sh.metrics().inc(M::AuthRefused);
     crate::debug!(
-        "{}: auth read {topic} ({}): {} {}",
+        "{}: auth read {topic} ({}): {} {}, sub {}",
         req.peer,
         carrier::redact(req.head.target(req.buf)),
         d.status(),
-        d.reason()
+        d.reason(),
+        grant.and_then(|g| g.sub.as_deref()).unwrap_or("-")
     );
 }
 
