@@ -13,7 +13,8 @@
 #              the load tool on core 1: deliveries/s per server core.
 #   rate20     10k / 10 topics at 20 msg/s per topic (200k deliveries/s offered): latency.
 #   idle       1 subscriber, 1 topic, 100 msg/s: publish → receive latency on an idle server
-#              (the publisher spins the last 1.5 ms before each send: --spin-us).
+#              (the publisher spins the last SPIN_US µs, default 1500, before each send:
+#              --spin-us; each run reports how late the sends still were, send_lag_us).
 #   perwrite   10k / 10 topics at 5 msg/s per topic on the split cores: one message per
 #              subscriber per flush; server µs per delivery beside ringcast-writecost's µs per
 #              write on the same core (9,000 loopback pairs), and the servers' write syscalls
@@ -193,7 +194,7 @@ for c in $CASES; do
         extra=()
         # Latency on an idle server: send each message on time to the microsecond (the load
         # tool's timer alone would add up to 1 ms to every figure).
-        [ "$c" = idle ] && extra=(--spin-us 1500)
+        [ "$c" = idle ] && extra=(--spin-us "${SPIN_US:-1500}")
         fanout "$c" "$s" "$r" "$tr" "$cpus" "$subs" "$topics" "$rate" "$msgs" "$timeout" "$procs" "${extra[@]}"
         stop "$s"
       done
