@@ -333,14 +333,7 @@ fn killed_redis_connections_come_back_and_nothing_is_lost() {
     ids.push(a.publish(topic, b"m4"));
     wait_connected(&b, 2);
     ids.push(a.publish(topic, b"m5"));
-    let evs = sse_read(&mut s, &mut p, 5, Duration::from_secs(10));
-    let got: Vec<_> = evs.iter().map(|e| (e.id.clone(), e.data.clone())).collect();
-    let want: Vec<_> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.clone(), format!("m{}", i + 1)))
-        .collect();
-    assert_eq!(got, want);
+    assert_streamed(&mut s, &mut p, &ids);
     let offsets: Vec<u64> = ids.iter().map(|id| server::pos(id).1).collect();
     assert_eq!(offsets, [1, 2, 3, 4, 5], "no number lost or reused");
 }
@@ -379,7 +372,12 @@ fn a_node_started_before_redis_serves_once_it_connects() {
         "numbered from 1: the refused publish was never sent later"
     );
     // Served like any node: every message once, in order.
-    let evs = sse_read(&mut s, &mut p, 10, Duration::from_secs(10));
+    assert_streamed(&mut s, &mut p, &ids);
+}
+
+/// The stream `s` brings exactly `ids`, in order, the i-th carrying `m{i+1}` (bounded wait).
+fn assert_streamed(s: &mut std::net::TcpStream, p: &mut SseParser, ids: &[String]) {
+    let evs = sse_read(s, p, ids.len(), Duration::from_secs(10));
     let got: Vec<_> = evs.iter().map(|e| (e.id.clone(), e.data.clone())).collect();
     let want: Vec<_> = ids
         .iter()

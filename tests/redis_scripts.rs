@@ -29,6 +29,12 @@ fn limits(history_messages: usize, history_secs: u64) -> Limits {
     }
 }
 
+/// The `run_id` of the Redis process behind `con`, as the bridge asks it once per connection.
+fn run_id(con: &mut redis::Connection) -> String {
+    let info: String = scripts::server_info().query(con).expect("INFO server");
+    scripts::run_id(&info).expect("a run_id").to_string()
+}
+
 fn append(
     con: &mut redis::Connection,
     s: &Scripts,
@@ -37,9 +43,7 @@ fn append(
     epoch: u64,
     msgs: &[NewMsg],
 ) -> Appended {
-    let info: String = scripts::server_info().query(con).expect("INFO server");
-    let run_id = scripts::run_id(&info).expect("a run_id").to_string();
-    let v: Value = scripts::append(s, k, l, epoch, &run_id, msgs)
+    let v: Value = scripts::append(s, k, l, epoch, &run_id(con), msgs)
         .invoke(con)
         .expect("append");
     scripts::parse_appended(&v).expect("append reply")
@@ -53,9 +57,7 @@ fn window(
     since: Option<Position>,
     limit: usize,
 ) -> RemoteWindow {
-    let info: String = scripts::server_info().query(con).expect("INFO server");
-    let run_id = scripts::run_id(&info).expect("a run_id").to_string();
-    let v: Value = scripts::window(s, k, l, since, limit, &run_id, 0x5eed)
+    let v: Value = scripts::window(s, k, l, since, limit, &run_id(con), 0x5eed)
         .invoke(con)
         .expect("window");
     scripts::parse_window(&v).expect("window reply")
@@ -356,9 +358,7 @@ fn a_new_epoch_after_a_run_id_change() {
     assert_eq!((c2.epoch, c2.first, c2.new_epoch), (0x5eed, 1, false));
     // The same for a node loading what is retained ('*').
     let _: () = con.hset(&k.meta, "r", "0123456789abcdef").unwrap();
-    let info: String = scripts::server_info().query(&mut con).unwrap();
-    let run_id = scripts::run_id(&info).unwrap().to_string();
-    let v: Value = scripts::retained(&s, &k, &l, 10, &run_id, 0x6eed)
+    let v: Value = scripts::retained(&s, &k, &l, 10, &run_id(&mut con), 0x6eed)
         .invoke(&mut con)
         .unwrap();
     let w = scripts::parse_window(&v).unwrap();
