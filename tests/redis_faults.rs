@@ -1109,8 +1109,11 @@ fn a_redis_restored_from_a_snapshot_starts_a_new_epoch() {
         "{next} continues the epoch the reset named (not the one whose position 4 was lost, \
          which would mean two messages at {lost}; not yet another, which would reset again)"
     );
-    // From where the reset put it, that client gets the new message and no second reset.
-    let v = a.get(&format!("/poll/{topic}?since={restart_at}")).json();
+    // From where the reset put it, that client gets the new message and no second reset (a
+    // long poll: the publish's answer can come before the node's push of it).
+    let v = a
+        .get(&format!("/poll/{topic}?since={restart_at}&wait=5"))
+        .json();
     assert_ne!(v["reset"], true, "{v}");
     assert_eq!(v["messages"][0]["id"], next.as_str(), "{v}");
     assert_eq!(truth(&r, topic), [(next.clone(), "after".to_string())]);
