@@ -5,7 +5,9 @@
 //! in order (checked by id against what the publisher was answered).
 //!
 //! The same run measures: publish→receive latency (p50/p99) of messages sent before the storm
-//! and during it, connections served and refused, and the server's CPU time. The test prints
+//! and during it, both as the readers see it and as the kernel stamped each delivery's arrival
+//! in the subscriber's socket (`SO_TIMESTAMPNS`: the server's share, without a reader thread's
+//! wait for a core), connections served and refused, and the server's CPU time. The test prints
 //! them; it asserts no speed (a debug build on a shared machine). PERF.md's figures come from
 //! the release build: `cargo build --release --bin ringcast`, then
 //! `RINGCAST_STORM_BIN=target/release/ringcast cargo test --release --test storm -- --nocapture`
@@ -20,13 +22,13 @@ mod server;
 #[path = "support/sse_parser.rs"]
 mod sse_parser;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use server::{exchange, get_raw, publish_on, read_response, Server};
 use sse_parser::SseParser;
@@ -87,17 +89,80 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// What one subscriber saw: ids in arrival order, and (sent at µs, latency µs) per message.
+/// One message's timing, in µs.
+struct Lat {
+    /// When the publisher sent it, since the run's start.
+    sent: u64,
+    /// Sent → read by the reader thread: what a client on this machine sees.
+    read: u64,
+    /// Sent → in the subscriber's socket (the kernel's receive timestamp): the server's part
+    /// alone, without the wait of a reader thread for a core. `None` for a read the kernel
+    /// did not stamp.
+    wire: Option<u64>,
+}
+
+/// What one subscriber saw: ids in arrival order, and each message's timing.
 #[derive(Default)]
 struct Seen {
     ids: Vec<String>,
-    lat: Vec<(u64, u64)>,
+    lat: Vec<Lat>,
+}
+
+/// Asks the kernel to stamp what arrives on `s` (`SO_TIMESTAMPNS`, wall clock).
+fn stamp_arrivals(s: &TcpStream) {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt on a live socket with a live int of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_TIMESTAMPNS: {}", std::io::Error::last_os_error());
+}
+
+/// `recvmsg(2)` into `buf`: the bytes read, and the receive time of the last segment they
+/// came from, since the Unix epoch (TCP gives the newest segment's stamp, so a message that
+/// arrived earlier in the same read is counted late, never early).
+fn recv_stamped(s: &TcpStream, buf: &mut [u8]) -> std::io::Result<(usize, Option<Duration>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut space = [0u64; 16]; // aligned room for one timespec control message
+                                // SAFETY: msghdr is plain data; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = space.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&space);
+    // SAFETY: recvmsg on a live socket with the msghdr built above.
+    let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut stamp = None;
+    // SAFETY: walking the control buffer the kernel filled, with the libc CMSG helpers.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                stamp = Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((n as usize, stamp))
 }
 
 /// One reader thread's subscribers: read whatever arrives, with `poll(2)` over their sockets.
 fn read_subscribers(
     socks: Vec<(usize, TcpStream)>,
-    start: Instant,
+    start: (Instant, SystemTime),
     expected: Arc<Mutex<Option<Vec<usize>>>>,
     deadline: Instant,
 ) -> Vec<(usize, Seen)> {
@@ -105,7 +170,9 @@ fn read_subscribers(
     let mut seen: Vec<Seen> = socks.iter().map(|_| Seen::default()).collect();
     for (_, s) in &socks {
         s.set_nonblocking(true).unwrap();
+        stamp_arrivals(s);
     }
+    let epoch_start = start.1.duration_since(SystemTime::UNIX_EPOCH).unwrap();
     let mut buf = vec![0u8; 64 * 1024];
     let mut fds: Vec<libc::pollfd> = socks
         .iter()
@@ -135,15 +202,17 @@ fn read_subscribers(
                 continue;
             }
             pfd.revents = 0;
-            let mut s = &socks[i].1;
+            let s = &socks[i].1;
             loop {
-                match s.read(&mut buf) {
-                    Ok(0) => {
+                match recv_stamped(s, &mut buf) {
+                    Ok((0, _)) => {
                         pfd.fd = -1; // closed: the check below fails with what it got
                         break;
                     }
-                    Ok(k) => {
-                        let now = start.elapsed().as_micros() as u64;
+                    Ok((k, stamp)) => {
+                        let now = start.0.elapsed().as_micros() as u64;
+                        let arrived =
+                            stamp.map(|t| t.saturating_sub(epoch_start).as_micros() as u64);
                         for ev in parsers[i].feed(&buf[..k]) {
                             let sent: u64 = ev
                                 .data
@@ -151,7 +220,11 @@ fn read_subscribers(
                                 .and_then(|(_, t)| t.parse().ok())
                                 .unwrap_or_else(|| panic!("unexpected event {ev:?}"));
                             seen[i].ids.push(ev.id);
-                            seen[i].lat.push((sent, now.saturating_sub(sent)));
+                            seen[i].lat.push(Lat {
+                                sent,
+                                read: now.saturating_sub(sent),
+                                wire: arrived.map(|a| a.saturating_sub(sent)),
+                            });
                         }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -274,13 +347,17 @@ fn storm_thread(addr: std::net::SocketAddr, n: usize) -> Vec<Fate> {
     fates
 }
 
+#[derive(Debug)]
 struct Report {
     served: usize,
     refused: usize,
     bad: Vec<String>,
     storm_secs: f64,
+    /// p50, p99 and count of sent → read; p50 and p99 of sent → in the socket.
     quiet: (u64, u64, usize),
     during: (u64, u64, usize),
+    quiet_wire: (u64, u64, usize),
+    during_wire: (u64, u64, usize),
     /// Server CPU seconds per second, during the storm and before it (publishing the same).
     cpu_storm: Duration,
     cpu_quiet: Duration,
@@ -295,7 +372,7 @@ fn run_storm(bin: PathBuf, extra: &[&str], accept_rate: u32) -> Report {
     if let Some(n) = measure_nice() {
         nice_process(srv.pid(), n);
     }
-    let start = Instant::now();
+    let start = (Instant::now(), SystemTime::now());
 
     // Where every topic is now: subscribers resume from it, so each gets every message
     // published after, however late its subscription reaches the topic's home.
@@ -355,7 +432,7 @@ fn run_storm(bin: PathBuf, extra: &[&str], accept_rate: u32) -> Report {
             let mut seq = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 let t = seq % TOPICS;
-                let sent = start.elapsed().as_micros() as u64;
+                let sent = start.0.elapsed().as_micros() as u64;
                 let id = publish_on(
                     &mut publisher,
                     &topics[t],
@@ -377,7 +454,7 @@ fn run_storm(bin: PathBuf, extra: &[&str], accept_rate: u32) -> Report {
     let cpu0 = cpu_time(srv.pid());
     let cpu_quiet = (cpu0 - cpu_q).div_f64(QUIET.as_secs_f64());
     let t0 = Instant::now();
-    storm_at.store(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+    storm_at.store(start.0.elapsed().as_micros() as u64, Ordering::Relaxed);
     let per = STORM / STORM_THREADS;
     // RINGCAST_STORM_ELSEWHERE=1, a control for the measurement: the same storm aimed at a
     // second node on the same machine, so the subscribers' latency shows what the machine
@@ -390,7 +467,7 @@ fn run_storm(bin: PathBuf, extra: &[&str], accept_rate: u32) -> Report {
         .into_iter()
         .flat_map(|h| h.join().unwrap())
         .collect();
-    storm_end.store(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+    storm_end.store(start.0.elapsed().as_micros() as u64, Ordering::Relaxed);
     let storm_secs = t0.elapsed().as_secs_f64();
     let cpu_storm = cpu_time(srv.pid()) - cpu0;
     let storm_here = elsewhere.is_none();
@@ -437,20 +514,24 @@ fn run_storm(bin: PathBuf, extra: &[&str], accept_rate: u32) -> Report {
         storm_at.load(Ordering::Relaxed),
         storm_end.load(Ordering::Relaxed),
     );
-    let mut quiet: Vec<u64> = Vec::new();
-    let mut during: Vec<u64> = Vec::new();
+    let (mut quiet, mut during) = (Vec::new(), Vec::new());
+    let (mut quiet_wire, mut during_wire) = (Vec::new(), Vec::new());
     for (_, s) in &seen {
-        for &(sent, lat) in &s.lat {
-            if sent < s_at {
-                quiet.push(lat);
-            } else if sent <= s_end {
-                during.push(lat);
+        for l in &s.lat {
+            if l.sent < s_at {
+                quiet.push(l.read);
+                quiet_wire.extend(l.wire);
+            } else if l.sent <= s_end {
+                during.push(l.read);
+                during_wire.extend(l.wire);
             }
         }
     }
-    quiet.sort_unstable();
-    during.sort_unstable();
+    for v in [&mut quiet, &mut during, &mut quiet_wire, &mut during_wire] {
+        v.sort_unstable();
+    }
     let stats = |v: &[u64]| (percentile(v, 0.5), percentile(v, 0.99), v.len());
+    let wire = |v: &[u64]| (percentile(v, 0.5), percentile(v, 0.99), v.len());
     Report {
         served: fates.iter().filter(|f| **f == Fate::Served).count(),
         refused,
@@ -464,6 +545,8 @@ fn run_storm(bin: PathBuf, extra: &[&str], accept_rate: u32) -> Report {
         storm_secs,
         quiet: stats(&quiet),
         during: stats(&during),
+        quiet_wire: wire(&quiet_wire),
+        during_wire: wire(&during_wire),
         cpu_storm: cpu_storm.div_f64(storm_secs),
         cpu_quiet,
     }
@@ -486,6 +569,16 @@ fn print(r: &Report) {
         "subscribers' publish→receive latency: quiet p50 {} µs p99 {} µs ({} deliveries); \
          during the storm p50 {} µs p99 {} µs ({} deliveries)",
         r.quiet.0, r.quiet.1, r.quiet.2, r.during.0, r.during.1, r.during.2
+    );
+    eprintln!(
+        "publish→subscriber's socket (kernel receive time, no reader's wait): \
+         quiet p50 {} µs p99 {} µs ({} stamped); during the storm p50 {} µs p99 {} µs ({} stamped)",
+        r.quiet_wire.0,
+        r.quiet_wire.1,
+        r.quiet_wire.2,
+        r.during_wire.0,
+        r.during_wire.1,
+        r.during_wire.2
     );
 }
 
@@ -527,6 +620,11 @@ fn connect_storm_answers_every_connection_and_subscribers_lose_nothing() {
         r.storm_secs
     );
     assert!(r.quiet.2 > 0 && r.during.2 > 0, "no deliveries measured");
+    // A message is in the socket before a reader reads it: the two clocks agree.
+    assert!(
+        r.quiet_wire.0 <= r.quiet.0 && r.during_wire.0 <= r.during.0,
+        "socket arrival after the read: {r:?}"
+    );
 }
 
 /// `RINGCAST_STORM_ELSEWHERE` set to anything but empty or `0`.
