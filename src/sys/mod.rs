@@ -7,7 +7,7 @@
 //! shard's readiness set for parked streams; `waker.rs` — wakers that carry a key instead of a
 //! pointer and allocate nothing; `signal.rs` — blocking SIGINT/SIGTERM, ignoring SIGPIPE, and
 //! waiting for a signal; `fds.rs` — growing the process's fd table once, before the shards
-//! start.
+//! start; `clock.rs` — the calling thread's CPU clock.
 //! Must not: know about shards, connections or topics (fds, buffers and keys in; results out),
 //! or hold state. A safe function here is sound for every argument; an `unsafe fn` says in
 //! `# Safety` what its caller must guarantee, and each caller says why it does. There is one
@@ -15,6 +15,7 @@
 //! owns, an ownership only the shard can vouch for (`tests/layout.rs` lists it and fails on
 //! any other `unsafe` or `libc::` outside this module).
 
+pub mod clock;
 pub mod epoll;
 pub mod fds;
 pub mod listener;

@@ -20,6 +20,7 @@ use crate::metrics::M;
 use crate::shard::core::{complete, yield_now, Refused, Shard, State, OUTQ_RETRY};
 use crate::shard::topics::home::{self, HomeTopic};
 use crate::shard::topics::{Side, SubList, Topic};
+use crate::sys::clock;
 
 /// Commands executed per inbox pass before other tasks get a turn.
 const MAX_CMDS_PER_PASS: usize = 4096;
@@ -30,7 +31,8 @@ const MAX_CMDS_PER_PASS: usize = 4096;
 /// the ring) is noise beside the writes (~2–10 µs each).
 const WRITE_SLICE: usize = 256;
 
-/// A writer cycle shorter than this is an unloaded shard's: the next starts at once.
+/// A writer cycle whose writes cost less CPU than this is an unloaded shard's: the next starts
+/// at once.
 const PACE_FROM: Duration = Duration::from_millis(5);
 
 /// A loaded writer's cycles start at most this often, relative to how long one takes: it is
@@ -266,16 +268,19 @@ async fn wait_for_work(sh: &Shard, until: Option<Instant>) {
     }
 }
 
-/// When the writer starts its next cycle: a cycle that took `took` (from its first write to
-/// its last, the shard's other work included) was a loaded shard's, so the next one waits
-/// until the cycle's start plus `WRITER_SPACING` times as long, at most `max_delay`
-/// (`--max-write-delay-ms`) — the messages that arrive meanwhile share each subscriber's
-/// next write. Below `PACE_FROM` the shard is not loaded and the next cycle starts at once.
-fn next_cycle(started: Instant, took: Duration, max_delay: Duration) -> Instant {
-    if took < PACE_FROM {
+/// When the writer starts its next cycle. A cycle whose writes cost `busy` of the shard's CPU
+/// (the writer's own work: the sends and their kernel time, not the other tasks that ran
+/// between its slices nor the time the thread waited for a core) was a loaded shard's, so the
+/// next one waits until the cycle's start plus `WRITER_SPACING` times that, at most
+/// `max_delay` (`--max-write-delay-ms`), and never before the cycle ended (`took`, wall time):
+/// the messages that arrive meanwhile share each subscriber's next write. Below `PACE_FROM` the
+/// writer is not what loads the shard, and the next cycle starts at once: a connect storm or a
+/// burst of requests keeps a shard busy without making its subscribers wait for a rest.
+fn next_cycle(started: Instant, took: Duration, busy: Duration, max_delay: Duration) -> Instant {
+    if busy < PACE_FROM {
         return started;
     }
-    started + (took * WRITER_SPACING).min(max_delay).max(took)
+    started + (busy * WRITER_SPACING).min(max_delay).max(took)
 }
 
 /// The inbox task: executes commands, then gives the writer one slice, once per pass. While
@@ -284,8 +289,9 @@ pub(crate) async fn inbox_task(sh: Rc<Shard>) {
     let bus = &sh.node.bus;
     let max_pending = sh.node.cfg.max_pending_deliveries;
     let max_delay = Duration::from_millis(sh.node.cfg.max_write_delay_ms);
-    // The writer's cycle under way (when it started), and when the next may start.
-    let mut cycle: Option<Instant> = None;
+    // The writer's cycle under way (when it started, and the CPU its slices have cost), and
+    // when the next may start.
+    let mut cycle: Option<(Instant, Duration)> = None;
     let mut next = Instant::now();
     loop {
         if cycle.is_none() {
@@ -312,13 +318,16 @@ pub(crate) async fn inbox_task(sh: Rc<Shard>) {
             if cycle.is_none() && st.subs.chains.has_work() {
                 let now = Instant::now();
                 if now >= next && st.subs.start_cycle() {
-                    cycle = Some(now);
+                    cycle = Some((now, Duration::ZERO));
                 }
             }
-            if let Some(started) = cycle {
-                if !st.subs.write_cycle(&policy, WRITE_SLICE) {
+            if let Some((started, busy)) = cycle.as_mut() {
+                let cpu = clock::thread_cpu_time();
+                let more = st.subs.write_cycle(&policy, WRITE_SLICE);
+                *busy += clock::thread_cpu_time().saturating_sub(cpu);
+                if !more {
+                    next = next_cycle(*started, started.elapsed(), *busy, max_delay);
                     cycle = None;
-                    next = next_cycle(started, started.elapsed(), max_delay);
                 }
             }
             policy
@@ -583,5 +592,34 @@ pub(crate) mod publish_tests {
             },
             other => panic!("expected a reply, got {other:?}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod pacing_tests {
+    use super::*;
+
+    const MAX: Duration = Duration::from_millis(100);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_cycle_that_cost_little_cpu_is_followed_at_once_however_long_it_took() {
+        let t = Instant::now();
+        // 40 ms of wall time, most of it other tasks (a connect storm's accepts) or a wait
+        // for a core: the writer is not what loads the shard.
+        assert_eq!(next_cycle(t, ms(40), ms(2), MAX), t);
+    }
+
+    #[test]
+    fn a_writer_that_cost_the_cpu_rests_four_times_its_cost_up_to_the_bound() {
+        let t = Instant::now();
+        assert_eq!(next_cycle(t, ms(12), ms(10), MAX), t + ms(40));
+        assert_eq!(next_cycle(t, ms(60), ms(50), MAX), t + MAX);
+        // Never before the cycle ended: a cycle that took longer than the rest is followed
+        // when it ends.
+        assert_eq!(next_cycle(t, ms(150), ms(40), MAX), t + ms(150));
     }
 }
