@@ -31,6 +31,13 @@ def summary_line(lab, d):
         if d.get("load_us_per_delivery") is not None:
             line += (f"  load {d['load_us_per_delivery']:.2f} us/deliv"
                      f" ({d.get('load_cores')} cores)")
+        sock = d.get("socket_latency_us")
+        if sock:
+            line += (f"  socket p50 {sock.get('p50', 0) / 1e3:.2f}ms"
+                     f" p99 {sock.get('p99', 0) / 1e3:.2f}ms")
+        lag = d.get("send_lag_us")
+        if sock and lag:
+            line += f"  send lag p99 {lag.get('p99', 0) / 1e3:.2f}ms"
         if d.get("machine_busy_cores") is not None:
             line += (f"  machine busy {d['machine_busy_cores']} steal"
                      f" {d.get('machine_steal_cores')}")

@@ -14,7 +14,8 @@
 #   rate20     10k / 10 topics at 20 msg/s per topic (200k deliveries/s offered): latency.
 #   idle       1 subscriber, 1 topic, 100 msg/s: publish → receive latency on an idle server
 #              (the publisher spins the last SPIN_US µs, default 1500, before each send:
-#              --spin-us; each run reports how late the sends still were, send_lag_us).
+#              --spin-us; each run reports how late the sends still were, send_lag_us, and
+#              when each message reached the subscriber's socket, socket_latency_us).
 #   perwrite   10k / 10 topics at 5 msg/s per topic on the split cores: one message per
 #              subscriber per flush; server µs per delivery beside ringcast-writecost's µs per
 #              write on the same core (9,000 loopback pairs), and the servers' write syscalls
@@ -194,7 +195,9 @@ for c in $CASES; do
         extra=()
         # Latency on an idle server: send each message on time to the microsecond (the load
         # tool's timer alone would add up to 1 ms to every figure).
-        [ "$c" = idle ] && extra=(--spin-us "${SPIN_US:-1500}")
+        # --socket-stamps: also when each message reached the subscriber's socket (the
+        # kernel's stamp), so the server's share is seen without the tool's wait to read.
+        [ "$c" = idle ] && extra=(--spin-us "${SPIN_US:-1500}" --socket-stamps)
         fanout "$c" "$s" "$r" "$tr" "$cpus" "$subs" "$topics" "$rate" "$msgs" "$timeout" "$procs" "${extra[@]}"
         stop "$s"
       done

@@ -119,6 +119,13 @@ pub struct FanoutArgs {
     /// uncertain. Needs --pub-pipeline 1.
     #[arg(long)]
     pub resume: bool,
+    /// SSE and WebSocket subscribers also time each message's arrival in their socket (the
+    /// kernel's receive timestamp, `SO_TIMESTAMPNS`), reported as `socket_latency_us` beside
+    /// `latency_us`: the server's share of the latency without this tool's wait to be
+    /// scheduled and read. Every packet on the machine is then stamped, a few tens of ns
+    /// each, so it is for latency runs, not throughput runs.
+    #[arg(long)]
+    pub socket_stamps: bool,
     /// WebSocket subscribers speak the ringcast.v1 subprotocol (JSON envelopes with
     /// positions) instead of raw frames; implied by --resume.
     #[arg(long)]

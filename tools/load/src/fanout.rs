@@ -118,12 +118,16 @@ pub struct WorkerReport {
     /// Deliveries per 10 ms since t0.
     pub buckets: Vec<u64>,
     pub latency: Vec<(u64, u64)>,
+    #[serde(default)]
+    pub socket_latency: Vec<(u64, u64)>,
     pub errors: BTreeMap<String, u64>,
 }
 
 /// A worker's shared counters (one thread, so cells).
 struct State {
     hist: RefCell<Histogram<u64>>,
+    /// Intended send → arrival in the socket, for `--socket-stamps`.
+    hist_socket: RefCell<Histogram<u64>>,
     delivered: Cell<u64>,
     connected: Cell<u64>,
     failed: Cell<u64>,
@@ -159,7 +163,9 @@ fn envelope_data(data: &[u8]) -> &[u8] {
 }
 
 impl State {
-    fn deliver(&self, tr: &mut Tracker, topic: usize, data: &[u8]) {
+    /// Counts one message; `arrived` is when it reached the socket (CLOCK_MONOTONIC ns, 0:
+    /// not known).
+    fn deliver(&self, tr: &mut Tracker, topic: usize, data: &[u8], arrived: u64) {
         let now = mono_ns();
         let Some(f) = parse_payload(envelope_data(data)) else {
             self.foreign.set(self.foreign.get() + 1);
@@ -171,6 +177,10 @@ impl State {
         }
         tr.record(f.seq);
         stats::record(&mut self.hist.borrow_mut(), now.saturating_sub(f.ts_ns));
+        if arrived != 0 {
+            let l = arrived.saturating_sub(f.ts_ns);
+            stats::record(&mut self.hist_socket.borrow_mut(), l);
+        }
         self.delivered.set(self.delivered.get() + 1);
         if self.first_ns.get() == 0 {
             self.first_ns.set(now);
@@ -283,6 +293,7 @@ impl Sub<'_> {
 pub async fn worker(cfg: Rc<Cfg>, mut link: WorkerLink) {
     let st = Rc::new(State {
         hist: RefCell::new(new_histogram()),
+        hist_socket: RefCell::new(new_histogram()),
         delivered: Cell::new(0),
         connected: Cell::new(0),
         failed: Cell::new(0),
@@ -389,6 +400,7 @@ pub async fn worker(cfg: Rc<Cfg>, mut link: WorkerLink) {
     r.last_ns = st.last_ns.get();
     r.buckets = st.buckets.take();
     r.latency = histogram_pairs(&st.hist.borrow());
+    r.socket_latency = histogram_pairs(&st.hist_socket.borrow());
     r.errors = st.errors.take();
     link.send(Up::Report {
         report: serde_json::to_value(&r).unwrap_or_default(),
@@ -599,7 +611,19 @@ async fn more(s: &mut Sub<'_>, c: &mut Conn) -> Option<End> {
     }
 }
 
+/// `--socket-stamps`: the stream's reads from now on say when their bytes arrived.
+fn stamp(s: &Sub<'_>, c: &mut Conn) -> Result<(), End> {
+    if s.cfg.a.socket_stamps {
+        c.stamp_arrivals()
+            .map_err(|e| End::Disconnected(net::io_fail("SO_TIMESTAMPNS", e)))?;
+    }
+    Ok(())
+}
+
 async fn run_sse(s: &mut Sub<'_>, mut c: Conn, chunked: bool) -> End {
+    if let Err(end) = stamp(s, &mut c) {
+        return end;
+    }
     let mut p = SseParser::new();
     let mut dechunk = chunked.then(http::Dechunker::default);
     let mut plain = Vec::new();
@@ -615,13 +639,13 @@ async fn run_sse(s: &mut Sub<'_>, mut c: Conn, chunked: bool) -> End {
             }
         };
         let mut resets = Vec::new();
-        let (st, tr, topic) = (s.st, &mut s.tr, s.topic);
+        let (st, tr, topic, arrived) = (s.st, &mut s.tr, s.topic, c.arrived_ns);
         p.feed(bytes, |e| {
             if e.event == b"reset" {
                 // ringcast: `id:` and `data:` are the current position.
                 resets.push(Pos::parse_bytes(e.data).or_else(|| Pos::parse_bytes(e.id)));
             } else {
-                st.deliver(tr, topic, e.data);
+                st.deliver(tr, topic, e.data, arrived);
             }
         });
         for r in resets {
@@ -641,19 +665,23 @@ async fn run_sse(s: &mut Sub<'_>, mut c: Conn, chunked: bool) -> End {
 }
 
 async fn run_ws(s: &mut Sub<'_>, mut c: Conn) -> End {
+    if let Err(end) = stamp(s, &mut c) {
+        return end;
+    }
     let mut reader = wsconn::Reader::default();
     let mut replies = Vec::new();
     let v1 = s.cfg.ws_v1();
     loop {
         let mut resets = Vec::new();
         let (st, tr, topic, pos) = (s.st, &mut s.tr, s.topic, &mut s.pos);
+        let arrived = c.arrived_ns;
         let r = reader.drain(&mut c, &mut replies, &mut s.rng, |m| {
             if !v1 {
-                return st.deliver(tr, topic, m);
+                return st.deliver(tr, topic, m, arrived);
             }
             match parse_v1(m) {
                 Some(V1::Message { id, data }) => {
-                    st.deliver(tr, topic, data.as_bytes());
+                    st.deliver(tr, topic, data.as_bytes(), arrived);
                     if let Some(id) = id {
                         *pos = Some(id.to_string());
                     }
@@ -806,7 +834,7 @@ async fn run_poll(s: &mut Sub<'_>, mut conn: Option<Conn>, mut cursor: Cursor) -
                         s.reset(poll_reset_pos(&a));
                     }
                     for m in &a.messages {
-                        st.deliver(&mut s.tr, s.topic, m.data.as_bytes());
+                        st.deliver(&mut s.tr, s.topic, m.data.as_bytes(), 0);
                     }
                     s.pos = Some(a.next);
                 }
@@ -818,7 +846,7 @@ async fn run_poll(s: &mut Sub<'_>, mut conn: Option<Conn>, mut cursor: Cursor) -
                 }
             }
             (Cursor::Nchan(lm, etag), 200) => {
-                st.deliver(&mut s.tr, s.topic, &body);
+                st.deliver(&mut s.tr, s.topic, &body, 0);
                 *lm = h.last_modified.clone();
                 *etag = h.etag.clone();
             }
@@ -1022,6 +1050,7 @@ fn summary(
     failed: u64,
 ) -> serde_json::Value {
     let mut hist = new_histogram();
+    let mut hist_socket = new_histogram();
     let mut total = WorkerReport::default();
     let mut buckets: Vec<u64> = Vec::new();
     let mut worker_failures = Vec::new();
@@ -1041,6 +1070,7 @@ fn summary(
             None => continue,
         };
         merge_pairs(&mut hist, &r.latency);
+        merge_pairs(&mut hist_socket, &r.socket_latency);
         if buckets.len() < r.buckets.len() {
             buckets.resize(r.buckets.len(), 0);
         }
@@ -1122,6 +1152,10 @@ fn summary(
     // counts as what").
     if let Some(o) = v.as_object_mut() {
         o.insert("send_lag_us".into(), json!(latency_us(&p.send_lag)));
+        if cfg.a.socket_stamps {
+            o.insert("socket_latency_us".into(), json!(latency_us(&hist_socket)));
+            o.insert("socket_stamped".into(), json!(hist_socket.len()));
+        }
         o.insert("resume".into(), json!(cfg.a.resume));
         o.insert("resumes".into(), json!(total.resumes));
         o.insert("skipped_by_reset".into(), json!(c.skipped_by_reset));

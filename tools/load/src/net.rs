@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::http::{self, Dechunker, ResponseHead};
@@ -33,6 +33,75 @@ pub fn mono_ns() -> u64 {
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Nanoseconds on CLOCK_REALTIME, the clock of the kernel's receive timestamps.
+fn real_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_REALTIME always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Asks the kernel to stamp each segment that arrives on `s` (`SO_TIMESTAMPNS`); [`Conn::fill`]
+/// then reads the stamps. Segments already queued keep no stamp.
+pub fn stamp_arrivals(s: &TcpStream) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket fd and a c_int option value of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One `recvmsg(2)` into `dst`: the bytes read and the kernel's receive stamp (CLOCK_REALTIME
+/// ns) of the newest segment they came from, 0 when there was none.
+fn recv_stamped(
+    fd: libc::c_int,
+    dst: &mut [std::mem::MaybeUninit<u8>],
+) -> io::Result<(usize, u64)> {
+    let mut iov = libc::iovec {
+        iov_base: dst.as_mut_ptr().cast(),
+        iov_len: dst.len(),
+    };
+    let mut space = [0u64; 16]; // aligned room for one timespec control message
+                                // SAFETY: msghdr is plain data; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = space.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&space);
+    // SAFETY: recvmsg on a live socket with the msghdr built above; it writes at most
+    // `dst.len()` bytes into `dst`.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut stamp = 0;
+    // SAFETY: walking the control buffer the kernel filled, with the libc CMSG helpers.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                stamp = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((n as usize, stamp))
 }
 
 /// The tokio instant of a CLOCK_MONOTONIC time (tokio's clock is CLOCK_MONOTONIC too, but its
@@ -100,6 +169,11 @@ pub async fn connect(dst: SocketAddr, src: Option<Ipv4Addr>) -> io::Result<TcpSt
 pub struct Conn {
     pub s: TcpStream,
     pub buf: Vec<u8>,
+    /// Reads take the kernel's receive stamps ([`stamp_arrivals`] was called).
+    pub stamped: bool,
+    /// When the newest segment of the last read reached the socket, CLOCK_MONOTONIC ns (as
+    /// [`mono_ns`]); 0 when it carried no stamp.
+    pub arrived_ns: u64,
 }
 
 /// Why a connection's exchange failed; short static text, counted in the report.
@@ -114,7 +188,16 @@ impl Conn {
         Conn {
             s,
             buf: Vec::with_capacity(1024),
+            stamped: false,
+            arrived_ns: 0,
         }
+    }
+
+    /// From now on, reads also say when their bytes reached the socket (`arrived_ns`).
+    pub fn stamp_arrivals(&mut self) -> io::Result<()> {
+        stamp_arrivals(&self.s)?;
+        self.stamped = true;
+        Ok(())
     }
 
     /// Reads more bytes into `buf`; `Ok(0)` at EOF.
@@ -123,7 +206,33 @@ impl Conn {
         if self.buf.capacity() - len < READ_CHUNK_BYTES / 4 {
             self.buf.reserve(READ_CHUNK_BYTES);
         }
-        self.s.read_buf(&mut self.buf).await
+        if !self.stamped {
+            return self.s.read_buf(&mut self.buf).await;
+        }
+        let fd = self.s.as_raw_fd();
+        loop {
+            self.s.readable().await?;
+            let spare = self.buf.spare_capacity_mut();
+            match self
+                .s
+                .try_io(Interest::READABLE, || recv_stamped(fd, spare))
+            {
+                Ok((n, stamp)) => {
+                    // SAFETY: recvmsg initialised the first `n` bytes of the spare capacity.
+                    unsafe { self.buf.set_len(len + n) };
+                    // The stamp is wall-clock time: carried onto the monotonic clock by the
+                    // two clocks' difference now (the same instant, to within a vDSO read).
+                    self.arrived_ns = if stamp == 0 {
+                        0
+                    } else {
+                        mono_ns().saturating_sub(real_ns().saturating_sub(stamp))
+                    };
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     pub async fn write_all(&mut self, b: &[u8]) -> Result<(), Fail> {

@@ -354,6 +354,29 @@ fn fanout_sse_ws_longpoll_against_a_fake_server() {
     assert_eq!(v["processes"], 2);
 }
 
+/// `--socket-stamps`: every SSE and WebSocket delivery also has the time it reached its
+/// socket, which is never after the time the tool read it.
+#[test]
+fn socket_stamps_time_every_streamed_delivery() {
+    let port = start();
+    for (transport, route) in [("sse", "sse"), ("ws", "ws")] {
+        let v = fanout(port, transport, route, &["--socket-stamps"]);
+        assert_eq!(v["socket_stamped"], 124, "{transport}: {v}");
+        let (read, socket) = (&v["latency_us"], &v["socket_latency_us"]);
+        for k in ["p50", "max"] {
+            let (r, s) = (read[k].as_f64().unwrap(), socket[k].as_f64().unwrap());
+            // (1% for the histograms' rounding)
+            assert!(
+                s > 0.0 && s <= r * 1.01,
+                "{transport} {k}: socket {s} µs, read {r} µs"
+            );
+        }
+    }
+    // Without the flag there is no such figure.
+    let v = fanout(port, "sse", "sse", &[]);
+    assert!(v.get("socket_latency_us").is_none(), "{v}");
+}
+
 /// Two fake nodes on one topic store; every SSE stream on the first is cut after 3 events. With
 /// `--resume` each subscriber that started there goes on from its last event on the second
 /// node (`Last-Event-ID`), and publishers that start on a node that refuses connections go on
