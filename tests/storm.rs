@@ -21,6 +21,9 @@
 mod server;
 #[path = "support/sse_parser.rs"]
 mod sse_parser;
+/// The load tool's receive timestamps: the storm times deliveries with the same code.
+#[path = "../tools/load/src/stamp.rs"]
+mod stamp;
 
 use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
@@ -108,57 +111,6 @@ struct Seen {
     lat: Vec<Lat>,
 }
 
-/// Asks the kernel to stamp what arrives on `s` (`SO_TIMESTAMPNS`, wall clock).
-fn stamp_arrivals(s: &TcpStream) {
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt on a live socket with a live int of the size given.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_TIMESTAMPNS: {}", std::io::Error::last_os_error());
-}
-
-/// `recvmsg(2)` into `buf`: the bytes read, and the receive time of the last segment they
-/// came from, since the Unix epoch (TCP gives the newest segment's stamp, so a message that
-/// arrived earlier in the same read is counted late, never early).
-fn recv_stamped(s: &TcpStream, buf: &mut [u8]) -> std::io::Result<(usize, Option<Duration>)> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let mut space = [0u64; 16]; // aligned room for one timespec control message
-                                // SAFETY: msghdr is plain data; every pointer set below outlives the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = space.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&space);
-    // SAFETY: recvmsg on a live socket with the msghdr built above.
-    let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, 0) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut stamp = None;
-    // SAFETY: walking the control buffer the kernel filled, with the libc CMSG helpers.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
-                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                stamp = Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-    }
-    Ok((n as usize, stamp))
-}
-
 /// One reader thread's subscribers: read whatever arrives, with `poll(2)` over their sockets.
 fn read_subscribers(
     socks: Vec<(usize, TcpStream)>,
@@ -170,10 +122,14 @@ fn read_subscribers(
     let mut seen: Vec<Seen> = socks.iter().map(|_| Seen::default()).collect();
     for (_, s) in &socks {
         s.set_nonblocking(true).unwrap();
-        stamp_arrivals(s);
+        stamp::stamp_arrivals(s.as_raw_fd()).expect("SO_TIMESTAMPNS");
     }
-    let epoch_start = start.1.duration_since(SystemTime::UNIX_EPOCH).unwrap();
-    let mut buf = vec![0u8; 64 * 1024];
+    let epoch_start = start
+        .1
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut fds: Vec<libc::pollfd> = socks
         .iter()
         .map(|(_, s)| libc::pollfd {
@@ -202,9 +158,10 @@ fn read_subscribers(
                 continue;
             }
             pfd.revents = 0;
-            let s = &socks[i].1;
+            let fd = socks[i].1.as_raw_fd();
             loop {
-                match recv_stamped(s, &mut buf) {
+                buf.clear();
+                match stamp::recv_stamped(fd, &mut buf) {
                     Ok((0, _)) => {
                         pfd.fd = -1; // closed: the check below fails with what it got
                         break;
@@ -212,7 +169,7 @@ fn read_subscribers(
                     Ok((k, stamp)) => {
                         let now = start.0.elapsed().as_micros() as u64;
                         let arrived =
-                            stamp.map(|t| t.saturating_sub(epoch_start).as_micros() as u64);
+                            (stamp != 0).then(|| stamp.saturating_sub(epoch_start) / 1000);
                         for ev in parsers[i].feed(&buf[..k]) {
                             let sent: u64 = ev
                                 .data

@@ -9,6 +9,7 @@
 //!   what a publish's answer means), [`addr`] (URL templates, source ranges), [`stats`]
 //!   (histograms, /proc parsing).
 //! - I/O: [`net`] (connect from a source address, buffered reads, CLOCK_MONOTONIC, nofile),
+//!   [`stamp`] (the kernel's receive timestamps; `tests/storm.rs` uses the same file),
 //!   [`wsconn`] (a WebSocket client connection), [`link`] (parent ↔ worker messages, in one
 //!   process or across several), [`run`] (what the modes share).
 //! - Modes: [`fanout`] (its publisher: [`publisher`]), [`hold`], [`echo`]; `main.rs` is
@@ -30,6 +31,7 @@ pub mod publisher;
 pub mod resume;
 pub mod run;
 pub mod sse;
+pub mod stamp;
 pub mod stats;
 pub mod track;
 pub mod ws;

@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::http::{self, Dechunker, ResponseHead};
+use crate::stamp;
 
 /// Bytes asked of the kernel per read.
 pub const READ_CHUNK_BYTES: usize = 16 * 1024;
@@ -44,64 +45,6 @@ fn real_ns() -> u64 {
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_REALTIME always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Asks the kernel to stamp each segment that arrives on `s` (`SO_TIMESTAMPNS`); [`Conn::fill`]
-/// then reads the stamps. Segments already queued keep no stamp.
-pub fn stamp_arrivals(s: &TcpStream) -> io::Result<()> {
-    let one: libc::c_int = 1;
-    // SAFETY: a valid socket fd and a c_int option value of the right size.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// One `recvmsg(2)` into `dst`: the bytes read and the kernel's receive stamp (CLOCK_REALTIME
-/// ns) of the newest segment they came from, 0 when there was none.
-fn recv_stamped(
-    fd: libc::c_int,
-    dst: &mut [std::mem::MaybeUninit<u8>],
-) -> io::Result<(usize, u64)> {
-    let mut iov = libc::iovec {
-        iov_base: dst.as_mut_ptr().cast(),
-        iov_len: dst.len(),
-    };
-    let mut space = [0u64; 16]; // aligned room for one timespec control message
-                                // SAFETY: msghdr is plain data; every pointer set below outlives the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = space.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&space);
-    // SAFETY: recvmsg on a live socket with the msghdr built above; it writes at most
-    // `dst.len()` bytes into `dst`.
-    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut stamp = 0;
-    // SAFETY: walking the control buffer the kernel filled, with the libc CMSG helpers.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
-                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                stamp = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-    }
-    Ok((n as usize, stamp))
 }
 
 /// The tokio instant of a CLOCK_MONOTONIC time (tokio's clock is CLOCK_MONOTONIC too, but its
@@ -195,15 +138,14 @@ impl Conn {
 
     /// From now on, reads also say when their bytes reached the socket (`arrived_ns`).
     pub fn stamp_arrivals(&mut self) -> io::Result<()> {
-        stamp_arrivals(&self.s)?;
+        stamp::stamp_arrivals(self.s.as_raw_fd())?;
         self.stamped = true;
         Ok(())
     }
 
     /// Reads more bytes into `buf`; `Ok(0)` at EOF.
     pub async fn fill(&mut self) -> io::Result<usize> {
-        let len = self.buf.len();
-        if self.buf.capacity() - len < READ_CHUNK_BYTES / 4 {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK_BYTES / 4 {
             self.buf.reserve(READ_CHUNK_BYTES);
         }
         if !self.stamped {
@@ -212,14 +154,12 @@ impl Conn {
         let fd = self.s.as_raw_fd();
         loop {
             self.s.readable().await?;
-            let spare = self.buf.spare_capacity_mut();
+            let buf = &mut self.buf;
             match self
                 .s
-                .try_io(Interest::READABLE, || recv_stamped(fd, spare))
+                .try_io(Interest::READABLE, || stamp::recv_stamped(fd, buf))
             {
                 Ok((n, stamp)) => {
-                    // SAFETY: recvmsg initialised the first `n` bytes of the spare capacity.
-                    unsafe { self.buf.set_len(len + n) };
                     // The stamp is wall-clock time: carried onto the monotonic clock by the
                     // two clocks' difference now (the same instant, to within a vDSO read).
                     self.arrived_ns = if stamp == 0 {
