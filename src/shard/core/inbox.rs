@@ -17,7 +17,7 @@ use crate::fanout::{
     Cmd, Fetched, MsgRef, NewMsg, PublishError, Reply, Since, TopicMsgs, Window, WindowAsk,
 };
 use crate::metrics::M;
-use crate::shard::core::{complete, yield_now, Refused, Shard, State, OUTQ_RETRY};
+use crate::shard::core::{complete, DriverTurn, Refused, Shard, State, OUTQ_RETRY};
 use crate::shard::topics::home::{self, HomeTopic};
 use crate::shard::topics::{Side, SubList, Topic};
 use crate::sys::clock;
@@ -293,6 +293,7 @@ pub(crate) async fn inbox_task(sh: Rc<Shard>) {
     // when the next may start.
     let mut cycle: Option<(Instant, Duration)> = None;
     let mut next = Instant::now();
+    let turn = DriverTurn::new();
     loop {
         if cycle.is_none() {
             let waiting = sh.st.borrow().subs.chains.has_work();
@@ -338,9 +339,9 @@ pub(crate) async fn inbox_task(sh: Rc<Shard>) {
             }
         }
         if cycle.is_some() || !bus.is_empty(sh.id) {
-            // Let connection tasks run between slices and big passes: what they publish
-            // meanwhile joins the chains still waiting.
-            yield_now().await;
+            // Let connection tasks run between slices and big passes, with what the driver
+            // has completed meanwhile: what they publish joins the chains still waiting.
+            turn.pass().await;
         }
     }
 }
