@@ -664,6 +664,10 @@ async function wsRestart(ctx, env) {
     }
     // Close 1012 (service restart), injected by the proxy between two frames: the same delay.
     const n = (await p.messages()).length;
+    // On a loaded host the client may be between two connections here (CI once found none
+    // open): the 1012 is for an open WebSocket, so wait for one.
+    await until('a WebSocket open for the 1012', STEP_MS, () => proxy.wsPairs().length === 1);
+    debug('upgrades before the 1012', proxy.requests.filter((r) => r.upgrade).length);
     const at = Date.now();
     eq(proxy.inject(closeFrame(1012, 'restart'), 'close'), 1, 'WebSockets open for the 1012');
     await until('the reconnect after 1012', STEP_MS, async () => proxy.requests.some((r) => r.upgrade && r.at > at));
