@@ -89,20 +89,11 @@ pub fn raise_nofile() -> u64 {
 pub async fn connect(dst: SocketAddr, src: Option<Ipv4Addr>) -> io::Result<TcpStream> {
     let sock = TcpSocket::new_v4()?;
     if let Some(ip) = src {
-        let one: libc::c_int = 1;
-        // SAFETY: a valid socket fd and a c_int option value of the right size.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_BIND_ADDRESS_NO_PORT,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        stamp::set_flag(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+        )?;
         sock.bind(SocketAddr::new(ip.into(), 0))?;
     }
     let s = sock.connect(dst).await?;

@@ -8,13 +8,18 @@ use std::os::fd::RawFd;
 /// Asks the kernel to stamp each segment that arrives on `fd` from now on; segments already
 /// queued keep no stamp.
 pub fn stamp_arrivals(fd: RawFd) -> io::Result<()> {
+    set_flag(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS)
+}
+
+/// Turns on the boolean socket option `level`/`name` of `fd`.
+pub fn set_flag(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<()> {
     let one: libc::c_int = 1;
     // SAFETY: setsockopt with a c_int option value of the size given; a bad fd is an error.
     let rc = unsafe {
         libc::setsockopt(
             fd,
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
+            level,
+            name,
             (&one as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
