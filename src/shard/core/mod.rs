@@ -251,17 +251,14 @@ pub(crate) fn complete(st: &mut State, to: ReplyTo, reply: Reply, m: &ShardMetri
     }
 }
 
-/// A turn of the I/O driver for a task that runs in slices (the writer).
-///
-/// monoio reaps completions (a client's readiness, a finished write) and fires timers only
-/// when it enters the kernel: when its run queue empties, or after running each queued task
-/// about twice. A task that only yields between slices keeps the queue busy, so one writer
-/// cycle ran 5 to 15 slices, up to 3,840 sends and 37 ms, with no completion reaped: a
-/// publisher's request waited that long to be read (`perf record -e syscalls:…` on a shard,
-/// PERF.md issue 13). Waiting for the readiness of a socket that always has a byte to read
-/// takes one `io_uring_enter` and resumes the task after the completions that were ready then.
-/// On the epoll driver that readiness is answered without a wait, so it yields as well.
+/// A turn of the I/O driver for a task that runs in slices (the writer): monoio reaps
+/// completions, fires timers and takes other threads' wakes only when it enters the kernel,
+/// which a task that merely yields never makes it do (ARCHITECTURE.md, "How a message
+/// travels", step 4). Waiting for the readiness of a socket that always has a byte to read
+/// takes one `io_uring_enter`; on the epoll driver that readiness is answered at once, so a
+/// turn yields first.
 pub(crate) struct DriverTurn {
+    /// The end that is always readable, and the end that keeps its byte there.
     ready: Option<(monoio::net::UnixStream, std::os::unix::net::UnixStream)>,
 }
 
